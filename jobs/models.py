@@ -1,0 +1,101 @@
+"""Jobs and their per-URL results: the durable state of the system.
+
+The database is the source of truth and the queue: a `Job` row is claimed by a
+worker under a lease (`queue.py`), and every URL has exactly one `Result` row,
+created `pending` at submission and turned final once by the worker that holds
+the claim. A job's counters are updated in the same transaction as its rows,
+so they always equal what the rows say.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class Job(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        CANCELLING = "cancelling"
+        COMPLETED = "completed"
+        CANCELLED = "cancelled"
+        FAILED = "failed"
+
+    TERMINAL = frozenset({Status.COMPLETED, Status.CANCELLED, Status.FAILED})
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
+    name = models.CharField(max_length=200, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    concurrency = models.PositiveIntegerField(help_text="Most requests of this job in flight at once.")
+    timeout = models.FloatField(help_text="Per-URL deadline in seconds.")
+
+    # Counters, kept equal to the Result rows by queue.record_results().
+    total = models.PositiveIntegerField(default=0)
+    succeeded = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    cancelled = models.PositiveIntegerField(default=0)
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True, help_text="Why the job failed, if it did.")
+
+    # Claim: which worker runs the job, under which token, until when.
+    worker_id = models.CharField(max_length=200, blank=True)
+    claim_token = models.UUIDField(null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    claims = models.PositiveIntegerField(default=0, help_text="How many times a worker claimed the job.")
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["owner", "-created_at"]), models.Index(fields=["status", "created_at"])]
+
+    def __str__(self) -> str:
+        return self.name or str(self.id)
+
+    @property
+    def done(self) -> int:
+        return self.succeeded + self.failed + self.cancelled
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in self.TERMINAL
+
+    @property
+    def duration(self) -> timedelta | None:
+        if self.started_at is None:
+            return None
+        return (self.finished_at or timezone.now()) - self.started_at
+
+
+class Result(models.Model):
+    class Outcome(models.TextChoices):
+        PENDING = "pending"
+        SUCCEEDED = "succeeded"  # an HTTP response with status < 400
+        FAILED = "failed"  # network error, timeout, or status >= 400
+        CANCELLED = "cancelled"  # the job was cancelled before this URL was fetched
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="results")
+    position = models.PositiveIntegerField(help_text="0-based index in the submitted list.")
+    url = models.TextField()
+    outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.PENDING)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    bytes = models.BigIntegerField(null=True, blank=True)
+    elapsed_ms = models.PositiveIntegerField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True)
+    fetched_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["job", "position"]
+        constraints = [models.UniqueConstraint(fields=["job", "position"], name="result_unique_position")]
+        indexes = [models.Index(fields=["job", "outcome"]), models.Index(fields=["job", "-fetched_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.url} ({self.outcome})"

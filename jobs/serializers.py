@@ -1,0 +1,32 @@
+"""Plain-dict views of jobs and results, shared by the API, the WebSocket
+consumers and the worker's progress messages (one wire format everywhere)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from .models import Job, Result
+
+JOB_FIELDS = ("name", "status", "concurrency", "timeout", "total", "succeeded", "failed", "cancelled", "error")
+RESULT_FIELDS = ("position", "url", "outcome", "status_code", "bytes", "elapsed_ms", "attempts", "error")
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def job_to_dict(job: Job) -> dict[str, Any]:
+    data: dict[str, Any] = {"id": str(job.id)}
+    data.update({field: getattr(job, field) for field in JOB_FIELDS})
+    data["done"] = job.done
+    data["created_at"] = _iso(job.created_at)
+    data["started_at"] = _iso(job.started_at)
+    data["finished_at"] = _iso(job.finished_at)
+    return data
+
+
+def result_to_dict(result: Result) -> dict[str, Any]:
+    data = {field: getattr(result, field) for field in RESULT_FIELDS}
+    data["fetched_at"] = _iso(result.fetched_at)
+    return data
