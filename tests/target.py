@@ -1,0 +1,280 @@
+"""A loopback HTTP target for tests and benchmarks, built on aiohttp.web.
+
+It counts requests and how many are in flight (and the peak of that), so tests
+can assert concurrency bounds on the *server* side, where they really matter.
+
+In-process, it runs on its own event loop in a background thread, so it works
+with any test event loop and blocking reads of its counters are fine::
+
+    with TargetServer(delay_ms=50) as target:
+        url = target.url("/ok")
+        ...
+        assert target.stats().peak_in_flight == 10
+
+As a separate process (prints its base URL on the first line, serves `/stats`)::
+
+    python -m tests.target --port 0 --delay-ms 50 --body-bytes 512
+
+Endpoints (each waits the default delay first, or `?delay=<ms>`):
+    /ok, /ok/<anything>   200 with the default body
+    /delay/<ms>           /ok after <ms> milliseconds
+    /status/<code>        that status code
+    /bytes/<n>            a body of n bytes
+    /hang                 never answers
+    /slow-body            trickles ?chunks=50 chunks of ?chunk_bytes=16 every ?interval_ms=100
+    /reset                sends headers and half the body, then resets the connection
+    /stats                {"requests", "in_flight", "peak_in_flight"} (not counted); POST /stats/reset
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import socket
+import struct
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+
+from aiohttp import web
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """A snapshot of the server's request counters."""
+
+    requests: int
+    """Requests received since the last reset (`/stats` excluded)."""
+    in_flight: int
+    """Requests being handled now: from arrival until the response is fully written or the client went away."""
+    peak_in_flight: int
+    """Highest `in_flight` since the last reset."""
+
+
+class RequestCounter:
+    """Request counters, written on the server's loop and read from any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests = self._in_flight = self._peak = 0
+
+    def enter(self) -> None:
+        with self._lock:
+            self._requests += 1
+            self._in_flight += 1
+            self._peak = max(self._peak, self._in_flight)
+
+    def leave(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    def snapshot(self) -> Stats:
+        with self._lock:
+            return Stats(self._requests, self._in_flight, self._peak)
+
+    def reset(self) -> None:
+        """Zero the request count and restart the peak from what is in flight now."""
+        with self._lock:
+            self._requests = 0
+            self._peak = self._in_flight
+
+
+def build_app(counter: RequestCounter, *, delay_ms: int = 0, body_bytes: int = 64) -> web.Application:
+    """The target application.
+
+    `delay_ms` is waited before every answer (but `/stats`) unless the URL says
+    otherwise; `body_bytes` is the body size of `/ok` (and half that of `/reset`).
+    """
+    default_body = b"x" * body_bytes
+
+    @web.middleware
+    async def count_and_delay(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith("/stats"):
+            return await handler(request)
+        counter.enter()
+        try:
+            delay = int(request.match_info.get("ms") or request.query.get("delay") or delay_ms)
+            if delay:
+                await asyncio.sleep(delay / 1000)
+            response = await handler(request)
+            # Write the whole response here, so `in_flight` covers sending the body too.
+            await response.prepare(request)
+            await response.write_eof()
+            return response
+        finally:
+            counter.leave()
+
+    async def ok(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=default_body, content_type="application/octet-stream")
+
+    async def status(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=int(request.match_info["code"]), text="status\n")
+
+    async def nbytes(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=b"x" * int(request.match_info["n"]), content_type="application/octet-stream")
+
+    async def hang(request: web.Request) -> web.StreamResponse:
+        await asyncio.Event().wait()  # until the client goes away (handler cancellation is on)
+        raise AssertionError("unreachable")
+
+    async def slow_body(request: web.Request) -> web.StreamResponse:
+        chunks = int(request.query.get("chunks", 50))
+        chunk = b"x" * int(request.query.get("chunk_bytes", 16))
+        interval = int(request.query.get("interval_ms", 100)) / 1000
+        response = web.StreamResponse()
+        response.content_length = chunks * len(chunk)
+        await response.prepare(request)
+        for _ in range(chunks):
+            await response.write(chunk)
+            await asyncio.sleep(interval)
+        return response
+
+    async def reset(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.content_length = 2 * len(default_body) or 2
+        await response.prepare(request)
+        await response.write(default_body or b"x")
+        await asyncio.sleep(0.05)  # let the client start reading the body
+        transport = request.transport
+        assert transport is not None
+        # SO_LINGER with a zero timeout turns close() into a TCP RST.
+        transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+        raise asyncio.CancelledError  # the connection is gone: end the handler like a client disconnect does
+
+    async def stats(request: web.Request) -> web.StreamResponse:
+        return web.json_response(asdict(counter.snapshot()))
+
+    async def stats_reset(request: web.Request) -> web.StreamResponse:
+        counter.reset()
+        return web.json_response(asdict(counter.snapshot()))
+
+    app = web.Application(middlewares=[count_and_delay])
+    app.router.add_get("/ok", ok)
+    app.router.add_get("/ok/{tail:.*}", ok)
+    app.router.add_get(r"/delay/{ms:\d+}", ok)
+    app.router.add_get(r"/status/{code:\d{3}}", status)
+    app.router.add_get(r"/bytes/{n:\d+}", nbytes)
+    app.router.add_get("/hang", hang)
+    app.router.add_get("/slow-body", slow_body)
+    app.router.add_get("/reset", reset)
+    app.router.add_get("/stats", stats)
+    app.router.add_post("/stats/reset", stats_reset)
+    return app
+
+
+async def start_runner(app: web.Application, *, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, int]:
+    """Serve `app` on host:port (0: any free port); return the runner and the bound port."""
+    # handler_cancellation: a handler ends when its client disconnects, so `in_flight` drops at once;
+    # a short shutdown_timeout keeps stop() fast while /hang handlers are still waiting.
+    runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=1024)
+    await site.start()
+    return runner, runner.addresses[0][1]
+
+
+class TargetServer:
+    """The target on a background thread with its own event loop; use as a context manager."""
+
+    def __init__(self, *, delay_ms: int = 0, body_bytes: int = 64) -> None:
+        self.delay_ms = delay_ms
+        self.body_bytes = body_bytes
+        self.base_url = ""
+        self._counter = RequestCounter()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    def __enter__(self) -> TargetServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self) -> TargetServer:
+        """Start serving; return once the port is bound."""
+        self._thread = threading.Thread(target=self._serve, name="target-server", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise RuntimeError("target server failed to start") from self._error
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and join the thread (open connections are closed)."""
+        if self._loop is not None and self._thread is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def stats(self) -> Stats:
+        return self._counter.snapshot()
+
+    def reset_stats(self) -> None:
+        self._counter.reset()
+
+    def wait_for(self, predicate: Callable[[Stats], bool], timeout: float = 5.0) -> Stats:
+        """Poll the stats until `predicate` holds; raise AssertionError with the last stats after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while not predicate(stats := self.stats()):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"target stats never matched: {stats}")
+            time.sleep(0.005)
+        return stats
+
+    def _serve(self) -> None:
+        loop = self._loop = asyncio.new_event_loop()
+        try:
+            app = build_app(self._counter, delay_ms=self.delay_ms, body_bytes=self.body_bytes)
+            runner, port = loop.run_until_complete(start_runner(app))
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            loop.close()
+            return
+        self.base_url = f"http://127.0.0.1:{port}"
+        self._ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(runner.cleanup())
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+
+async def _main(args: argparse.Namespace) -> None:
+    app = build_app(RequestCounter(), delay_ms=args.delay_ms, body_bytes=args.body_bytes)
+    runner, port = await start_runner(app, host=args.host, port=args.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"http://{args.host}:{port}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: serve until SIGINT/SIGTERM."""
+    parser = argparse.ArgumentParser(prog="python -m tests.target", description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed on start)")
+    parser.add_argument(
+        "--delay-ms", type=int, default=0, help="delay before every answer, unless the URL says otherwise"
+    )
+    parser.add_argument("--body-bytes", type=int, default=64, help="body size of /ok")
+    asyncio.run(_main(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
