@@ -1,0 +1,323 @@
+"""The JSON API: submit, list, show, cancel and export jobs.
+
+Async views behind the session cookie; unsafe methods need the CSRF token in
+an `X-CSRFToken` header (Django's CSRF middleware checks it, nothing here is
+exempt). Every answer is JSON, errors included: anonymous 401, someone else's
+or an unknown job 404, wrong method 405, bad input 400 `{"errors": {...}}`.
+
+Result exports stream from the database in keyset pages on `position`, so a
+100k-URL job is never loaded at once.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import wraps
+from typing import Any
+from urllib.parse import urlencode
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import RequestDataTooBig
+from django.db.models import Q
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.middleware.csrf import get_token
+from django.urls import reverse
+from django.utils.text import slugify
+from django.views.csrf import csrf_failure as html_csrf_failure
+
+from . import serializers, submission
+from .models import Job, Result
+
+JOBS_DEFAULT_LIMIT = 50
+JOBS_MAX_LIMIT = 500
+RESULTS_DEFAULT_LIMIT = 100
+RESULTS_MAX_LIMIT = 1000
+# Rows per database round trip while streaming an export.
+EXPORT_PAGE_SIZE = 1000
+EXPORT_COLUMNS = (*serializers.RESULT_FIELDS, "fetched_at")
+
+ApiView = Callable[..., Awaitable[HttpResponse]]
+
+
+class BadRequest(Exception):
+    """A 400 naming the bad fields: `errors` maps each to its problem."""
+
+    def __init__(self, errors: dict[str, Any]) -> None:
+        super().__init__(errors)
+        self.errors = errors
+
+
+def api_view(*methods: str) -> Callable[[ApiView], ApiView]:
+    """Wrap an async view `(request, user, **kwargs)` with the API's JSON rules.
+
+    Answers 405 for other methods, 401 for anonymous users, 404 for Http404
+    and 400 for BadRequest/SubmissionError, all as JSON.
+    """
+    allowed = frozenset(methods)
+
+    def decorator(view: ApiView) -> ApiView:
+        @wraps(view)
+        async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if request.method not in allowed:
+                response = error_response(405, f"method {request.method} not allowed")
+                response["Allow"] = ", ".join(sorted(allowed))
+                return response
+            user = await request.auser()
+            if not user.is_authenticated:
+                return error_response(401, "authentication required")
+            if request.method == "GET":
+                # Sets the csrftoken cookie, so a script client can bootstrap its X-CSRFToken from any GET.
+                get_token(request)
+            try:
+                return await view(request, user, *args, **kwargs)
+            except Http404:
+                return error_response(404, "not found")
+            except (BadRequest, submission.SubmissionError) as exc:
+                return JsonResponse({"errors": exc.errors}, status=400)
+
+        return wrapper
+
+    return decorator
+
+
+def error_response(status: int, message: str) -> JsonResponse:
+    return JsonResponse({"error": message}, status=status)
+
+
+async def not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+    """Unknown paths under /api/: JSON 404 rather than Django's HTML page."""
+    return error_response(404, "not found")
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """CSRF_FAILURE_VIEW: JSON 403 under /api/, Django's HTML page elsewhere."""
+    if request.path_info.startswith("/api/"):
+        return error_response(403, f"CSRF check failed: {reason}; send the csrftoken cookie value as X-CSRFToken")
+    return html_csrf_failure(request, reason)
+
+
+# --- Jobs ------------------------------------------------------------------------------
+
+
+@api_view("GET", "POST")
+async def jobs(request: HttpRequest, user: AbstractBaseUser) -> HttpResponse:
+    """GET: the user's jobs, newest first (`?limit=`, `?before=<job id>`). POST: submit a job."""
+    if request.method == "POST":
+        return await _create_job(request, user)
+    limit = _int_param(request, "limit", default=JOBS_DEFAULT_LIMIT, lowest=1, highest=JOBS_MAX_LIMIT)
+    before = request.GET.get("before") or None
+    page = await sync_to_async(_job_page)(user, before, limit)
+    data = {"jobs": [serializers.job_to_dict(job) for job in page[:limit]], "next": None}
+    if len(page) > limit:
+        data["next"] = _page_url(request, before=str(page[limit - 1].id), limit=limit)
+    return JsonResponse(data)
+
+
+async def _create_job(request: HttpRequest, user: AbstractBaseUser) -> HttpResponse:
+    try:
+        body = request.body
+    except RequestDataTooBig:
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return JsonResponse({"errors": {"body": f"request body larger than {limit} bytes"}}, status=413)
+    # Parsing and checking 100k URLs is CPU work: keep it off the event loop.
+    job_request = await sync_to_async(_parse_submission, thread_sensitive=False)(body)
+    job = await submission.asubmit(user, job_request)
+    response = JsonResponse(serializers.job_to_dict(job), status=201)
+    response["Location"] = reverse("api_job", args=[job.id])
+    return response
+
+
+def _parse_submission(body: bytes) -> submission.JobRequest:
+    return submission.validate_submission(decode_json(body))
+
+
+def decode_json(body: bytes | str) -> Any:
+    """Parse a JSON document; SubmissionError({"body": ...}) says where it is malformed."""
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise submission.SubmissionError(
+            {"body": f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"}
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise submission.SubmissionError({"body": f"malformed JSON: not UTF-8 (byte {exc.start})"}) from exc
+    except RecursionError as exc:
+        raise submission.SubmissionError({"body": "malformed JSON: nested too deeply"}) from exc
+
+
+def _job_page(user: AbstractBaseUser, before: str | None, limit: int) -> list[Job]:
+    """Up to limit+1 of the user's jobs, newest first, after the cursor job `before`."""
+    jobs = Job.objects.filter(owner=user).order_by("-created_at", "-id")
+    if before is not None:
+        pk = _uuid_or_none(before)
+        cursor = Job.objects.filter(owner=user, pk=pk).first() if pk else None
+        if cursor is None:
+            raise BadRequest({"before": "not one of your jobs"})
+        jobs = jobs.filter(Q(created_at__lt=cursor.created_at) | Q(created_at=cursor.created_at, id__lt=cursor.id))
+    return list(jobs[: limit + 1])
+
+
+@api_view("GET")
+async def job(request: HttpRequest, user: AbstractBaseUser, job_id: str) -> HttpResponse:
+    """One job."""
+    return JsonResponse(serializers.job_to_dict(await _get_job(user, job_id)))
+
+
+@api_view("POST")
+async def job_cancel(request: HttpRequest, user: AbstractBaseUser, job_id: str) -> HttpResponse:
+    """Cancel: a queued job becomes `cancelled`, a running one `cancelling`. 202 either way."""
+    owned = await _get_job(user, job_id)
+    try:
+        cancelled = await submission.acancel(owned.id)
+    except Job.DoesNotExist:
+        raise Http404 from None
+    return JsonResponse(serializers.job_to_dict(cancelled), status=202)
+
+
+async def _get_job(user: AbstractBaseUser, job_id: str) -> Job:
+    """The user's job `job_id`, else Http404 (bad ids and other users' jobs alike)."""
+    pk = _uuid_or_none(job_id)
+    if pk is None:
+        raise Http404
+    try:
+        return await Job.objects.aget(pk=pk, owner=user)
+    except Job.DoesNotExist:
+        raise Http404 from None
+
+
+def _uuid_or_none(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+# --- Results ---------------------------------------------------------------------------
+
+
+@api_view("GET")
+async def job_results(request: HttpRequest, user: AbstractBaseUser, job_id: str) -> HttpResponse:
+    """A page of result rows in submission order: `?after=<position>&limit=&outcome=a,b`."""
+    owned = await _get_job(user, job_id)
+    after = _int_param(request, "after", default=-1, lowest=-1, highest=None)
+    limit = _int_param(request, "limit", default=RESULTS_DEFAULT_LIMIT, lowest=1, highest=RESULTS_MAX_LIMIT)
+    outcomes = _outcomes_param(request)
+    rows = await sync_to_async(_result_page)(owned.id, after, limit + 1, outcomes)
+    data = {"results": [serializers.result_to_dict(row) for row in rows[:limit]], "next": None}
+    if len(rows) > limit:
+        data["next"] = _page_url(request, after=rows[limit - 1].position, limit=limit)
+    return JsonResponse(data)
+
+
+@api_view("GET")
+async def job_results_jsonl(request: HttpRequest, user: AbstractBaseUser, job_id: str) -> HttpResponse:
+    """All rows as JSON Lines, streamed in submission order."""
+    owned = await _get_job(user, job_id)
+    return _download(_jsonl_chunks(owned.id), owned, "jsonl", "application/x-ndjson; charset=utf-8")
+
+
+@api_view("GET")
+async def job_results_csv(request: HttpRequest, user: AbstractBaseUser, job_id: str) -> HttpResponse:
+    """All rows as CSV with a header row, streamed in submission order."""
+    owned = await _get_job(user, job_id)
+    return _download(_csv_chunks(owned.id), owned, "csv", "text/csv; charset=utf-8")
+
+
+def _download(chunks: AsyncIterator[bytes], job: Job, extension: str, content_type: str) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(chunks, content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{export_filename(job, extension)}"'
+    # Rows change while the job runs; never serve a cached export.
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def export_filename(job: Job, extension: str) -> str:
+    """e.g. `nightly-check-3f2a9c1e-results.csv`: readable, unique, ASCII-only (safe in a header)."""
+    stem = slugify(job.name)[:60].strip("-") or "job"
+    return f"{stem}-{job.id.hex[:8]}-results.{extension}"
+
+
+async def _result_pages(job_id: uuid.UUID) -> AsyncIterator[list[Result]]:
+    """Every row of the job in position order, one keyset page per query."""
+    after = -1
+    while True:
+        page = await sync_to_async(_result_page)(job_id, after, EXPORT_PAGE_SIZE, None)
+        if page:
+            yield page
+        if len(page) < EXPORT_PAGE_SIZE:
+            return
+        after = page[-1].position
+
+
+def _result_page(job_id: uuid.UUID, after: int, limit: int, outcomes: list[str] | None) -> list[Result]:
+    rows = Result.objects.filter(job_id=job_id, position__gt=after)
+    if outcomes:
+        rows = rows.filter(outcome__in=outcomes)
+    return list(rows.order_by("position")[:limit])
+
+
+async def _jsonl_chunks(job_id: uuid.UUID) -> AsyncIterator[bytes]:
+    async for page in _result_pages(job_id):
+        lines = (json.dumps(serializers.result_to_dict(row), ensure_ascii=False) for row in page)
+        yield ("\n".join(lines) + "\n").encode()
+
+
+async def _csv_chunks(job_id: uuid.UUID) -> AsyncIterator[bytes]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(EXPORT_COLUMNS)
+    yield _drain(buffer)
+    async for page in _result_pages(job_id):
+        for row in page:
+            data = serializers.result_to_dict(row)
+            writer.writerow([data[column] for column in EXPORT_COLUMNS])
+        yield _drain(buffer)
+
+
+def _drain(buffer: io.StringIO) -> bytes:
+    data = buffer.getvalue().encode()
+    buffer.seek(0)
+    buffer.truncate()
+    return data
+
+
+# --- Query parameters ---------------------------------------------------------------------
+
+
+def _int_param(request: HttpRequest, name: str, *, default: int, lowest: int, highest: int | None) -> int:
+    raw = request.GET.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or value < lowest or (highest is not None and value > highest):
+        bounds = f"from {lowest} to {highest}" if highest is not None else f"of at least {lowest}"
+        raise BadRequest({name: f"must be an integer {bounds}"})
+    return value
+
+
+def _outcomes_param(request: HttpRequest) -> list[str] | None:
+    raw = request.GET.get("outcome", "").strip()
+    if not raw:
+        return None
+    outcomes = [item.strip() for item in raw.split(",") if item.strip()]
+    unknown = sorted(set(outcomes) - set(Result.Outcome.values))
+    if unknown:
+        expected = ", ".join(Result.Outcome.values)
+        raise BadRequest({"outcome": f"unknown outcome {', '.join(unknown)} (expected {expected})"})
+    return outcomes
+
+
+def _page_url(request: HttpRequest, **params: Any) -> str:
+    query = request.GET.copy()
+    for key, value in params.items():
+        query[key] = str(value)
+    return f"{request.path}?{urlencode(sorted(query.items()))}"
