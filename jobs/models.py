@@ -93,7 +93,7 @@ class Result(models.Model):
     fetched_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        ordering = ["job", "position"]
+        ordering = ["job_id", "position"]
         constraints = [models.UniqueConstraint(fields=["job", "position"], name="result_unique_position")]
         indexes = [models.Index(fields=["job", "outcome"]), models.Index(fields=["job", "-fetched_at"])]
 

@@ -1,0 +1,262 @@
+"""Admin: the history of all jobs, their results, and cancel / re-run actions.
+
+A job may have 100k results, so they are never loaded into the job's page:
+the job links to the Result changelist filtered by job (paginated, without a
+full-table count) and shows only a capped preview of failures. Fields the
+worker owns are read-only; jobs are created by submission, never here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
+
+from . import submission
+from .models import Job, Result
+from .submission import JobRequest
+
+FAILURE_PREVIEW_ROWS = 10
+RERUN_SUFFIX = " (re-run)"
+RERUN_FAILED_SUFFIX = " (re-run failed)"
+
+
+def _percent(done: int, total: int) -> int:
+    return min(100, done * 100 // total) if total else 0
+
+
+def _results_url(job: Job, **filters: str) -> str:
+    query = {"job__id__exact": str(job.pk), **filters}
+    return f"{reverse('admin:jobs_result_changelist')}?{urlencode(query)}"
+
+
+def _rerun_name(job: Job, suffix: str) -> str:
+    base = job.name or f"job {str(job.pk)[:8]}"
+    limit = Job._meta.get_field("name").max_length or 200
+    return base[: limit - len(suffix)] + suffix
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = (
+        "__str__",
+        "owner",
+        "status",
+        "progress_display",
+        "succeeded",
+        "failed",
+        "duration_display",
+        "created_at",
+    )
+    list_display_links = ("__str__",)
+    list_filter = ("status", "owner", "created_at")
+    list_select_related = ("owner",)
+    date_hierarchy = "created_at"
+    search_fields = ("name",)
+    search_help_text = "Name (contains), a job id, or an exact URL (http://… or https://…) the job fetched."
+    ordering = ("-created_at",)
+    list_per_page = 50
+    actions = ("cancel_jobs", "rerun_jobs", "rerun_failed_urls")
+    fieldsets = (
+        (None, {"fields": ("id", "name", "owner", "status", "error")}),
+        ("Options", {"fields": ("concurrency", "timeout")}),
+        ("Progress", {"fields": ("progress_display", "total", "succeeded", "failed", "cancelled", "results_links",
+                                 "failure_preview")}),
+        ("Times", {"fields": ("created_at", "started_at", "finished_at", "duration_display")}),
+        ("Claim", {"classes": ("collapse",),
+                   "fields": ("worker_id", "claim_token", "lease_expires_at", "claims")}),
+    )
+    # Only the display name is an admin's to change: the options belong to the
+    # submission, everything else to the queue and the worker.
+    readonly_fields = (
+        "id", "owner", "status", "error", "concurrency", "timeout",
+        "progress_display", "total", "succeeded", "failed", "cancelled", "results_links", "failure_preview",
+        "created_at", "started_at", "finished_at", "duration_display",
+        "worker_id", "claim_token", "lease_expires_at", "claims",
+    )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        # A job needs its Result rows; submission.submit (the dashboard or the API) creates both.
+        return False
+
+    def save_model(self, request: HttpRequest, obj: Job, form: Any, change: bool) -> None:
+        """Write only the fields the admin changed.
+
+        A plain save() writes every column from the row as it was read, so it
+        would put back stale counters and status if the worker recorded
+        results in the meantime.
+        """
+        if form.changed_data:
+            obj.save(update_fields=form.changed_data)
+
+    # --- columns -------------------------------------------------------------------
+
+    @admin.display(description="progress")
+    def progress_display(self, job: Job) -> str:
+        return f"{job.done}/{job.total} ({_percent(job.done, job.total)}%)"
+
+    @admin.display(description="duration")
+    def duration_display(self, job: Job) -> str:
+        duration = job.duration
+        if duration is None:
+            return "—"
+        seconds = round(duration.total_seconds())
+        minutes, seconds = divmod(seconds, 60)
+        hours, minutes = divmod(minutes, 60)
+        return f"{hours}:{minutes:02d}:{seconds:02d}"
+
+    @admin.display(description="results")
+    def results_links(self, job: Job) -> str:
+        links = [
+            (_results_url(job), "All", job.total),
+            (_results_url(job, outcome__exact=Result.Outcome.SUCCEEDED), "Succeeded", job.succeeded),
+            (_results_url(job, outcome__exact=Result.Outcome.FAILED), "Failed", job.failed),
+            (_results_url(job, outcome__exact=Result.Outcome.CANCELLED), "Cancelled", job.cancelled),
+            (_results_url(job, outcome__exact=Result.Outcome.PENDING), "Pending", job.total - job.done),
+        ]
+        return format_html_join(" · ", '<a href="{}">{} ({})</a>', links)
+
+    @admin.display(description=f"first {FAILURE_PREVIEW_ROWS} failures")
+    def failure_preview(self, job: Job) -> str:
+        failures = list(
+            Result.objects.filter(job=job, outcome=Result.Outcome.FAILED)
+            .order_by("position")
+            .values_list("position", "url", "status_code", "error")[:FAILURE_PREVIEW_ROWS]
+        )
+        if not failures:
+            return "—"
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            ((position + 1, url, "" if code is None else code, error) for position, url, code, error in failures),
+        )
+        return format_html(
+            "<table><thead><tr><th>#</th><th>URL</th><th>status</th><th>error</th></tr></thead>"
+            "<tbody>{}</tbody></table>",
+            rows,
+        )
+
+    # --- search ----------------------------------------------------------------------
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Job], search_term: str
+    ) -> tuple[QuerySet[Job], bool]:
+        """Name (Django's default), plus an exact job id or an exact URL the job holds.
+
+        The URL match is an EXISTS subquery on Result, so a job matches once
+        however many of its rows hold the URL and no rows are joined in.
+        """
+        found, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        term = search_term.strip()
+        extra = Q()
+        try:
+            extra |= Q(pk=uuid.UUID(term))
+        except ValueError:
+            pass
+        if term.lower().startswith(("http://", "https://")):
+            extra |= Q(Exists(Result.objects.filter(job=OuterRef("pk"), url=term)))
+        if extra:
+            found = found | queryset.filter(extra)
+        return found, may_have_duplicates
+
+    # --- actions ---------------------------------------------------------------------
+
+    @admin.action(description="Cancel selected jobs")
+    def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        updated: list[Job] = []
+        skipped = 0
+        for job_id, status in queryset.values_list("pk", "status"):
+            if status in Job.TERMINAL:
+                skipped += 1
+                continue
+            # submission.cancel = queue.request_cancel + an update to the owner's open pages.
+            updated.append(submission.cancel(job_id))
+        cancelled = sum(job.status == Job.Status.CANCELLED for job in updated)
+        stopping = sum(job.status == Job.Status.CANCELLING for job in updated)
+        self.message_user(
+            request,
+            f"Cancelled {cancelled} queued job(s); asked {stopping} running job(s) to stop;"
+            f" {skipped + len(updated) - cancelled - stopping} already finished.",
+            messages.SUCCESS,
+        )
+
+    @admin.action(description="Re-run selected jobs (all URLs)")
+    def rerun_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        created = [
+            self._rerun(job, Result.objects.filter(job=job), suffix=RERUN_SUFFIX)
+            for job in queryset.select_related("owner")
+        ]
+        self.message_user(request, f"Queued {len(created)} new job(s).", messages.SUCCESS)
+
+    @admin.action(description="Re-run failed URLs only")
+    def rerun_failed_urls(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        created: list[Job] = []
+        without_failures = 0
+        for job in queryset.select_related("owner"):
+            failed = Result.objects.filter(job=job, outcome=Result.Outcome.FAILED)
+            if not failed.exists():
+                without_failures += 1
+                continue
+            created.append(self._rerun(job, failed, suffix=RERUN_FAILED_SUFFIX))
+        level = messages.SUCCESS if created else messages.WARNING
+        note = f" {without_failures} job(s) had no failed URLs." if without_failures else ""
+        self.message_user(request, f"Queued {len(created)} new job(s).{note}", level)
+
+    @staticmethod
+    def _rerun(job: Job, results: QuerySet[Result], *, suffix: str) -> Job:
+        """A new job for the same owner and options over `results`' URLs, in their original order.
+
+        The URLs passed validation when first submitted, so they are queued as
+        they are; submission.submit stores them (queue.enqueue_job), wakes the
+        workers and updates the owner's dashboard.
+        """
+        urls = tuple(results.order_by("position").values_list("url", flat=True))
+        request = JobRequest(urls=urls, name=_rerun_name(job, suffix), concurrency=job.concurrency, timeout=job.timeout)
+        return submission.submit(job.owner, request)
+
+
+@admin.register(Result)
+class ResultAdmin(admin.ModelAdmin):
+    """Results, reached from a job (filtered by job); read-only, paginated, no full-table count."""
+
+    list_display = ("position_display", "url", "outcome", "status_code", "bytes", "elapsed_ms", "attempts",
+                    "short_error", "fetched_at", "job_link")
+    list_filter = ("outcome",)
+    list_select_related = ("job",)
+    search_fields = ("=url",)
+    search_help_text = "An exact URL."
+    list_per_page = 100
+    # The unfiltered table may hold millions of rows: skip the second COUNT(*).
+    show_full_result_count = False
+    # job_id, not job: ordering by the relation would join Job for its default ordering.
+    ordering = ("job_id", "position")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # The worker writes results; counters on the job must keep matching them.
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="#", ordering="position")
+    def position_display(self, result: Result) -> int:
+        return result.position + 1
+
+    @admin.display(description="error")
+    def short_error(self, result: Result) -> str:
+        return result.error if len(result.error) <= 80 else result.error[:79] + "…"
+
+    @admin.display(description="job")
+    def job_link(self, result: Result) -> str:
+        return format_html(
+            '<a href="{}">{}</a>', reverse("admin:jobs_job_change", args=[result.job_id]), result.job
+        )
