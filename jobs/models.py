@@ -50,7 +50,9 @@ class Job(models.Model):
     worker_id = models.CharField(max_length=200, blank=True)
     claim_token = models.UUIDField(null=True, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
-    claims = models.PositiveIntegerField(default=0, help_text="How many times a worker claimed the job.")
+    claims = models.PositiveIntegerField(
+        default=0, help_text="Claims that did not end in a clean hand-back; too many marks the job failed (poison)."
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -79,9 +81,10 @@ class Result(models.Model):
         PENDING = "pending"
         SUCCEEDED = "succeeded"  # an HTTP response with status < 400
         FAILED = "failed"  # network error, timeout, or status >= 400
-        CANCELLED = "cancelled"  # the job was cancelled before this URL was fetched
+        CANCELLED = "cancelled"  # never fetched: the job was cancelled or failed first
 
-    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="results")
+    # No separate FK index: unique(job, position) already starts with job_id.
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="results", db_index=False)
     position = models.PositiveIntegerField(help_text="0-based index in the submitted list.")
     url = models.TextField()
     outcome = models.CharField(max_length=16, choices=Outcome.choices, default=Outcome.PENDING)

@@ -1,0 +1,88 @@
+"""`manage.py runworker`: run a Batchfetch worker (a thin shim over jobs.worker).
+
+This app is listed before `channels` in INSTALLED_APPS, so this command wins
+over Channels' own `runworker` (Django uses the first app's command).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from jobs.worker import Worker
+
+# --verbosity -> level of the `jobs` loggers; 1 (the default) keeps the configured level.
+VERBOSITY_LEVELS = {0: logging.WARNING, 2: logging.DEBUG, 3: logging.DEBUG}
+
+
+def bounded_int(low: int, high: int) -> Callable[[str], int]:
+    """An argparse `type=` accepting integers in [low, high]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, not {value}")
+        return value
+
+    return parse
+
+
+def seconds(text: str) -> float:
+    """An argparse `type=` accepting a non-negative number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 3600 seconds, not {text}")
+    return value
+
+
+def worker_id(text: str) -> str:
+    """An argparse `type=` for --worker-id: 1-200 printable characters (Job.worker_id's size)."""
+    if not 1 <= len(text) <= 200 or not text.isprintable():
+        raise argparse.ArgumentTypeError("must be 1 to 200 printable characters")
+    return text
+
+
+class Command(BaseCommand):
+    help = "Run a worker: claim queued jobs from the database and fetch their URLs until SIGINT/SIGTERM."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--concurrency", type=bounded_int(1, 10_000), default=100,
+            help="requests in flight at most, over all jobs of this worker; also its connection pool size (100)",
+        )  # fmt: skip
+        parser.add_argument("--max-jobs", type=bounded_int(1, 1000), default=4, help="jobs run in parallel at most (4)")
+        parser.add_argument("--batch", action="store_true", help="exit once the queue is empty (tests, one-off runs)")
+        parser.add_argument("--worker-id", type=worker_id, help="name in Job.worker_id (default host:pid:random)")
+        parser.add_argument(
+            "--grace", type=seconds, default=5.0,
+            help="seconds in-flight requests get to finish after SIGINT/SIGTERM before the job is handed back (5)",
+        )  # fmt: skip
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["max_jobs"] > options["concurrency"]:
+            raise CommandError(
+                f"--max-jobs {options['max_jobs']} exceeds --concurrency {options['concurrency']}:"
+                " each running job needs at least one request slot"
+            )
+        level = VERBOSITY_LEVELS.get(options["verbosity"])
+        if level is not None:
+            logging.getLogger("jobs").setLevel(level)
+        worker = Worker(
+            concurrency=options["concurrency"],
+            max_jobs=options["max_jobs"],
+            batch=options["batch"],
+            worker_id=options["worker_id"],
+            grace=options["grace"],
+        )
+        asyncio.run(worker.run())

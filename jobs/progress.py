@@ -1,0 +1,274 @@
+"""Channel-layer publishing: job progress, the user's job list, worker wake-ups.
+
+Group names may only hold ASCII letters, digits, '-', '_' and '.', under 100
+characters. Messages are at-most-once: pages re-sync from a snapshot, and
+workers poll the database, so a message is only ever a speed-up.
+
+Nothing here raises to its caller when the channel layer (Redis) is down: the
+outage is logged once when it starts and once when it ends, sends are skipped
+for a moment after each failure so callers never pile up on a dead server, and
+publishing resumes on its own when Redis is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any, Self
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from redis.exceptions import RedisError
+
+from . import conf
+from .models import Job, Result
+from .serializers import job_to_dict, result_to_dict
+
+logger = logging.getLogger(__name__)
+
+WAKEUP_GROUP = "jobs.wakeup"
+JOB_PROGRESS = "job.progress"  # to job_group(): {"type", "job": {...}, "results": [...]}
+JOB_UPDATE = "job.update"  # to user_group(): {"type", "job": {...}}
+WORKER_WAKEUP = "worker.wakeup"  # to WAKEUP_GROUP: {"type"}
+
+# A send that takes longer than this counts as an outage (a hung Redis must not stall a worker).
+SEND_TIMEOUT = 2.0
+# After a failed send, skip sends for this long instead of trying (and failing) once per message.
+RETRY_AFTER = 1.0
+# Rows per progress message at most: messages stay small however fast URLs finish. When more
+# rows finish between two messages, the oldest are left out (the page loads them from the API).
+MAX_RESULTS_PER_MESSAGE = 500
+# channels-redis forgets group members after a day; a long-running worker re-joins this often.
+GROUP_REFRESH_SECONDS = 3600.0
+# Errors that mean "the channel layer is unreachable" (TimeoutError is an OSError).
+LAYER_ERRORS = (RedisError, OSError)
+
+
+def job_group(job_id: uuid.UUID | str) -> str:
+    return f"job.{uuid.UUID(str(job_id)).hex}"
+
+
+def user_group(user_id: int) -> str:
+    return f"user.{user_id}"
+
+
+class _Outage:
+    """Tracks whether the channel layer is reachable; logs each outage once, at its start and end.
+
+    Shared by every loop and thread of the process (sync views publish from
+    their own threads), hence the lock.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._down_since: float | None = None
+        self._retry_at = 0.0
+
+    @property
+    def down(self) -> bool:
+        return self._down_since is not None
+
+    def should_try(self) -> bool:
+        """False for RETRY_AFTER seconds after a failure."""
+        return time.monotonic() >= self._retry_at
+
+    def failed(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        with self._lock:
+            first = self._down_since is None
+            if first:
+                self._down_since = now
+            self._retry_at = now + RETRY_AFTER
+        if first:
+            logger.warning(
+                "Channel layer unreachable (%s: %s); live updates and wake-ups are paused, workers keep polling",
+                type(exc).__name__,
+                exc,
+            )
+
+    def succeeded(self) -> None:
+        with self._lock:
+            since, self._down_since, self._retry_at = self._down_since, None, 0.0
+        if since is not None:
+            logger.warning("Channel layer reachable again after %.1f s; live updates resumed", time.monotonic() - since)
+
+
+outage = _Outage()
+
+
+async def group_send(group: str, message: dict[str, Any]) -> bool:
+    """Send `message` to `group`; True if it was handed to the layer.
+
+    Never raises for an unreachable layer (see the module docstring); only
+    cancellation propagates.
+    """
+    layer = get_channel_layer()
+    if layer is None or not outage.should_try():
+        return False
+    try:
+        async with asyncio.timeout(SEND_TIMEOUT):
+            await layer.group_send(group, message)
+    except LAYER_ERRORS as exc:
+        outage.failed(exc)
+        return False
+    outage.succeeded()
+    return True
+
+
+async def wake_workers() -> None:
+    """Tell the workers a job is waiting; an idle one claims it within ~100 ms instead of at its next poll."""
+    await group_send(WAKEUP_GROUP, {"type": WORKER_WAKEUP})
+
+
+async def publish_job_update(job: Job) -> None:
+    """Announce a job's new state (after submit or cancel) to its owner's pages.
+
+    A `cancelling` job also wakes the workers: the one running it then checks
+    the job's status at once instead of at its next check (<= 0.5 s).
+    """
+    data = job_to_dict(job)
+    await group_send(user_group(job.owner_id), {"type": JOB_UPDATE, "job": data})
+    await group_send(job_group(job.pk), {"type": JOB_PROGRESS, "job": data, "results": []})
+    if job.status == Job.Status.CANCELLING:
+        await wake_workers()
+
+
+def wake_workers_sync() -> None:
+    """`wake_workers()` for sync code (views, admin actions, the shell)."""
+    async_to_sync(wake_workers)()
+
+
+def publish_job_update_sync(job: Job) -> None:
+    """`publish_job_update()` for sync code (views, admin actions, the shell)."""
+    async_to_sync(publish_job_update)(job)
+
+
+class JobPublisher:
+    """Coalesces one job's progress into at most PROGRESS_MAX_RATE messages per second.
+
+    The worker calls `update()` (sync and cheap) after every recorded batch; a
+    background task sends the latest job state with the rows recorded since the
+    previous message, to the job's group (`job.progress`) and to the owner's
+    group (`job.update`). `aclose()` sends what is left, the final status
+    included, then stops. Use as an async context manager.
+    """
+
+    def __init__(self, job: Job, *, max_rate: float | None = None) -> None:
+        rate = float(conf.get("PROGRESS_MAX_RATE") if max_rate is None else max_rate)
+        self._interval = 1.0 / rate
+        self._job_group = job_group(job.pk)
+        self._user_group = user_group(job.owner_id)
+        self._job: dict[str, Any] | None = None
+        self._results: deque[dict[str, Any]] = deque(maxlen=MAX_RESULTS_PER_MESSAGE)
+        self._dirty = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self.messages = 0
+        """Progress messages handed to the layer so far."""
+
+    async def __aenter__(self) -> Self:
+        self._task = asyncio.create_task(self._run(), name=f"publish {self._job_group}")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def update(self, job: Job, results: Iterable[Result] = ()) -> None:
+        """Queue the job's current state and newly final rows for the next message."""
+        self._job = job_to_dict(job)
+        self._results.extend(result_to_dict(result) for result in results)
+        self._dirty.set()
+
+    async def aclose(self) -> None:
+        """Send the last state (within a few seconds at most) and stop."""
+        self._closing = True
+        self._dirty.set()
+        task, self._task = self._task, None
+        if task is None:
+            return
+        try:
+            # Shielded so a cancelled caller does not cut the final message short;
+            # bounded so a hung layer cannot hold up the worker.
+            async with asyncio.timeout(2 * SEND_TIMEOUT + self._interval):
+                await asyncio.shield(task)
+        except TimeoutError:
+            task.cancel()
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+
+    async def _run(self) -> None:
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            await self._send()
+            if self._closing and not self._dirty.is_set():
+                return
+            await asyncio.sleep(self._interval)
+
+    async def _send(self) -> None:
+        job, results = self._job, list(self._results)
+        self._results.clear()
+        if job is None:
+            return
+        if await group_send(self._job_group, {"type": JOB_PROGRESS, "job": job, "results": results}):
+            self.messages += 1
+        await group_send(self._user_group, {"type": JOB_UPDATE, "job": job})
+
+
+async def listen_for_wakeups(on_wakeup: Callable[[], None], *, max_backoff: float = 10.0) -> None:
+    """Call `on_wakeup()` for every wake-up message, until cancelled.
+
+    Joins WAKEUP_GROUP on a new channel of the layer. When the layer is
+    unreachable it retries with backoff (logged once per outage) and calls
+    `on_wakeup()` once it is back, since wake-ups sent meanwhile were lost.
+    """
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    backoff = 0.2
+    while True:
+        channel: str | None = None
+        try:
+            channel = await layer.new_channel("worker")
+            async with asyncio.timeout(SEND_TIMEOUT):
+                await layer.group_add(WAKEUP_GROUP, channel)
+            if outage.down:
+                on_wakeup()
+            outage.succeeded()
+            backoff = 0.2
+            await _receive_wakeups(layer, channel, on_wakeup)
+        except LAYER_ERRORS as exc:
+            outage.failed(exc)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, max_backoff)
+        finally:
+            if channel is not None:
+                await _leave(layer, channel)
+
+
+async def _receive_wakeups(layer: Any, channel: str, on_wakeup: Callable[[], None]) -> None:
+    while True:
+        try:
+            async with asyncio.timeout(GROUP_REFRESH_SECONDS):
+                message = await layer.receive(channel)
+        except TimeoutError:
+            async with asyncio.timeout(SEND_TIMEOUT):
+                await layer.group_add(WAKEUP_GROUP, channel)
+            continue
+        if message.get("type") == WORKER_WAKEUP:
+            on_wakeup()
+
+
+async def _leave(layer: Any, channel: str) -> None:
+    """Best effort: leave WAKEUP_GROUP, so wake-ups stop going to a channel nobody reads."""
+    try:
+        async with asyncio.timeout(1.0):
+            await layer.group_discard(WAKEUP_GROUP, channel)
+    except LAYER_ERRORS:
+        pass

@@ -1,0 +1,388 @@
+"""The worker on real parts: the loopback target server, the database, Redis, and `runworker` processes.
+
+Concurrency bounds are checked at the target (peak requests in flight), where
+they matter; the database is checked for counters equal to rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from django.core.management import call_command, get_commands
+from django.core.management.base import CommandError
+from django.db.models import Count
+from django.utils import timezone
+
+from jobs import progress, queue
+from jobs.fetcher import FetchResult
+from jobs.models import Job, Result
+from jobs.worker import Worker
+from tests import services
+from tests.conftest import redis_layer_settings
+from tests.target import TargetServer
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+REFUSED = "http://127.0.0.1:9/"  # the discard port: nothing listens, the connection is refused
+
+
+@pytest.fixture
+def target() -> Iterator[TargetServer]:
+    with TargetServer(delay_ms=20) as server:
+        yield server
+
+
+@pytest.fixture
+def owner(django_user_model: Any) -> Any:
+    return django_user_model.objects.create_user(username="owner")
+
+
+def make_job(owner: Any, urls: list[str], *, concurrency: int, timeout: float = 5) -> Job:
+    return queue.enqueue_job(owner=owner, urls=urls, name="test", concurrency=concurrency, timeout=timeout)
+
+
+amake_job = database_sync_to_async(make_job)
+
+
+@database_sync_to_async
+def reload(job: Job) -> Job:
+    job.refresh_from_db()
+    return job
+
+
+async def _status_is(job: Job, status: str) -> bool:
+    return (await reload(job)).status == status
+
+
+def outcomes(job: Job) -> dict[str, int]:
+    return dict(Result.objects.filter(job=job).values_list("outcome").annotate(n=Count("id")))
+
+
+def assert_counters_match_rows(job: Job) -> None:
+    job.refresh_from_db()
+    rows = outcomes(job)
+    assert sum(rows.values()) == job.total
+    assert (job.succeeded, job.failed, job.cancelled) == (
+        rows.get("succeeded", 0), rows.get("failed", 0), rows.get("cancelled", 0)
+    )  # fmt: skip
+
+
+async def eventually(predicate: Callable[[], Any], *, timeout: float, what: str) -> float:
+    """Poll `predicate` (sync or async) until it is true; return the seconds it took."""
+    started = time.monotonic()
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        await asyncio.sleep(0.01)
+
+
+def wait_until(predicate: Callable[[], Any], *, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(0.02)
+
+
+# --- the command ---------------------------------------------------------------------
+
+
+def test_our_runworker_wins_over_channels() -> None:
+    assert get_commands()["runworker"] == "jobs"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--concurrency", "0"], "between 1 and 10000"),
+        (["--concurrency", "many"], "not an integer"),
+        (["--max-jobs", "8", "--concurrency", "4"], "--max-jobs 8 exceeds --concurrency 4"),
+        (["--grace", "-1"], "between 0 and 3600"),
+        (["--worker-id", ""], "printable"),
+    ],
+)
+def test_bad_options_are_refused(args: list[str], message: str) -> None:
+    with pytest.raises(CommandError, match=message):
+        call_command("runworker", *args)
+
+
+def test_batch_run_records_every_url_within_the_job_concurrency(owner: Any, target: TargetServer) -> None:
+    urls = [target.url(f"/ok/{i}") for i in range(100)]
+    urls += [target.url("/status/404")] * 10 + [target.url("/status/503")] * 5 + [REFUSED]
+    job = make_job(owner, urls, concurrency=4)
+
+    def custom_handler(signum: int, frame: Any) -> None:
+        raise AssertionError("not called")
+
+    previous = signal.signal(signal.SIGTERM, custom_handler)
+    try:
+        call_command("runworker", "--batch", "--concurrency", "50")
+        assert signal.getsignal(signal.SIGTERM) is custom_handler  # restored after the run
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+    job.refresh_from_db()
+    assert job.status == Job.Status.COMPLETED and job.finished_at is not None and job.claim_token is None
+    assert (job.succeeded, job.failed, job.cancelled) == (100, 16, 0)
+    assert outcomes(job) == {"succeeded": 100, "failed": 16}
+    assert_counters_match_rows(job)
+    stats = target.stats()
+    assert stats.requests == 115  # every URL once (the refused one never reached the server)
+    assert stats.peak_in_flight == 4  # the job's concurrency: reached, never exceeded
+    not_found = Result.objects.filter(job=job, url__endswith="/status/404").first()
+    assert not_found is not None
+    assert (not_found.outcome, not_found.status_code, not_found.attempts) == ("failed", 404, 1)
+    assert not_found.error.startswith("http_status: 404") and not_found.fetched_at is not None
+    refused = Result.objects.get(job=job, url=REFUSED)
+    assert refused.error.startswith("connect:") and refused.status_code is None
+
+
+async def test_the_worker_wide_limit_caps_all_jobs_together(owner: Any, target: TargetServer) -> None:
+    # 20 consumers share 6 slots. Waiting for a slot must not eat into a request's deadline
+    # (0.5 s for a 0.2 s answer), or the waiting ones would time out.
+    first = await amake_job(owner, [target.url("/delay/200")] * 24, concurrency=10, timeout=0.5)
+    second = await amake_job(owner, [target.url("/delay/200")] * 24, concurrency=10, timeout=0.5)
+
+    await Worker(concurrency=6, max_jobs=2, batch=True, handle_signals=False).run()
+
+    first, second = await reload(first), await reload(second)
+    assert first.status == second.status == Job.Status.COMPLETED
+    assert first.succeeded == second.succeeded == 24
+    assert target.stats().peak_in_flight == 6
+    assert second.started_at < first.finished_at  # the two ran side by side
+
+
+async def test_the_worker_runs_with_redis_down(owner: Any, target: TargetServer, settings: Any) -> None:
+    settings.CHANNEL_LAYERS = redis_layer_settings(f"redis://127.0.0.1:{services.free_port()}/0")
+    job = await amake_job(owner, [target.url("/ok")] * 30, concurrency=5)
+
+    await Worker(batch=True, handle_signals=False).run()
+
+    job = await reload(job)
+    assert (job.status, job.succeeded) == (Job.Status.COMPLETED, 30)
+
+
+async def test_a_wakeup_starts_a_new_job_at_once(owner: Any, target: TargetServer) -> None:
+    worker = Worker(poll_interval=30, handle_signals=False)  # so only the wake-up can explain a quick start
+    running = asyncio.create_task(worker.run())
+    try:
+        await asyncio.sleep(0.5)  # idle: it has polled once and joined the wake-up group
+        job = await amake_job(owner, [target.url("/ok")] * 3, concurrency=1)
+        sent = time.monotonic()
+        await progress.wake_workers()
+        await eventually(lambda: target.stats().requests > 0, timeout=5, what="the first request")
+        started_after = time.monotonic() - sent
+        await eventually(lambda: _status_is(job, Job.Status.COMPLETED), timeout=5, what="the job completes")
+    finally:
+        worker.stop()
+        await running
+    assert started_after < 0.5  # seen: ~0.03 s
+
+
+@pytest.mark.parametrize("announced", [False, True], ids=["polled", "woken"])
+async def test_cancel_mid_run_stops_requests_within_a_second(owner: Any, target: TargetServer, announced: bool) -> None:
+    job = await amake_job(owner, [target.url("/delay/100")] * 500, concurrency=8)
+    worker = asyncio.create_task(Worker(batch=True, handle_signals=False).run())
+    try:
+        await eventually(lambda: target.stats().requests >= 24, timeout=10, what="the job is under way")
+        asked = time.monotonic()
+        cancelling = await database_sync_to_async(queue.request_cancel)(job.pk)
+        if announced:
+            await progress.publish_job_update(cancelling)
+        assert cancelling.status == Job.Status.CANCELLING
+        await eventually(lambda: _status_is(job, Job.Status.CANCELLED), timeout=2, what="the job reads cancelled")
+        took = time.monotonic() - asked
+        # Once `cancelled` is visible, no request is in flight and none starts any more.
+        requests = target.stats().requests
+        assert target.stats().in_flight == 0
+        await asyncio.sleep(0.3)
+        assert target.stats().requests == requests
+        await worker
+    finally:
+        if not worker.done():
+            worker.cancel()
+    assert took < (0.5 if announced else 1.0)  # seen: ~0.02 s woken, ~0.3 s polled
+    job = await reload(job)
+    rows = await database_sync_to_async(outcomes)(job)
+    assert rows.get("pending", 0) == 0 and rows["cancelled"] > 300
+    await database_sync_to_async(assert_counters_match_rows)(job)
+
+
+async def test_a_crashed_workers_job_resumes_with_only_its_pending_urls(owner: Any, target: TargetServer) -> None:
+    job = await amake_job(owner, [target.url(f"/ok/{i}") for i in range(30)], concurrency=5)
+
+    @database_sync_to_async
+    def crash_after_ten() -> None:
+        claim = queue.claim_job("crashed-worker")
+        assert claim is not None
+        done = [FetchResult(p, f"/ok/{p}", "succeeded", 200, 64, 1, 1, "") for p in range(10)]
+        queue.record_results(claim, done)
+        Job.objects.filter(pk=job.pk).update(lease_expires_at=timezone.now())  # the lease ran out
+
+    await crash_after_ten()
+    await Worker(batch=True, handle_signals=False).run()
+
+    job = await reload(job)
+    assert (job.status, job.succeeded, job.claims) == (Job.Status.COMPLETED, 30, 2)
+    assert target.stats().requests == 20
+    await database_sync_to_async(assert_counters_match_rows)(job)
+
+
+async def test_a_job_left_cancelling_by_a_crashed_worker_is_cancelled_without_requests(
+    owner: Any, target: TargetServer
+) -> None:
+    job = await amake_job(owner, [target.url("/ok")] * 5, concurrency=2)
+
+    @database_sync_to_async
+    def crash_while_cancelling() -> None:
+        assert queue.claim_job("crashed-worker") is not None
+        queue.request_cancel(job.pk)
+        Job.objects.filter(pk=job.pk).update(lease_expires_at=timezone.now())
+
+    await crash_while_cancelling()
+    await Worker(batch=True, handle_signals=False).run()
+
+    job = await reload(job)
+    assert (job.status, job.cancelled) == (Job.Status.CANCELLED, 5)
+    assert target.stats().requests == 0
+
+
+async def test_the_lease_is_renewed_while_the_job_runs(owner: Any, target: TargetServer, settings: Any) -> None:
+    settings.WORKER_HEARTBEAT_SECONDS = 0.2
+    settings.WORKER_LEASE_SECONDS = 0.6
+    job = await amake_job(owner, [target.url("/delay/100")] * 30, concurrency=2)  # ~1.5 s of work
+    worker = asyncio.create_task(Worker(batch=True, handle_signals=False).run())
+    try:
+        await eventually(lambda: target.stats().requests >= 2, timeout=10, what="the job is under way")
+        for _ in range(4):  # 1.2 s: twice the lease
+            await asyncio.sleep(0.3)
+            assert await database_sync_to_async(queue.claim_job)("rival") is None
+        await worker
+    finally:
+        if not worker.done():
+            worker.cancel()
+    job = await reload(job)
+    assert (job.status, job.succeeded, job.claims) == (Job.Status.COMPLETED, 30, 1)
+
+
+async def test_a_broken_job_fails_with_its_traceback_and_the_worker_goes_on(owner: Any, target: TargetServer) -> None:
+    broken = await amake_job(owner, [target.url("/ok")] * 3, concurrency=0)  # fetch_all refuses it
+    healthy = await amake_job(owner, [target.url("/ok")] * 3, concurrency=1)
+
+    await Worker(max_jobs=1, batch=True, handle_signals=False).run()
+
+    broken, healthy = await reload(broken), await reload(healthy)
+    assert broken.status == Job.Status.FAILED
+    assert broken.error.startswith("ValueError: concurrency must be at least 1")
+    assert "Traceback" in broken.error and "fetch_all" in broken.error
+    assert broken.cancelled == 3 and broken.claim_token is None
+    assert (healthy.status, healthy.succeeded) == (Job.Status.COMPLETED, 3)
+
+
+async def test_a_worker_that_lost_its_claim_stops_and_writes_nothing(owner: Any, target: TargetServer) -> None:
+    job = await amake_job(owner, [target.url("/delay/100")] * 300, concurrency=4)
+    worker = asyncio.create_task(Worker(batch=True, handle_signals=False).run())
+
+    @database_sync_to_async
+    def steal() -> queue.Claim:
+        Job.objects.filter(pk=job.pk).update(lease_expires_at=timezone.now())
+        claim = queue.claim_job("thief")
+        assert claim is not None
+        return claim
+
+    try:
+        await eventually(lambda: target.stats().requests >= 8, timeout=10, what="the job is under way")
+        await steal()
+        await eventually(lambda: worker.done(), timeout=2, what="the worker lets go of the job")
+    finally:
+        if not worker.done():
+            worker.cancel()
+    await worker
+    assert target.stats().in_flight == 0
+    job = await reload(job)
+    assert (job.status, job.worker_id) == (Job.Status.RUNNING, "thief")  # not failed, not finished
+    await database_sync_to_async(assert_counters_match_rows)(job)
+
+
+# --- the runworker process and signals ----------------------------------------------------------
+
+
+def start_worker(env: dict[str, str], log: Path, *args: str) -> services.ManagedProcess:
+    argv = [sys.executable, "manage.py", "runworker", "--concurrency", "10", *args]
+    return services.start_process("runworker", argv, env=env, cwd=services.BASE_DIR, log_path=log)
+
+
+def final_rows(job: Job) -> int:
+    return Result.objects.filter(job=job).exclude(outcome="pending").count()
+
+
+def test_sigterm_releases_the_job_and_a_restart_finishes_it(
+    owner: Any, target: TargetServer, live_database_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    job = make_job(owner, [target.url("/delay/300")] * 40, concurrency=4)
+    env = services.product_env(database_url=live_database_url, redis_url=redis_url)
+    worker = start_worker(env, tmp_path / "first.log", "--grace", "0.1")
+    try:
+        wait_until(lambda: final_rows(job) >= 4, timeout=20, what="the first results")
+        worker.popen.send_signal(signal.SIGTERM)
+        code = worker.popen.wait(timeout=10)
+    finally:
+        worker.stop()
+    assert code == 0, worker.log_tail()
+    assert target.stats().in_flight == 0
+    job.refresh_from_db()
+    assert (job.status, job.worker_id, job.claim_token, job.lease_expires_at) == (Job.Status.QUEUED, "", None, None)
+    assert 4 <= final_rows(job) < 40
+    assert_counters_match_rows(job)
+
+    restarted = subprocess.run(
+        [sys.executable, "manage.py", "runworker", "--batch"],
+        env=env,
+        cwd=services.BASE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert restarted.returncode == 0, restarted.stderr
+    job.refresh_from_db()
+    assert (job.status, job.succeeded) == (Job.Status.COMPLETED, 40)
+    assert_counters_match_rows(job)
+
+
+def test_a_second_signal_cuts_the_grace_short(
+    owner: Any, target: TargetServer, live_database_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    job = make_job(owner, [target.url("/hang")] * 4, concurrency=2, timeout=60)
+    env = services.product_env(database_url=live_database_url, redis_url=redis_url)
+    worker = start_worker(env, tmp_path / "worker.log", "--grace", "30")
+    try:
+        wait_until(lambda: target.stats().in_flight == 2, timeout=20, what="two requests in flight")
+        worker.popen.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        assert worker.poll() is None and target.stats().in_flight == 2  # the grace: requests may finish
+        worker.popen.send_signal(signal.SIGINT)
+        asked = time.monotonic()
+        code = worker.popen.wait(timeout=10)
+        took = time.monotonic() - asked
+    finally:
+        worker.stop()
+    assert code == 0, worker.log_tail()
+    assert took < 2.0
+    wait_until(lambda: target.stats().in_flight == 0, timeout=2, what="the server sees the requests end")
+    job.refresh_from_db()
+    assert job.status == Job.Status.QUEUED and final_rows(job) == 0
