@@ -204,6 +204,13 @@ async def test_paste_watch_progress_to_100_percent_charts_filters_and_screenshot
     found = await results.locator("td.results__url").all_inner_texts()
     assert len(found) == 10 and all("/ok/12" in url for url in found)
 
+    # On a phone: nothing sticks out sideways but the results table, which scrolls in its own box.
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await page.get_by_label("Search URLs").fill("")
+    OUTPUT_DIR.mkdir(exist_ok=True)
+    await page.screenshot(path=str(OUTPUT_DIR / "live-page-phone.png"), full_page=True)
+    assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
 
 async def test_submit_by_file_upload_and_by_drag_and_drop(
     page: Page, live_stack: LiveStack, target: TargetServer
@@ -269,7 +276,9 @@ async def test_pause_and_resume_from_the_page(page: Page, live_stack: LiveStack,
     urls = [target.url(f"/ok/{i}?delay={2500 if i < 4 else 20}") for i in range(80)]
     job_id = await submit_pasted(page, urls, name="pause me", concurrency=4)
     await poll(lambda: target.stats().in_flight == 4, timeout=60, what="wave one in flight", stack=live_stack)
-    await page.get_by_role("button", name="Pause").click()
+    # By keyboard: the controls are real buttons.
+    await page.get_by_role("button", name="Pause").focus()
+    await page.keyboard.press("Enter")
     await expect(page.locator("#job-status")).to_have_text("Paused")
     await expect(page.get_by_role("button", name="Resume")).to_be_visible()
     await expect(page.locator("#stat-eta")).to_have_text("Paused")

@@ -496,7 +496,7 @@
     var chart = el.chart;
     var width = 600;
     var height = 160;
-    var axis = 18;
+    var axis = 2;
     if (!points.length) {
       chart.replaceChildren();
       el.chartDesc.textContent = "No URLs fetched yet.";
@@ -524,7 +524,7 @@
     var barWidth = width / Math.max(30, rates.length);
     var nodes = [svg("line", { x1: 0, y1: height - axis, x2: width, y2: height - axis, class: "chart__axis" })];
     rates.forEach(function (rate, i) {
-      var h = ((height - axis - 14) * rate) / peak;
+      var h = ((height - axis - 4) * rate) / peak;
       var bar = svg("rect", {
         x: (i * barWidth + 0.5).toFixed(1),
         y: (height - axis - h).toFixed(1),
@@ -535,21 +535,19 @@
       bar.appendChild(svg("title", {}, B.formatDuration(i * bucket) + ": " + rate.toFixed(1) + " URLs/s"));
       nodes.push(bar);
     });
-    nodes.push(svg("text", { x: 4, y: 12, class: "chart__label" }, "peak " + peak.toFixed(peak < 10 ? 1 : 0) + " URLs/s"));
-    nodes.push(svg("text", { x: 4, y: height - 4, class: "chart__label" }, "0s"));
-    nodes.push(
-      svg(
-        "text",
-        { x: Math.min(width - 4, barWidth * rates.length), y: height - 4, class: "chart__label", "text-anchor": "end" },
-        B.formatDuration(span)
-      )
-    );
+    // Labels live in the caption below: text inside a stretched (preserveAspectRatio=none) SVG would be distorted.
     chart.replaceChildren.apply(chart, nodes);
     var total = points.reduce(function (sum, point) {
       return sum + point.n;
     }, 0);
     el.chartDesc.textContent =
-      B.formatNumber(total) + " URLs fetched over " + B.formatDuration(span) + "; peak " + peak.toFixed(1) + " URLs/s.";
+      B.formatNumber(total) +
+      " URLs fetched over " +
+      B.formatDuration(span) +
+      (bucket > 1 ? " (bars of " + bucket + " s)" : "") +
+      "; peak " +
+      peak.toFixed(1) +
+      " URLs/s.";
   }
 
   function breakdownItem(label, count, max, kind) {
