@@ -662,9 +662,9 @@
     renderJob(previousStatus);
     if (B.isTerminal(job.status)) {
       stopTicking();
-      if (!B.isTerminal(previousStatus)) {
-        loadStats(); // the final charts
-      }
+    }
+    if (previousStatus !== job.status) {
+      loadStats(); // e.g. the final charts, or the state a pause left
     }
   }
 
