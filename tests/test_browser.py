@@ -190,6 +190,9 @@ async def test_paste_watch_progress_to_100_percent_charts_filters_and_screenshot
 
     # Filters: failures only, then by status code, then a URL search; the DOM stays a window.
     results = page.locator("#results-body tr[data-position]")
+    # The window's spacers assume a fixed row height (ROW_HEIGHT in job.js).
+    heights = await results.evaluate_all("rows => rows.map(row => row.getBoundingClientRect().height)")
+    assert heights and all(abs(height - 32) < 0.5 for height in heights), heights
     await page.get_by_label("Show").select_option("failed")
     await expect(page.locator("#results-count")).to_have_text("40 rows")
     await expect(results.first).to_contain_text("failed")
