@@ -142,6 +142,31 @@ async def test_pause_lets_in_flight_requests_finish_starts_none_and_resume_compl
     await database_sync_to_async(assert_counters_match_rows)(done)
 
 
+async def test_a_cancel_while_pausing_is_honoured_at_once(owner: Any, target: TargetServer) -> None:
+    job = await amake_job(owner, [target.url(f"/ok/{i}?delay=5000") for i in range(20)], concurrency=4)
+    worker = asyncio.create_task(Worker(batch=True, handle_signals=False).run())
+    try:
+        await eventually(lambda: target.stats().in_flight == 4, timeout=15, what="requests in flight")
+        await database_sync_to_async(queue.request_pause)(job.pk)
+        await asyncio.sleep(0.8)  # the worker has seen the pause and waits for its 5 s requests
+        assert (await reload(job)).status == Job.Status.PAUSING
+        cancelling = await database_sync_to_async(queue.request_cancel)(job.pk)
+        assert cancelling.status == Job.Status.CANCELLING
+        took = await eventually(lambda: _is_cancelled(job), timeout=3, what="the job reads cancelled")
+        await asyncio.wait_for(worker, timeout=10)
+    finally:
+        if not worker.done():
+            worker.cancel()
+    assert took < 1.5  # the in-flight requests were cut off, not waited for
+    cancelled = await reload(job)
+    assert (cancelled.cancelled, cancelled.succeeded) == (20, 0)
+    await database_sync_to_async(assert_counters_match_rows)(cancelled)
+
+
+async def _is_cancelled(job: Job) -> bool:
+    return (await reload(job)).status == Job.Status.CANCELLED
+
+
 async def test_a_job_reclaimed_while_pausing_is_released_paused(owner: Any, target: TargetServer) -> None:
     job = await amake_job(owner, [target.url(f"/ok/{i}") for i in range(5)], concurrency=2)
 
