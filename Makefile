@@ -19,12 +19,15 @@ RUNTIME_STAMP := $(VENV)/.requirements.stamp
 DEV_STAMP := $(VENV)/.requirements-dev.stamp
 
 # System commands the tests need, as command=Debian-package; `make test` apt-get
-# installs a package when its command is missing. A browser is one more line:
-#   TEST_TOOLS += chromium=chromium
+# installs a package when its command is missing. tests/test_browser.py drives Debian's
+# Chromium through Playwright (which never downloads a browser of its own).
 TEST_TOOLS := initdb=postgresql
+TEST_TOOLS += chromium=chromium
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PYTHONDONTWRITEBYTECODE := 1
+# Playwright must use /usr/bin/chromium, never fetch a browser build.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
 .PHONY: help venv dev-venv migrate run test test-tools test-checks test-sqlite test-postgres clean
 

@@ -20,11 +20,8 @@ from django.utils.http import urlencode
 
 from . import submission
 from .models import Job, Result
-from .submission import JobRequest
 
 FAILURE_PREVIEW_ROWS = 10
-RERUN_SUFFIX = " (re-run)"
-RERUN_FAILED_SUFFIX = " (re-run failed)"
 
 
 def _percent(done: int, total: int) -> int:
@@ -34,12 +31,6 @@ def _percent(done: int, total: int) -> int:
 def _results_url(job: Job, **filters: str) -> str:
     query = {"job__id__exact": str(job.pk), **filters}
     return f"{reverse('admin:jobs_result_changelist')}?{urlencode(query)}"
-
-
-def _rerun_name(job: Job, suffix: str) -> str:
-    base = job.name or f"job {str(job.pk)[:8]}"
-    limit = Job._meta.get_field("name").max_length or 200
-    return base[: limit - len(suffix)] + suffix
 
 
 @admin.register(Job)
@@ -188,10 +179,8 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.action(description="Re-run selected jobs (all URLs)")
     def rerun_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        created = [
-            self._rerun(job, Result.objects.filter(job=job), suffix=RERUN_SUFFIX)
-            for job in queryset.select_related("owner")
-        ]
+        reruns = (submission.rerun(job, failed_only=False) for job in queryset.select_related("owner"))
+        created = [job for job in reruns if job is not None]
         self.message_user(request, f"Queued {len(created)} new job(s).", messages.SUCCESS)
 
     @admin.action(description="Re-run failed URLs only")
@@ -199,26 +188,15 @@ class JobAdmin(admin.ModelAdmin):
         created: list[Job] = []
         without_failures = 0
         for job in queryset.select_related("owner"):
-            failed = Result.objects.filter(job=job, outcome=Result.Outcome.FAILED)
-            if not failed.exists():
+            # submission.rerun stores the new job, wakes the workers and updates the owner's dashboard.
+            new_job = submission.rerun(job, failed_only=True)
+            if new_job is None:
                 without_failures += 1
                 continue
-            created.append(self._rerun(job, failed, suffix=RERUN_FAILED_SUFFIX))
+            created.append(new_job)
         level = messages.SUCCESS if created else messages.WARNING
         note = f" {without_failures} job(s) had no failed URLs." if without_failures else ""
         self.message_user(request, f"Queued {len(created)} new job(s).{note}", level)
-
-    @staticmethod
-    def _rerun(job: Job, results: QuerySet[Result], *, suffix: str) -> Job:
-        """A new job for the same owner and options over `results`' URLs, in their original order.
-
-        The URLs passed validation when first submitted, so they are queued as
-        they are; submission.submit stores them (queue.enqueue_job), wakes the
-        workers and updates the owner's dashboard.
-        """
-        urls = tuple(results.order_by("position").values_list("url", flat=True))
-        request = JobRequest(urls=urls, name=_rerun_name(job, suffix), concurrency=job.concurrency, timeout=job.timeout)
-        return submission.submit(job.owner, request)
 
 
 @admin.register(Result)

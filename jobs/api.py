@@ -203,15 +203,27 @@ def _uuid_or_none(value: str) -> uuid.UUID | None:
 
 @api_view("GET")
 async def job_results(request: HttpRequest, user: AbstractBaseUser, job_id: str) -> HttpResponse:
-    """A page of result rows in submission order: `?after=<position>&limit=&outcome=a,b`."""
+    """A page of result rows in submission order: `?after=<position>&limit=&outcome=a,b`.
+
+    Filters: `status_code=404,500`, `q=<text in the URL>`. With `order=newest`
+    the rows are the final ones, most recently fetched first, and the cursor is
+    `before=<position>` (the last row of the previous page), as the live page reads them.
+    """
     owned = await _get_job(user, job_id)
-    after = _int_param(request, "after", default=-1, lowest=-1, highest=None)
+    order = request.GET.get("order", "position")
+    if order not in ("position", "newest"):
+        raise BadRequest({"order": "must be position or newest"})
+    newest = order == "newest"
+    start = _int_param(request, "before" if newest else "after", default=-1, lowest=-1, highest=None)
     limit = _int_param(request, "limit", default=RESULTS_DEFAULT_LIMIT, lowest=1, highest=RESULTS_MAX_LIMIT)
     outcomes = _outcomes_param(request)
-    rows = await sync_to_async(_result_page)(owned.id, after, limit + 1, outcomes)
+    filters = {"status_codes": _status_codes_param(request), "q": request.GET.get("q", "").strip()}
+    page = _newest_page if newest else _result_page
+    rows = await sync_to_async(page)(owned.id, start, limit + 1, outcomes, **filters)
+    cursor = {("before" if newest else "after"): rows[limit - 1].position} if len(rows) > limit else {}
     data = {"results": [serializers.result_to_dict(row) for row in rows[:limit]], "next": None}
-    if len(rows) > limit:
-        data["next"] = _page_url(request, after=rows[limit - 1].position, limit=limit)
+    if cursor:
+        data["next"] = _page_url(request, limit=limit, **cursor)
     return JsonResponse(data)
 
 
@@ -255,11 +267,37 @@ async def _result_pages(job_id: uuid.UUID) -> AsyncIterator[list[Result]]:
         after = page[-1].position
 
 
-def _result_page(job_id: uuid.UUID, after: int, limit: int, outcomes: list[str] | None) -> list[Result]:
-    rows = Result.objects.filter(job_id=job_id, position__gt=after)
+def _result_page(
+    job_id: uuid.UUID, after: int, limit: int, outcomes: list[str] | None,
+    *, status_codes: list[int] | None = None, q: str = "",
+) -> list[Result]:  # fmt: skip
+    rows = _filtered(Result.objects.filter(job_id=job_id, position__gt=after), outcomes, status_codes, q)
+    return list(rows.order_by("position")[:limit])
+
+
+def _newest_page(
+    job_id: uuid.UUID, before: int, limit: int, outcomes: list[str] | None,
+    *, status_codes: list[int] | None = None, q: str = "",
+) -> list[Result]:  # fmt: skip
+    """Final rows, most recently fetched first, after the cursor row `before` (keyset on fetched_at, position)."""
+    rows = Result.objects.filter(job_id=job_id, fetched_at__isnull=False).exclude(outcome=Result.Outcome.PENDING)
+    if before >= 0:
+        cursor = Result.objects.filter(job_id=job_id, position=before).values_list("fetched_at", flat=True).first()
+        if cursor is None:
+            raise BadRequest({"before": "no fetched result at that position"})
+        rows = rows.filter(Q(fetched_at__lt=cursor) | Q(fetched_at=cursor, position__lt=before))
+    rows = _filtered(rows, outcomes, status_codes, q)
+    return list(rows.order_by("-fetched_at", "-position")[:limit])
+
+
+def _filtered(rows: Any, outcomes: list[str] | None, status_codes: list[int] | None, q: str) -> Any:
     if outcomes:
         rows = rows.filter(outcome__in=outcomes)
-    return list(rows.order_by("position")[:limit])
+    if status_codes:
+        rows = rows.filter(status_code__in=status_codes)
+    if q:
+        rows = rows.filter(url__icontains=q)
+    return rows
 
 
 async def _jsonl_chunks(job_id: uuid.UUID) -> AsyncIterator[bytes]:
@@ -314,6 +352,16 @@ def _outcomes_param(request: HttpRequest) -> list[str] | None:
         expected = ", ".join(Result.Outcome.values)
         raise BadRequest({"outcome": f"unknown outcome {', '.join(unknown)} (expected {expected})"})
     return outcomes
+
+
+def _status_codes_param(request: HttpRequest) -> list[int] | None:
+    raw = request.GET.get("status_code", "").strip()
+    if not raw:
+        return None
+    codes = [item.strip() for item in raw.split(",") if item.strip()]
+    if not all(code.isdigit() and 100 <= int(code) <= 599 for code in codes):
+        raise BadRequest({"status_code": "must be HTTP status codes from 100 to 599, separated by commas"})
+    return [int(code) for code in codes]
 
 
 def _page_url(request: HttpRequest, **params: Any) -> str:

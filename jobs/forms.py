@@ -59,12 +59,16 @@ class JobSubmitForm(forms.Form):
         max_concurrency = conf.get("JOBS_MAX_CONCURRENCY")
         max_timeout = conf.get("JOBS_MAX_TIMEOUT")
         self.fields["concurrency"].initial = conf.get("JOBS_DEFAULT_CONCURRENCY")
-        self.fields["concurrency"].help_text = f"Requests in flight at once, 1–{max_concurrency}"
+        self.fields["concurrency"].help_text = (
+            f"Requests in flight at once, 1–{max_concurrency} (default {conf.get('JOBS_DEFAULT_CONCURRENCY')})"
+        )
         self.fields["concurrency"].widget = forms.NumberInput(
             attrs={"min": 1, "max": max_concurrency, "step": 1, "inputmode": "numeric"}
         )
         self.fields["timeout"].initial = f"{conf.get('JOBS_DEFAULT_TIMEOUT'):g}"
-        self.fields["timeout"].help_text = f"Seconds per URL, up to {max_timeout:g}"
+        self.fields["timeout"].help_text = (
+            f"Seconds per URL, up to {max_timeout:g} (default {conf.get('JOBS_DEFAULT_TIMEOUT'):g})"
+        )
         self.fields["timeout"].widget = forms.NumberInput(attrs={"max": f"{max_timeout:g}", "step": "any"})
         self.job_request: JobRequest | None = None
 

@@ -22,6 +22,8 @@ class Job(models.Model):
         QUEUED = "queued"
         RUNNING = "running"
         CANCELLING = "cancelling"
+        PAUSING = "pausing"  # the worker lets in-flight requests finish, then releases the job
+        PAUSED = "paused"  # held by no worker until resumed (then queued again)
         COMPLETED = "completed"
         CANCELLED = "cancelled"
         FAILED = "failed"

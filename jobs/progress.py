@@ -128,13 +128,13 @@ async def wake_workers() -> None:
 async def publish_job_update(job: Job) -> None:
     """Announce a job's new state (after submit or cancel) to its owner's pages.
 
-    A `cancelling` job also wakes the workers: the one running it then checks
-    the job's status at once instead of at its next check (<= 0.5 s).
+    A `cancelling` or `pausing` job also wakes the workers: the one running it
+    then checks the job's status at once instead of at its next check (<= 0.5 s).
     """
     data = job_to_dict(job)
     await group_send(user_group(job.owner_id), {"type": JOB_UPDATE, "job": data})
     await group_send(job_group(job.pk), {"type": JOB_PROGRESS, "job": data, "results": []})
-    if job.status == Job.Status.CANCELLING:
+    if job.status in (Job.Status.CANCELLING, Job.Status.PAUSING):
         await wake_workers()
 
 

@@ -96,9 +96,50 @@ def request_cancel(job_id: uuid.UUID | str) -> Job:
             job.status = Job.Status.CANCELLED
             job.finished_at = timezone.now()
             job.save()
-        elif job.status == Job.Status.RUNNING:
+        elif job.status in (Job.Status.RUNNING, Job.Status.PAUSING):
             job.status = Job.Status.CANCELLING
             job.save(update_fields=["status"])
+        elif job.status == Job.Status.PAUSED:
+            # No worker holds a paused job: cancel it here, like a queued one.
+            _finish(job, Job.Status.CANCELLED, timezone.now())
+    return job
+
+
+def request_pause(job_id: uuid.UUID | str) -> Job:
+    """Pause a job: a queued one at once, a running one via `pausing`.
+
+    A `pausing` job starts no new request; its worker lets those in flight
+    finish, records them, then releases the job as `paused` (no worker holds
+    it). Other statuses are left as they are; the caller tells them apart.
+    """
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job_id)
+        if job.status == Job.Status.QUEUED:
+            job.status = Job.Status.PAUSED
+        elif job.status == Job.Status.RUNNING:
+            job.status = Job.Status.PAUSING
+        else:
+            return job
+        job.save(update_fields=["status"])
+    return job
+
+
+def request_resume(job_id: uuid.UUID | str) -> Job:
+    """Resume a paused job: `paused` becomes `queued` (for any worker to claim).
+
+    A job still `pausing` goes back to `running`: its worker releases it as
+    `queued` once its in-flight requests finished, and it is claimed again.
+    Other statuses are left as they are.
+    """
+    with transaction.atomic():
+        job = Job.objects.select_for_update().get(pk=job_id)
+        if job.status == Job.Status.PAUSED:
+            job.status = Job.Status.QUEUED
+        elif job.status == Job.Status.PAUSING:
+            job.status = Job.Status.RUNNING
+        else:
+            return job
+        job.save(update_fields=["status"])
     return job
 
 
@@ -115,7 +156,7 @@ def _cancel_pending(job: Job) -> None:
 
 def _claimable(now: datetime) -> Q:
     """Queued jobs, and started ones whose worker stopped renewing its lease (it crashed)."""
-    started = Q(status__in=[Job.Status.RUNNING, Job.Status.CANCELLING])
+    started = Q(status__in=[Job.Status.RUNNING, Job.Status.CANCELLING, Job.Status.PAUSING])
     expired = Q(lease_expires_at__lt=now) | Q(lease_expires_at__isnull=True)
     return Q(status=Job.Status.QUEUED) | (started & expired)
 
@@ -125,6 +166,10 @@ def _fail_poison(job: Job, now: datetime) -> None:
     logger.warning("Job %s failed: claimed %d times without finishing", job.pk, job.claims)
     reason = f"Gave up after {job.claims} claims: the job never finished (its worker crashed or was killed each time)."
     _finish(job, Job.Status.FAILED, now, error=reason)
+
+
+# A re-claimed job (its worker crashed) keeps these statuses, so the new worker finishes the cancel or pause.
+_KEPT_ON_CLAIM = (Job.Status.CANCELLING, Job.Status.PAUSING)
 
 
 def claim_job(worker_id: str, lease_seconds: float | None = None) -> Claim | None:
@@ -160,7 +205,7 @@ def _claim_skip_locked(worker_id: str, lease: timedelta, max_claims: int) -> Cla
             job.worker_id, job.claim_token, job.lease_expires_at = worker_id, token, now + lease
             job.claims += 1
             job.started_at = job.started_at or now
-            if job.status != Job.Status.CANCELLING:
+            if job.status not in _KEPT_ON_CLAIM:
                 job.status = Job.Status.RUNNING
             job.save(update_fields=["worker_id", "claim_token", "lease_expires_at", "claims", "started_at", "status"])
             return Claim(job=job, token=token, worker_id=worker_id)
@@ -188,9 +233,7 @@ def _claim_conditional(worker_id: str, lease: timedelta, max_claims: int) -> Cla
             lease_expires_at=now + lease,
             claims=F("claims") + 1,
             started_at=Coalesce("started_at", Value(now, output_field=DateTimeField())),
-            status=Case(
-                When(status=Job.Status.CANCELLING, then=Value(Job.Status.CANCELLING)), default=Value(Job.Status.RUNNING)
-            ),
+            status=Case(When(status__in=_KEPT_ON_CLAIM, then=F("status")), default=Value(Job.Status.RUNNING)),
         )
         if won:
             return Claim(job=Job.objects.get(pk=candidate["pk"]), token=token, worker_id=worker_id)
@@ -365,7 +408,7 @@ def release_job(claim: Claim) -> Job:
     """Give the job back to the queue (a worker shutting down) and drop the claim.
 
     The job becomes `queued` again, to resume with its pending URLs on the next
-    claim; a clean hand-back does not count towards WORKER_MAX_CLAIMS. A job
+    claim (`paused` if it was `pausing`, until resumed); a clean hand-back does not count towards WORKER_MAX_CLAIMS. A job
     with nothing left pending is completed instead, and a `cancelling` one
     cancelled, since its fetches have stopped.
     """
@@ -377,7 +420,8 @@ def release_job(claim: Claim) -> Job:
         elif not Result.objects.filter(job_id=job.pk, outcome=Result.Outcome.PENDING).exists():
             _finish(job, Job.Status.COMPLETED, now)
         else:
-            job.status = Job.Status.QUEUED
+            # A pausing job stays with no worker until resumed; any other goes back to the queue.
+            job.status = Job.Status.PAUSED if job.status == Job.Status.PAUSING else Job.Status.QUEUED
             job.worker_id, job.claim_token, job.lease_expires_at = "", None, None
             job.claims = max(job.claims - 1, 0)
             job.save(update_fields=["status", "worker_id", "claim_token", "lease_expires_at", "claims"])
@@ -402,3 +446,5 @@ apending_items = database_sync_to_async(pending_items)
 arecord_results = database_sync_to_async(record_results)
 afinish_job = database_sync_to_async(finish_job)
 arelease_job = database_sync_to_async(release_job)
+arequest_pause = database_sync_to_async(request_pause)
+arequest_resume = database_sync_to_async(request_resume)

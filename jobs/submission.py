@@ -29,7 +29,7 @@ from django.contrib.auth.models import AbstractBaseUser
 
 from . import conf, progress, queue
 from .exceptions import JobsError
-from .models import Job
+from .models import Job, Result
 
 FIELDS = ("urls", "name", "concurrency", "timeout")
 NAME_MAX_LENGTH: int = Job._meta.get_field("name").max_length  # type: ignore[assignment]
@@ -366,6 +366,58 @@ async def acancel(job_id: uuid.UUID | str) -> Job:
     job = await database_sync_to_async(queue.request_cancel)(job_id)
     await _announce_change(job)
     return job
+
+
+def pause(job_id: uuid.UUID | str) -> Job:
+    """Request a pause (see `queue.request_pause`) and announce the new state. Raises Job.DoesNotExist."""
+    job = queue.request_pause(job_id)
+    async_to_sync(_announce_change)(job)
+    return job
+
+
+async def apause(job_id: uuid.UUID | str) -> Job:
+    """Async `pause()`."""
+    job = await queue.arequest_pause(job_id)
+    await _announce_change(job)
+    return job
+
+
+def resume(job_id: uuid.UUID | str) -> Job:
+    """Resume a paused job (see `queue.request_resume`), wake the workers, announce it."""
+    job = queue.request_resume(job_id)
+    async_to_sync(_announce_new if job.status == Job.Status.QUEUED else _announce_change)(job)
+    return job
+
+
+async def aresume(job_id: uuid.UUID | str) -> Job:
+    """Async `resume()`."""
+    job = await queue.arequest_resume(job_id)
+    await (_announce_new if job.status == Job.Status.QUEUED else _announce_change)(job)
+    return job
+
+
+RERUN_SUFFIX = " (re-run)"
+RERUN_FAILED_SUFFIX = " (re-run failed)"
+
+
+def rerun(job: Job, *, failed_only: bool) -> Job | None:
+    """A new job for the same owner and options over `job`'s URLs (only the failed ones if `failed_only`).
+
+    The URLs keep their original order. They passed validation when first
+    submitted, so they are queued as they are. Returns None when there is
+    nothing to re-run (no failed URL). Shared by the admin actions and the API.
+    """
+    rows = job.results.all()
+    if failed_only:
+        rows = rows.filter(outcome=Result.Outcome.FAILED)
+    urls = tuple(rows.order_by("position").values_list("url", flat=True))
+    if not urls:
+        return None
+    suffix = RERUN_FAILED_SUFFIX if failed_only else RERUN_SUFFIX
+    base = job.name or f"job {str(job.pk)[:8]}"
+    name = base[: NAME_MAX_LENGTH - len(suffix)] + suffix
+    request = JobRequest(urls=urls, name=name, concurrency=job.concurrency, timeout=job.timeout)
+    return submit(job.owner, request)
 
 
 def _enqueue(owner: AbstractBaseUser, request: JobRequest) -> Job:

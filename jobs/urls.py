@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path, re_path
 
-from . import api, views
+from . import api, api_live, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -13,6 +13,10 @@ urlpatterns = [
     path("api/jobs/", api.jobs, name="api_jobs"),
     path("api/jobs/<str:job_id>/", api.job, name="api_job"),
     path("api/jobs/<str:job_id>/cancel/", api.job_cancel, name="api_job_cancel"),
+    path("api/jobs/<str:job_id>/pause/", api_live.job_pause, name="api_job_pause"),
+    path("api/jobs/<str:job_id>/resume/", api_live.job_resume, name="api_job_resume"),
+    path("api/jobs/<str:job_id>/rerun-failed/", api_live.job_rerun_failed, name="api_job_rerun_failed"),
+    path("api/jobs/<str:job_id>/stats/", api_live.job_stats, name="api_job_stats"),
     path("api/jobs/<str:job_id>/results/", api.job_results, name="api_job_results"),
     path("api/jobs/<str:job_id>/results.jsonl", api.job_results_jsonl, name="api_job_results_jsonl"),
     path("api/jobs/<str:job_id>/results.csv", api.job_results_csv, name="api_job_results_csv"),

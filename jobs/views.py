@@ -25,7 +25,8 @@ from .serializers import job_to_dict
 # Rows the pages render and the scripts keep in the DOM. The job list matches
 # the /ws/jobs/ snapshot, which replaces it once the socket connects.
 MAX_JOB_ROWS = SNAPSHOT_JOBS
-MAX_RESULT_ROWS = 500
+# Rendered without JavaScript; the script then keeps only a scrolling window of rows in the DOM.
+MAX_RESULT_ROWS = 50
 
 
 def _percent(done: int, total: int) -> int:
@@ -83,7 +84,13 @@ def job_detail(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
         "job_data": job_to_dict(job),
         "results": results,
         "max_rows": MAX_RESULT_ROWS,
+        "pending": job.total - job.done,
         "cancel_api_url": reverse("api_job_cancel", kwargs={"job_id": job.id}),
+        "pause_api_url": reverse("api_job_pause", kwargs={"job_id": job.id}),
+        "resume_api_url": reverse("api_job_resume", kwargs={"job_id": job.id}),
+        "rerun_api_url": reverse("api_job_rerun_failed", kwargs={"job_id": job.id}),
+        "stats_api_url": reverse("api_job_stats", kwargs={"job_id": job.id}),
+        "results_api_url": reverse("api_job_results", kwargs={"job_id": job.id}),
         "csv_url": reverse("api_job_results_csv", kwargs={"job_id": job.id}),
         "jsonl_url": reverse("api_job_results_jsonl", kwargs={"job_id": job.id}),
     }

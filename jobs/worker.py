@@ -14,6 +14,10 @@ the client's connection pool). Results are buffered and written in batches
 coalesced. A watcher checks the job's status every 0.5 s (at once on a
 wake-up) and renews the lease every WORKER_HEARTBEAT_SECONDS.
 
+Pausing: a `pausing` job starts no new request (its requests pass a
+`PauseGate`), lets those in flight finish, records them and is released as
+`paused`; resuming queues it again.
+
 Stopping: a cancelled job stops starting requests, cancels those in flight,
 and only once they have really stopped records the rest as cancelled.
 SIGINT/SIGTERM stop claiming and let in-flight requests finish for a short
@@ -36,7 +40,7 @@ import time
 import traceback
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from types import FrameType
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import httpx
 from django.db import DatabaseError
@@ -45,11 +49,12 @@ from . import conf, fetcher, progress, queue
 from .exceptions import ClaimLost
 from .fetcher import FetchResult
 from .models import Job
+from .pausegate import PauseGate
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Ending = Literal["done", "cancel", "stop"]
+Ending = Literal["done", "cancel", "stop", "pause"]
 SignalHandler = Callable[[int, FrameType | None], Any] | int | None
 
 FLUSH_INTERVAL = 0.2
@@ -297,6 +302,8 @@ class JobRun:
         self._check_now = asyncio.Event()
         self._feeding = True
         self._cancel_requested = False
+        self._pause_requested = asyncio.Event()
+        self._gate = PauseGate(limit)
         self._publisher = progress.JobPublisher(claim.job)
 
     def poke(self) -> None:
@@ -310,7 +317,13 @@ class JobRun:
         logger.info("Job %s claimed (%d URLs, %d done, concurrency %d)", job.pk, job.total, job.done, job.concurrency)
         async with self._publisher:
             self._publisher.update(job)
-            ending: Ending = "cancel" if job.status == Job.Status.CANCELLING else await self._fetch()
+            ending: Ending
+            if job.status == Job.Status.CANCELLING:
+                ending = "cancel"
+            elif job.status == Job.Status.PAUSING:
+                ending = "pause"  # re-claimed after a crash mid-pause: nothing is in flight
+            else:
+                ending = await self._fetch()
             job = await shielded(self._conclude(ending))
             self._publisher.update(job)
         elapsed = time.monotonic() - started
@@ -328,7 +341,8 @@ class JobRun:
                 concurrency=self.job.concurrency,
                 timeout=self.job.timeout,
                 on_result=self._on_result,
-                global_limit=self._limit,
+                # The gate holds the worker-wide limit while a request is in flight (see pausegate).
+                global_limit=cast(asyncio.Semaphore, self._gate),
             ),
             name=f"fetch {self.job.pk}",
         )
@@ -348,12 +362,15 @@ class JobRun:
         loop = asyncio.get_running_loop()
         stop_wait = asyncio.create_task(self._stopping.wait())
         force_wait = asyncio.create_task(self._forced.wait())
+        pause_wait = asyncio.create_task(self._pause_requested.wait())
+        drain_wait: asyncio.Task[None] | None = None
         deadline: float | None = None
         try:
             while True:
                 waiting: set[asyncio.Task[Any]] = {fetch, watcher, flusher, force_wait}
                 if deadline is None:
                     waiting.add(stop_wait)
+                waiting.add(pause_wait if drain_wait is None else drain_wait)
                 timeout = None if deadline is None else max(0.0, deadline - loop.time())
                 done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 for side in (watcher, flusher):
@@ -363,23 +380,33 @@ class JobRun:
                     return "cancel"
                 if fetch in done:
                     fetch.result()  # raises what broke fetch_all
+                    if drain_wait is not None:
+                        return "pause"
                     return "done" if self._feeding else "stop"
+                if drain_wait is not None and drain_wait in done:
+                    return "pause"  # in-flight requests finished; the parked ones never started
+                if pause_wait in done and drain_wait is None:
+                    self._feeding = False
+                    self._gate.close()
+                    drain_wait = asyncio.create_task(self._gate.drained())
                 if force_wait in done or (deadline is not None and loop.time() >= deadline):
                     return "stop"
                 if stop_wait in done:
                     self._feeding = False  # no more requests start from our side
                     deadline = loop.time() + self._grace
         finally:
-            await _cancel_and_wait(stop_wait, force_wait)
+            await _cancel_and_wait(stop_wait, force_wait, pause_wait, *([drain_wait] if drain_wait else []))
 
     async def _conclude(self, ending: Ending) -> Job:
         """Record what was fetched, then finish the job, or hand it back if the worker is stopping."""
         await self._flush()
         job: Job
-        if ending == "stop":
+        if ending in ("stop", "pause"):
             job = await queue.arelease_job(self.claim)
             if job.status == Job.Status.QUEUED:
                 logger.info("Job %s released back to the queue (%d URLs left)", job.pk, job.total - job.done)
+            elif job.status == Job.Status.PAUSED:
+                logger.info("Job %s paused (%d URLs left)", job.pk, job.total - job.done)
         else:
             job = await queue.afinish_job(self.claim)
         return job
@@ -423,7 +450,7 @@ class JobRun:
                 self._publisher.update(recorded.job, recorded.results)
 
     async def _watch(self) -> None:
-        """Return once the job is `cancelling`; renew the lease meanwhile. Raises ClaimLost."""
+        """Return once the job is `cancelling`; flag a pause; renew the lease meanwhile. Raises ClaimLost."""
         loop = asyncio.get_running_loop()
         heartbeat_every = float(conf.get("WORKER_HEARTBEAT_SECONDS"))
         next_heartbeat = loop.time() + heartbeat_every
@@ -446,6 +473,10 @@ class JobRun:
                 logger.info("Job %s: cancel requested; stopping its requests", self.job.pk)
                 self._cancel_requested = True
                 return
+            if status == Job.Status.PAUSING and not self._pause_requested.is_set():
+                # Keep watching: a cancel may follow while in-flight requests finish.
+                logger.info("Job %s: pause requested; letting in-flight requests finish", self.job.pk)
+                self._pause_requested.set()
 
 
 async def _cancel_and_wait(*tasks: asyncio.Task[Any]) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -96,6 +97,16 @@ class LiveStack:
         for process in (self.daphne, self.worker):
             if process.poll() is not None:
                 raise AssertionError(f"{process.name} exited with {process.poll()}{process.log_tail(80)}")
+
+    def restart_daphne(self, *, down_for: float = 0.0, startup_timeout: float = 30.0) -> None:
+        """Stop daphne (SIGTERM), wait `down_for` seconds, start it again on the same port (for reconnect tests)."""
+        old = self.daphne
+        old.stop()
+        time.sleep(down_for)
+        self.daphne = start_process("daphne", old.argv, env=self.env, cwd=BASE_DIR, log_path=old.log_path)
+        self.processes.append(self.daphne)  # the same list live_stack() stops at the end
+        port = int(self.base_url.rsplit(":", 1)[1])
+        wait_for_port(LOOPBACK, port, timeout=startup_timeout, process=self.daphne)
 
     def logs(self) -> str:
         return "".join(process.log_tail(200) for process in self.processes)

@@ -394,3 +394,17 @@ def test_page_links_the_static_files_it_needs(alice: Client) -> None:
         "/static/js/dashboard.js",
     ]
 
+
+
+def test_job_page_links_its_controls_and_labels_them(alice: Client, user: Any) -> None:
+    job = queue.enqueue_job(owner=user, urls=["http://a.example/"], name="controls", concurrency=1, timeout=1)
+    page = parse(alice.get(f"/jobs/{job.pk}/"))
+    root = page.find("div", id="job-page")[0]
+    for action, path in (("pause", "pause/"), ("resume", "resume/"), ("rerun", "rerun-failed/"), ("stats", "stats/"),
+                         ("results", "results/")):
+        assert root[f"data-{action}-url"] == f"/api/jobs/{job.pk}/{path}"
+    for control in ("results-filter", "results-search"):
+        assert page.find("label", **{"for": control}), control
+    assert page.find("dd", id="stat-pending")
+    assert page.find("svg", id="throughput-chart", role="img")
+    assert page.find("button", id="pause-button") and page.find("button", id="rerun-button")

@@ -1,5 +1,5 @@
 /*
- * Dashboard: counts pasted URLs under the textarea, and keeps "Your jobs"
+ * Dashboard: counts pasted URLs under the textarea, takes a dropped file, and keeps "Your jobs"
  * live over /ws/jobs/ ({"type": "jobs"} snapshot on connect, then one
  * {"type": "job"} per change).
  */
@@ -33,6 +33,51 @@
       }
     });
     update();
+  }
+
+  /* The file field is also a drop zone: a dropped file becomes the input's file, so the form posts it as usual. */
+  function setupDropZone() {
+    var zone = document.getElementById("drop-zone");
+    var input = document.getElementById("id_file");
+    var status = document.getElementById("drop-status");
+    if (!zone || !input || !status) {
+      return;
+    }
+    function describe() {
+      var file = input.files && input.files[0];
+      status.textContent = file
+        ? file.name + " (" + B.formatNumber(Math.max(1, Math.round(file.size / 1024))) + " kB) will be uploaded."
+        : "";
+    }
+    function hasFiles(event) {
+      return event.dataTransfer && Array.prototype.indexOf.call(event.dataTransfer.types || [], "Files") !== -1;
+    }
+    zone.addEventListener("dragover", function (event) {
+      if (hasFiles(event)) {
+        event.preventDefault();
+        event.dataTransfer.dropEffect = "copy";
+        zone.classList.add("drop-zone--active");
+      }
+    });
+    zone.addEventListener("dragleave", function () {
+      zone.classList.remove("drop-zone--active");
+    });
+    zone.addEventListener("drop", function (event) {
+      zone.classList.remove("drop-zone--active");
+      if (!hasFiles(event)) {
+        return;
+      }
+      event.preventDefault();
+      var files = event.dataTransfer.files;
+      if (files.length !== 1) {
+        status.textContent = "Drop one .txt or .csv file.";
+        return;
+      }
+      input.files = files;
+      describe();
+    });
+    input.addEventListener("change", describe);
+    describe();
   }
 
   function focusErrors() {
@@ -185,6 +230,7 @@
 
   B.localizeTimes(document);
   setupUrlCount();
+  setupDropZone();
   setupJobList();
   focusErrors();
 })();

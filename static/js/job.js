@@ -1,9 +1,15 @@
 /*
  * Live job page. Protocol on /ws/jobs/<id>/: first {"type": "snapshot", "job", "results"},
  * then {"type": "progress", "job", "results": [new rows]}. The page renders the
- * snapshot (again after every reconnect), then applies events; result rows are
- * deduplicated by position, newest first, at most data-max-rows in the DOM.
- * Final rows never change, so a snapshot's rows are merged with those shown.
+ * snapshot (again after every reconnect, so its numbers equal the API's), then
+ * applies events.
+ *
+ * Results: an in-memory list, newest first, for the current filter and search;
+ * only the rows in view (plus a margin) are in the DOM, so 100k URLs scroll as
+ * fast as 100. Older rows are read from GET <results>?order=newest&before= when
+ * the list is scrolled near its end. Streamed rows that match the filter are
+ * prepended. Charts come from GET <stats> (one GROUP BY each), polled while the
+ * job runs.
  */
 (function () {
   "use strict";
@@ -14,41 +20,72 @@
     return;
   }
 
-  var RATE_WINDOW_MS = 10000; // rate = URLs done over the last 10 s
+  var RATE_WINDOW_MS = 10000; // "now" = URLs fetched over the last 10 s
   var ANNOUNCE_INTERVAL_MS = 5000; // the aria-live summary speaks at most this often
+  var STATS_INTERVAL_MS = 2000; // charts refresh while the job runs
+  var PAGE_SIZE = 200; // rows per API page
+  var ROW_HEIGHT = 32; // px; .results-scroll rows have this fixed height (app.css)
+  var OVERSCAN = 10; // rows rendered above and below the visible ones
+  var LIST_MAX = 20000; // rows kept in memory; older ones are read again from the API on demand
+  var SEARCH_DELAY_MS = 300;
+  var SVG_NS = "http://www.w3.org/2000/svg";
 
-  var maxRows = parseInt(root.getAttribute("data-max-rows"), 10) || 500;
-  var cancelUrl = root.getAttribute("data-cancel-url");
+  function $(id) {
+    return document.getElementById(id);
+  }
+
+  var urls = {
+    cancel: root.getAttribute("data-cancel-url"),
+    pause: root.getAttribute("data-pause-url"),
+    resume: root.getAttribute("data-resume-url"),
+    rerun: root.getAttribute("data-rerun-url"),
+    stats: root.getAttribute("data-stats-url"),
+    results: root.getAttribute("data-results-url"),
+    jobPage: root.getAttribute("data-job-url"),
+  };
   var el = {
-    status: document.getElementById("job-status"),
-    progress: document.getElementById("job-progress"),
-    summary: document.getElementById("job-summary"),
-    summaryLive: document.getElementById("job-summary-live"),
-    done: document.getElementById("stat-done"),
-    succeeded: document.getElementById("stat-succeeded"),
-    failed: document.getElementById("stat-failed"),
-    cancelled: document.getElementById("stat-cancelled"),
-    total: document.getElementById("stat-total"),
-    rate: document.getElementById("stat-rate"),
-    eta: document.getElementById("stat-eta"),
-    started: document.getElementById("stat-started"),
-    finished: document.getElementById("stat-finished"),
-    error: document.getElementById("job-error"),
-    cancelForm: document.getElementById("cancel-form"),
-    cancelButton: document.getElementById("cancel-button"),
-    actionMessage: document.getElementById("action-message"),
-    results: document.getElementById("results-body"),
-    resultsEmpty: document.getElementById("results-empty"),
-    connection: document.getElementById("connection"),
+    status: $("job-status"),
+    progress: $("job-progress"),
+    percent: $("job-percent"),
+    summary: $("job-summary"),
+    summaryLive: $("job-summary-live"),
+    succeeded: $("stat-succeeded"),
+    failed: $("stat-failed"),
+    pending: $("stat-pending"),
+    cancelled: $("stat-cancelled"),
+    total: $("stat-total"),
+    rate: $("stat-rate"),
+    average: $("stat-average"),
+    elapsed: $("stat-elapsed"),
+    eta: $("stat-eta"),
+    started: $("stat-started"),
+    finished: $("stat-finished"),
+    error: $("job-error"),
+    cancelForm: $("cancel-form"),
+    cancelButton: $("cancel-button"),
+    pauseButton: $("pause-button"),
+    rerunButton: $("rerun-button"),
+    actionMessage: $("action-message"),
+    chart: $("throughput-chart"),
+    chartDesc: $("throughput-desc"),
+    breakdown: $("breakdown"),
+    breakdownEmpty: $("breakdown-empty"),
+    filter: $("results-filter"),
+    search: $("results-search"),
+    count: $("results-count"),
+    scroll: $("results-scroll"),
+    results: $("results-body"),
+    resultsEmpty: $("results-empty"),
+    connection: $("connection"),
   };
 
-  var job = JSON.parse(document.getElementById("job-data").textContent);
-  var seen = new Set(); // positions already handled: shown, trimmed, or not listed (cancelled)
-  var entries = new Map(); // position -> {position, fetchedAt, tr} for the rows in the table
-  var samples = []; // [{t, fetched}] for the rate, client clock only (no server skew)
+  var job = JSON.parse($("job-data").textContent);
+  var samples = []; // [{t, fetched}] for the current rate, client clock only (no server skew)
   var lastAnnouncedAt = 0;
   var announceTimer = null;
-  var cancelRequested = false;
+  var busy = false; // a control request is in flight
+  var breakdown = { status_codes: [], errors: [] };
+  var snapshots = 0;
 
   function done(j) {
     return j.done !== undefined ? j.done : j.succeeded + j.failed + j.cancelled;
@@ -59,7 +96,11 @@
     return j.succeeded + j.failed;
   }
 
-  /* ---- Rate and ETA ---- */
+  function active(status) {
+    return status === "running" || status === "cancelling" || status === "pausing";
+  }
+
+  /* ---- Rate, elapsed, ETA ---- */
 
   function addSample() {
     var now = performance.now();
@@ -69,16 +110,22 @@
     }
   }
 
-  /** URLs per second, or null when unknown. */
-  function currentRate() {
-    if (B.isTerminal(job.status)) {
-      if (job.started_at && job.finished_at) {
-        var seconds = (Date.parse(job.finished_at) - Date.parse(job.started_at)) / 1000;
-        return seconds > 0 ? fetched(job) / seconds : null;
-      }
+  function elapsedSeconds() {
+    if (!job.started_at) {
       return null;
     }
-    if (job.status !== "running" && job.status !== "cancelling") {
+    var end = job.finished_at ? Date.parse(job.finished_at) : Date.now();
+    return Math.max(0, (end - Date.parse(job.started_at)) / 1000);
+  }
+
+  function averageRate() {
+    var seconds = elapsedSeconds();
+    return seconds && seconds > 1 ? fetched(job) / seconds : null;
+  }
+
+  /** URLs per second over the last few seconds, or null when unknown or not running. */
+  function currentRate() {
+    if (!active(job.status)) {
       return null;
     }
     var first = samples[0];
@@ -86,21 +133,27 @@
     if (first && last && last.t - first.t >= 1000) {
       return ((last.fetched - first.fetched) * 1000) / (last.t - first.t);
     }
-    // Just connected: fall back to the average since the job started.
-    if (job.started_at) {
-      var elapsed = (Date.now() - Date.parse(job.started_at)) / 1000;
-      return elapsed > 1 ? fetched(job) / elapsed : null;
-    }
-    return null;
+    return averageRate(); // just connected
+  }
+
+  function formatRate(rate) {
+    return rate === null ? "—" : rate.toFixed(rate < 10 ? 1 : 0) + " URLs/s";
   }
 
   function renderRate() {
     var rate = currentRate();
-    el.rate.textContent = rate === null ? "—" : rate.toFixed(rate < 10 ? 1 : 0) + " URLs/s";
-    if (job.status === "running" && rate !== null && rate > 0) {
-      el.eta.textContent = B.formatDuration((job.total - done(job)) / rate);
-    } else if (job.status === "completed" || job.status === "cancelled" || job.status === "failed") {
+    var average = averageRate();
+    el.rate.textContent = formatRate(rate);
+    el.average.textContent = formatRate(average);
+    var seconds = elapsedSeconds();
+    el.elapsed.textContent = seconds === null ? "—" : B.formatDuration(seconds);
+    var speed = rate || average;
+    if (B.isTerminal(job.status)) {
       el.eta.textContent = "Done";
+    } else if (job.status === "paused" || job.status === "pausing") {
+      el.eta.textContent = "Paused";
+    } else if (job.status === "running" && speed) {
+      el.eta.textContent = B.formatDuration((job.total - done(job)) / speed);
     } else {
       el.eta.textContent = "—";
     }
@@ -112,7 +165,7 @@
     var n = done(job);
     var text =
       B.formatNumber(n) + " of " + B.formatNumber(job.total) + " URLs done (" + B.percent(n, job.total) + "%)";
-    if (B.isTerminal(job.status) || job.status === "cancelling") {
+    if (job.status !== "running" && job.status !== "queued") {
       text += " · " + B.statusLabel(job.status);
     }
     return text;
@@ -140,35 +193,76 @@
 
   function renderJob(previousStatus) {
     var n = done(job);
-    B.setProgress(el.progress, n, job.total);
+    var pct = B.setProgress(el.progress, n, job.total);
+    el.percent.textContent = pct + "%";
     el.status.className = "status status--" + job.status;
     el.status.textContent = B.statusLabel(job.status);
-    el.done.textContent = B.formatNumber(n);
     el.succeeded.textContent = B.formatNumber(job.succeeded);
     el.failed.textContent = B.formatNumber(job.failed);
+    el.pending.textContent = B.formatNumber(job.total - n);
     el.cancelled.textContent = B.formatNumber(job.cancelled);
     el.total.textContent = B.formatNumber(job.total);
     B.setTime(el.started, job.started_at);
     B.setTime(el.finished, job.finished_at);
     el.error.textContent = job.error || "";
     el.error.hidden = !job.error;
-    renderCancel();
+    renderControls();
     renderRate();
+    renderCount();
     el.summary.textContent = summaryText();
     if (previousStatus !== undefined) {
       announce(previousStatus !== job.status);
     }
   }
 
-  function renderCancel() {
+  function renderControls() {
     var terminal = B.isTerminal(job.status);
-    el.cancelButton.disabled = terminal || job.status === "cancelling" || cancelRequested;
-    if (terminal) {
-      el.cancelButton.textContent = "Cancel job";
-    }
+    el.cancelButton.disabled = terminal || job.status === "cancelling" || busy;
+    var pausable = job.status === "queued" || job.status === "running";
+    var resumable = job.status === "paused" || job.status === "pausing";
+    el.pauseButton.hidden = !(pausable || resumable);
+    el.pauseButton.disabled = busy;
+    el.pauseButton.textContent = resumable ? "Resume" : "Pause";
+    el.pauseButton.setAttribute("data-action", resumable ? "resume" : "pause");
+    el.rerunButton.hidden = !(job.failed > 0);
+    el.rerunButton.disabled = busy;
   }
 
-  /* ---- Results ---- */
+  /* ---- Results: a newest-first list for the current filter, rendered as a window ---- */
+
+  var list = []; // result dicts, newest first
+  var listed = new Set(); // positions in `list`
+  var exhausted = false; // the API has no older rows for this filter
+  var loading = null; // the filter key of the page request in flight
+  var renderPending = false;
+
+  function filterKey() {
+    return el.filter.value + "\u0000" + el.search.value.trim();
+  }
+
+  function matches(result) {
+    if (result.outcome !== "succeeded" && result.outcome !== "failed") {
+      return false; // pending rows have not arrived; cancelled ones are counted above, not listed
+    }
+    var value = el.filter.value;
+    if (value === "failed" && result.outcome !== "failed") {
+      return false;
+    }
+    if (value.indexOf("code:") === 0 && String(result.status_code) !== value.slice(5)) {
+      return false;
+    }
+    var q = el.search.value.trim().toLowerCase();
+    return !q || result.url.toLowerCase().indexOf(q) !== -1;
+  }
+
+  function timeValue(iso) {
+    var t = iso ? Date.parse(iso) : NaN;
+    return isNaN(t) ? 0 : t;
+  }
+
+  function newestFirst(a, b) {
+    return timeValue(b.fetched_at) - timeValue(a.fetched_at) || b.position - a.position;
+  }
 
   function cell(text, className) {
     var td = document.createElement("td");
@@ -184,7 +278,9 @@
     var tr = document.createElement("tr");
     tr.setAttribute("data-position", String(result.position));
     tr.appendChild(cell(B.formatNumber(result.position + 1), "num"));
-    tr.appendChild(cell(result.url, "results__url"));
+    var url = cell(result.url, "results__url");
+    url.title = result.url;
+    tr.appendChild(url);
     var outcome = document.createElement("td");
     var badge = document.createElement("span");
     badge.className = "outcome outcome--" + result.outcome;
@@ -194,85 +290,367 @@
     tr.appendChild(cell(result.status_code, "num"));
     tr.appendChild(cell(result.bytes === null ? "" : B.formatNumber(result.bytes), "num"));
     tr.appendChild(cell(result.elapsed_ms === null ? "" : B.formatNumber(result.elapsed_ms), "num"));
-    tr.appendChild(cell(result.error, "results__error"));
+    var error = cell(result.error, "results__error");
+    error.title = result.error || "";
+    tr.appendChild(error);
     return tr;
   }
 
-  /* Only fetched URLs are listed: pending rows have not arrived yet, and
-     cancelled ones (possibly thousands at once) are counted above instead. */
-  function isShown(result) {
-    return result.outcome === "succeeded" || result.outcome === "failed";
+  function spacer(rows) {
+    var tr = document.createElement("tr");
+    tr.className = "results__spacer";
+    tr.setAttribute("aria-hidden", "true");
+    var td = document.createElement("td");
+    td.colSpan = 7;
+    td.style.height = rows * ROW_HEIGHT + "px";
+    tr.appendChild(td);
+    return tr;
   }
 
-  function timeValue(iso) {
-    var t = iso ? Date.parse(iso) : NaN;
-    return isNaN(t) ? 0 : t;
-  }
-
-  function newestFirst(a, b) {
-    return b.fetchedAt - a.fetchedAt || b.position - a.position;
-  }
-
-  function addEntry(result) {
-    var entry = { position: result.position, fetchedAt: timeValue(result.fetched_at), tr: buildResultRow(result) };
-    entries.set(result.position, entry);
-    return entry;
-  }
-
-  /* Drop the oldest rows beyond maxRows (they stay in `seen`, so they do not come back). */
-  function trimResults() {
-    var body = el.results;
-    while (body.rows.length > maxRows) {
-      var last = body.rows[body.rows.length - 1];
-      entries.delete(parseInt(last.getAttribute("data-position"), 10));
-      body.deleteRow(body.rows.length - 1);
+  function scheduleRender() {
+    if (!renderPending) {
+      renderPending = true;
+      window.requestAnimationFrame(renderWindow);
     }
-    el.resultsEmpty.hidden = body.rows.length > 0;
   }
 
-  /*
-   * A snapshot holds the newest final rows. A final row never changes, so the
-   * rows already on the page stay valid: merge, re-sort newest first, keep
-   * maxRows. (Replacing the table would shrink it to the snapshot's size.)
-   */
-  function mergeSnapshotResults(results) {
-    var added = false;
-    for (var i = 0; i < results.length; i++) {
-      var result = results[i];
-      if (seen.has(result.position)) {
+  /* Only the rows in view, plus OVERSCAN on each side, between two spacers that keep the scroll height. */
+  function renderWindow() {
+    renderPending = false;
+    var view = el.scroll.clientHeight || ROW_HEIGHT * 15;
+    var first = Math.max(0, Math.floor(el.scroll.scrollTop / ROW_HEIGHT) - OVERSCAN);
+    var last = Math.min(list.length, first + Math.ceil(view / ROW_HEIGHT) + 2 * OVERSCAN);
+    var rows = [];
+    if (first > 0) {
+      rows.push(spacer(first));
+    }
+    for (var i = first; i < last; i++) {
+      rows.push(buildResultRow(list[i]));
+    }
+    if (last < list.length) {
+      rows.push(spacer(list.length - last));
+    }
+    el.results.replaceChildren.apply(el.results, rows);
+    el.resultsEmpty.hidden = list.length > 0 || loading !== null;
+    el.resultsEmpty.textContent = filterKey() === "all\u0000" ? "No results yet." : "No matching results.";
+    if (last >= list.length - OVERSCAN && !exhausted && loading === null) {
+      loadOlder();
+    }
+  }
+
+  /* How many rows match, where the counters tell; else how many are loaded. */
+  function renderCount() {
+    var value = el.filter.value;
+    var known = null;
+    if (!el.search.value.trim()) {
+      if (value === "all") {
+        known = fetched(job);
+      } else if (value === "failed") {
+        known = job.failed;
+      } else {
+        breakdown.status_codes.forEach(function (item) {
+          if ("code:" + item.code === value) {
+            known = item.count;
+          }
+        });
+      }
+    }
+    var text;
+    if (known !== null) {
+      text = B.formatNumber(known) + (known === 1 ? " row" : " rows");
+    } else {
+      text = B.formatNumber(list.length) + (exhausted ? "" : "+") + " matching rows";
+    }
+    el.count.textContent = text;
+  }
+
+  function resetList() {
+    list = [];
+    listed = new Set();
+    exhausted = false;
+    loading = null;
+    el.scroll.scrollTop = 0;
+    renderCount();
+    scheduleRender();
+  }
+
+  function addRows(rows, prepend) {
+    var added = 0;
+    for (var i = 0; i < rows.length; i++) {
+      var result = rows[i];
+      if (listed.has(result.position) || !matches(result)) {
         continue;
       }
-      seen.add(result.position);
-      if (isShown(result)) {
-        addEntry(result);
-        added = true;
+      listed.add(result.position);
+      if (prepend) {
+        list.unshift(result);
+      } else {
+        list.push(result);
       }
+      added += 1;
     }
-    if (added) {
-      var ordered = Array.from(entries.values()).sort(newestFirst);
-      el.results.replaceChildren.apply(
-        el.results,
-        ordered.map(function (entry) {
-          return entry.tr;
-        })
-      );
-    }
-    trimResults();
+    return added;
   }
 
-  /* Progress rows are newer than everything shown; within a message they come oldest first, so prepending each leaves the newest on top. */
+  function trimList() {
+    if (list.length > LIST_MAX) {
+      list.splice(LIST_MAX).forEach(function (result) {
+        listed.delete(result.position);
+      });
+      exhausted = false;
+    }
+  }
+
+  /* Streamed rows are newer than everything listed; within a message they come oldest first. */
   function applyResults(results) {
-    for (var i = 0; i < results.length; i++) {
-      var result = results[i];
-      if (seen.has(result.position)) {
-        continue;
+    var added = addRows(results, true); // each unshifted in turn: the newest ends on top
+    if (added) {
+      // Someone reading further down keeps their rows in place instead of being pushed down.
+      if (el.scroll.scrollTop > 0) {
+        el.scroll.scrollTop += added * ROW_HEIGHT;
       }
-      seen.add(result.position);
-      if (isShown(result)) {
-        el.results.insertBefore(addEntry(result).tr, el.results.firstChild);
-      }
+      trimList();
+      scheduleRender();
+      renderCount();
     }
-    trimResults();
+  }
+
+  function resultsQuery(before) {
+    var value = el.filter.value;
+    var params = new URLSearchParams({ order: "newest", limit: String(PAGE_SIZE) });
+    params.set("outcome", value === "failed" ? "failed" : "succeeded,failed");
+    if (value.indexOf("code:") === 0) {
+      params.set("status_code", value.slice(5));
+    }
+    var q = el.search.value.trim();
+    if (q) {
+      params.set("q", q);
+    }
+    if (before !== null) {
+      params.set("before", String(before));
+    }
+    return urls.results + "?" + params.toString();
+  }
+
+  /* The next page older than the last listed row (or the newest page when the list is empty). */
+  function loadOlder() {
+    var key = filterKey();
+    var before = list.length ? list[list.length - 1].position : null;
+    loading = key;
+    fetch(resultsQuery(before), { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (response) {
+        return response.ok ? response.json() : Promise.reject(new Error("HTTP " + response.status));
+      })
+      .then(function (data) {
+        if (loading !== key || filterKey() !== key) {
+          return; // the filter changed meanwhile; that request is obsolete
+        }
+        loading = null;
+        var rows = data.results || [];
+        // The page and streamed rows may overlap, and rows streamed meanwhile are newer: merge and sort.
+        addRows(rows, false);
+        list.sort(newestFirst);
+        exhausted = !data.next;
+        trimList();
+        renderCount();
+        scheduleRender();
+      })
+      .catch(function () {
+        if (loading === key) {
+          loading = null;
+          // Try again on the next scroll or update rather than in a tight loop.
+          window.setTimeout(scheduleRender, 2000);
+        }
+      });
+  }
+
+  var searchTimer = null;
+  el.filter.addEventListener("change", resetList);
+  el.search.addEventListener("input", function () {
+    if (searchTimer !== null) {
+      window.clearTimeout(searchTimer);
+    }
+    searchTimer = window.setTimeout(function () {
+      searchTimer = null;
+      resetList();
+    }, SEARCH_DELAY_MS);
+  });
+  el.scroll.addEventListener("scroll", scheduleRender, { passive: true });
+  window.addEventListener("resize", scheduleRender);
+
+  /* ---- Charts ---- */
+
+  function svg(name, attrs, text) {
+    var node = document.createElementNS(SVG_NS, name);
+    Object.keys(attrs).forEach(function (key) {
+      node.setAttribute(key, String(attrs[key]));
+    });
+    if (text !== undefined) {
+      node.textContent = text;
+    }
+    return node;
+  }
+
+  /* Bars of URLs/s over the job's life, at most 60 buckets (seconds grouped as the job gets longer). */
+  function renderThroughput(points) {
+    var chart = el.chart;
+    var width = 600;
+    var height = 160;
+    var axis = 2;
+    if (!points.length) {
+      chart.replaceChildren();
+      el.chartDesc.textContent = "No URLs fetched yet.";
+      return;
+    }
+    var start = Math.floor(Date.parse(job.started_at || points[0].t) / 1000);
+    var end = Math.max(
+      Math.floor(Date.parse(points[points.length - 1].t) / 1000),
+      job.finished_at ? Math.floor(Date.parse(job.finished_at) / 1000) : 0
+    );
+    var span = Math.max(1, end - start + 1);
+    var bucket = Math.max(1, Math.ceil(span / 60));
+    var buckets = new Array(Math.ceil(span / bucket)).fill(0);
+    points.forEach(function (point) {
+      var index = Math.floor((Math.floor(Date.parse(point.t) / 1000) - start) / bucket);
+      if (index >= 0 && index < buckets.length) {
+        buckets[index] += point.n;
+      }
+    });
+    var rates = buckets.map(function (n) {
+      return n / bucket;
+    });
+    var peak = Math.max.apply(null, rates) || 1;
+    // At least 30 slots, so the first seconds of a job show as narrow bars growing to the right.
+    var barWidth = width / Math.max(30, rates.length);
+    var nodes = [svg("line", { x1: 0, y1: height - axis, x2: width, y2: height - axis, class: "chart__axis" })];
+    rates.forEach(function (rate, i) {
+      var h = ((height - axis - 4) * rate) / peak;
+      var bar = svg("rect", {
+        x: (i * barWidth + 0.5).toFixed(1),
+        y: (height - axis - h).toFixed(1),
+        width: Math.max(1, barWidth - 1).toFixed(1),
+        height: h.toFixed(1),
+        class: "chart__bar",
+      });
+      bar.appendChild(svg("title", {}, B.formatDuration(i * bucket) + ": " + rate.toFixed(1) + " URLs/s"));
+      nodes.push(bar);
+    });
+    // Labels live in the caption below: text inside a stretched (preserveAspectRatio=none) SVG would be distorted.
+    chart.replaceChildren.apply(chart, nodes);
+    var total = points.reduce(function (sum, point) {
+      return sum + point.n;
+    }, 0);
+    el.chartDesc.textContent =
+      B.formatNumber(total) +
+      " URLs fetched over " +
+      B.formatDuration(span) +
+      (bucket > 1 ? " (bars of " + bucket + " s)" : "") +
+      "; peak " +
+      peak.toFixed(1) +
+      " URLs/s.";
+  }
+
+  function breakdownItem(label, count, max, kind) {
+    var li = document.createElement("li");
+    li.className = "breakdown__item breakdown__item--" + kind;
+    var name = document.createElement("span");
+    name.className = "breakdown__label";
+    name.textContent = label;
+    var bar = document.createElement("span");
+    bar.className = "breakdown__bar";
+    bar.setAttribute("aria-hidden", "true");
+    var fill = document.createElement("span");
+    fill.style.width = Math.max(2, Math.round((100 * count) / max)) + "%";
+    bar.appendChild(fill);
+    var value = document.createElement("span");
+    value.className = "breakdown__count num";
+    value.textContent = B.formatNumber(count);
+    li.appendChild(name);
+    li.appendChild(bar);
+    li.appendChild(value);
+    return li;
+  }
+
+  function renderBreakdown() {
+    var items = [];
+    var max = 1;
+    breakdown.status_codes.concat(breakdown.errors).forEach(function (item) {
+      max = Math.max(max, item.count);
+    });
+    breakdown.status_codes.forEach(function (item) {
+      var kind = item.code >= 400 ? "bad" : "ok";
+      items.push(breakdownItem("HTTP " + item.code, item.count, max, kind));
+    });
+    breakdown.errors.forEach(function (item) {
+      if (item["class"] !== "http_status") {
+        items.push(breakdownItem(item["class"] + " errors", item.count, max, "bad"));
+      }
+    });
+    el.breakdown.replaceChildren.apply(el.breakdown, items);
+    el.breakdownEmpty.hidden = items.length > 0;
+    renderFilterOptions();
+  }
+
+  /* One "Status NNN" filter option per status code seen; the current choice is kept. */
+  function renderFilterOptions() {
+    var current = el.filter.value;
+    var wanted = breakdown.status_codes.map(function (item) {
+      return "code:" + item.code;
+    });
+    if (current.indexOf("code:") === 0 && wanted.indexOf(current) === -1) {
+      wanted.push(current);
+    }
+    wanted.sort();
+    var existing = Array.prototype.slice.call(el.filter.options, 2).map(function (option) {
+      return option.value;
+    });
+    if (existing.join() === wanted.join()) {
+      return;
+    }
+    while (el.filter.options.length > 2) {
+      el.filter.remove(2);
+    }
+    wanted.forEach(function (value) {
+      var option = document.createElement("option");
+      option.value = value;
+      option.textContent = "Status " + value.slice(5);
+      el.filter.appendChild(option);
+    });
+    el.filter.value = current;
+  }
+
+  var statsTimer = null;
+  var statsLoading = false;
+
+  function loadStats() {
+    if (statsLoading) {
+      return;
+    }
+    statsLoading = true;
+    fetch(urls.stats, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (response) {
+        return response.ok ? response.json() : Promise.reject(new Error("HTTP " + response.status));
+      })
+      .then(function (data) {
+        breakdown = { status_codes: data.status_codes || [], errors: data.errors || [] };
+        renderBreakdown();
+        renderThroughput(data.throughput || []);
+        renderCount();
+      })
+      .catch(function () {})
+      .then(function () {
+        statsLoading = false;
+      });
+  }
+
+  function pollStats() {
+    if (statsTimer === null && !B.isTerminal(job.status)) {
+      statsTimer = window.setInterval(function () {
+        if (!document.hidden && active(job.status)) {
+          loadStats();
+        }
+      }, STATS_INTERVAL_MS);
+    }
   }
 
   /* ---- Messages ---- */
@@ -285,12 +663,22 @@
     if (B.isTerminal(job.status)) {
       stopTicking();
     }
+    if (previousStatus !== job.status) {
+      loadStats(); // e.g. the final charts, or the state a pause left
+    }
   }
 
   function onMessage(message) {
     if (message.type === "snapshot" && message.job) {
-      mergeSnapshotResults(Array.isArray(message.results) ? message.results : []);
+      snapshots += 1;
       updateJob(message.job);
+      if (snapshots > 1) {
+        // Reconnected: rows streamed while we were away were missed; read the list again.
+        resetList();
+      } else {
+        applyResults(Array.isArray(message.results) ? message.results.slice().reverse() : []);
+      }
+      loadStats();
       socket.healthy();
     } else if (message.type === "progress" && message.job) {
       applyResults(Array.isArray(message.results) ? message.results : []);
@@ -300,7 +688,7 @@
     }
   }
 
-  /* ---- Cancel ---- */
+  /* ---- Controls ---- */
 
   function showActionMessage(text) {
     el.actionMessage.textContent = text;
@@ -311,48 +699,95 @@
     return input ? input.value : "";
   }
 
-  /* POST to the API (works while the socket is reconnecting); if the request
-     itself fails, fall back to asking over the socket. */
-  function cancel(event) {
-    event.preventDefault();
-    if (el.cancelButton.disabled) {
-      return;
-    }
-    cancelRequested = true;
-    renderCancel();
-    showActionMessage("Cancelling…");
-    fetch(cancelUrl, {
+  function post(url) {
+    return fetch(url, {
       method: "POST",
       credentials: "same-origin",
       headers: { "X-CSRFToken": csrfToken(), Accept: "application/json" },
-    })
-      .then(function (response) {
-        if (response.ok) {
-          showActionMessage("Cancel requested.");
-          return response.json().then(function (data) {
-            // The socket may already have delivered a later state; never step back from a terminal one.
-            if (data && data.id === job.id && data.status && !B.isTerminal(job.status)) {
-              updateJob(data);
-            }
-          }, function () {});
+    }).then(function (response) {
+      return response.json().then(
+        function (data) {
+          return { ok: response.ok, status: response.status, data: data };
+        },
+        function () {
+          return { ok: response.ok, status: response.status, data: {} };
         }
-        cancelRequested = false;
-        renderCancel();
-        showActionMessage("Could not cancel (HTTP " + response.status + "). Reload the page and try again.");
-        return undefined;
+      );
+    });
+  }
+
+  /* Run one control request; `done(result)` handles the answer. */
+  function control(url, pendingText, handle, onNetworkError) {
+    busy = true;
+    renderControls();
+    showActionMessage(pendingText);
+    post(url)
+      .then(function (result) {
+        busy = false;
+        if (!result.ok) {
+          showActionMessage(result.data.error || "The request failed (HTTP " + result.status + ").");
+        } else {
+          handle(result.data);
+        }
+        renderControls();
       })
       .catch(function () {
-        if (socket.send({ type: "cancel" })) {
-          showActionMessage("Cancel requested.");
-        } else {
-          cancelRequested = false;
-          renderCancel();
-          showActionMessage("Could not reach the server to cancel; try again in a moment.");
+        busy = false;
+        renderControls();
+        if (!onNetworkError || !onNetworkError()) {
+          showActionMessage("Could not reach the server; try again in a moment.");
         }
       });
   }
 
-  /* ---- Ticking: keep rate and ETA honest between messages (a stall shows as a falling rate). ---- */
+  /* The socket may already have delivered a later state; never step back from a terminal one. */
+  function acceptJob(data) {
+    if (data && data.id === job.id && data.status && !B.isTerminal(job.status)) {
+      updateJob(data);
+    }
+  }
+
+  el.cancelForm.addEventListener("submit", function (event) {
+    event.preventDefault();
+    if (el.cancelButton.disabled) {
+      return;
+    }
+    control(
+      urls.cancel,
+      "Cancelling…",
+      function (data) {
+        showActionMessage("Cancel requested.");
+        acceptJob(data);
+      },
+      // The API is unreachable: ask over the socket instead.
+      function () {
+        if (socket.send({ type: "cancel" })) {
+          showActionMessage("Cancel requested.");
+          return true;
+        }
+        return false;
+      }
+    );
+  });
+
+  el.pauseButton.addEventListener("click", function () {
+    var resume = el.pauseButton.getAttribute("data-action") === "resume";
+    control(resume ? urls.resume : urls.pause, resume ? "Resuming…" : "Pausing…", function (data) {
+      showActionMessage(
+        resume ? "Resumed." : "Pause requested: requests in flight finish, no new ones start."
+      );
+      acceptJob(data);
+    });
+  });
+
+  el.rerunButton.addEventListener("click", function () {
+    control(urls.rerun, "Starting a new job with the failed URLs…", function (data) {
+      showActionMessage("Started a new job with " + B.formatNumber(data.total) + " URLs; opening it…");
+      window.location.assign(urls.jobPage.replace("00000000-0000-0000-0000-000000000000", data.id));
+    });
+  });
+
+  /* ---- Ticking: keep rate, elapsed and ETA honest between messages (a stall shows as a falling rate). ---- */
 
   var ticker = null;
 
@@ -370,6 +805,10 @@
       window.clearInterval(ticker);
       ticker = null;
     }
+    if (statsTimer !== null) {
+      window.clearInterval(statsTimer);
+      statsTimer = null;
+    }
   }
 
   var socket = new B.LiveSocket(root.getAttribute("data-ws-path"), {
@@ -383,16 +822,13 @@
     },
   });
 
-  el.cancelForm.addEventListener("submit", cancel);
   B.localizeTimes(document);
   addSample();
   renderJob(undefined); // first render: nothing new to announce
-  // Rows rendered by the server count as shown.
-  Array.prototype.forEach.call(el.results.rows, function (tr) {
-    var position = parseInt(tr.getAttribute("data-position"), 10);
-    seen.add(position);
-    entries.set(position, { position: position, fetchedAt: timeValue(tr.getAttribute("data-fetched-at")), tr: tr });
-  });
+  // The server-rendered rows are the no-JavaScript view; the list below replaces them.
+  resetList();
   startTicking();
+  pollStats();
+  loadStats();
   socket.start();
 })();

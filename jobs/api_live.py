@@ -1,0 +1,71 @@
+"""The JSON API behind the live page's controls: pause, resume, re-run failed, and the job's stats.
+
+Same rules as `api.py` (its `api_view`: session auth, CSRF on POST, JSON
+errors). A control that does not apply to the job's status answers 409 with
+the reason, so a script learns why nothing happened.
+"""
+
+from __future__ import annotations
+
+from asgiref.sync import sync_to_async
+from django.contrib.auth.models import AbstractBaseUser
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.urls import reverse
+
+from . import serializers, stats, submission
+from .api import _get_job, api_view, error_response
+from .models import Job
+
+# Statuses a pause or resume cannot change.
+_SETTLED = frozenset({*Job.TERMINAL, Job.Status.CANCELLING})
+
+
+@api_view("POST")
+async def job_pause(request: HttpRequest, user: AbstractBaseUser, job_id: str) -> HttpResponse:
+    """Pause: a queued job becomes `paused`, a running one `pausing` (then `paused`). 202, or 409 if settled."""
+    owned = await _get_job(user, job_id)
+    if owned.status in _SETTLED:
+        return error_response(409, f"cannot pause a {owned.status} job (only a queued or running one)")
+    try:
+        job = await submission.apause(owned.id)
+    except Job.DoesNotExist:
+        raise Http404 from None
+    return JsonResponse(serializers.job_to_dict(job), status=202)
+
+
+@api_view("POST")
+async def job_resume(request: HttpRequest, user: AbstractBaseUser, job_id: str) -> HttpResponse:
+    """Resume: a paused job is queued again (a `pausing` one goes on running). 202, or 409 if settled."""
+    owned = await _get_job(user, job_id)
+    if owned.status in _SETTLED:
+        return error_response(409, f"cannot resume a {owned.status} job (only a paused one)")
+    try:
+        job = await submission.aresume(owned.id)
+    except Job.DoesNotExist:
+        raise Http404 from None
+    return JsonResponse(serializers.job_to_dict(job), status=202)
+
+
+@api_view("POST")
+async def job_rerun_failed(request: HttpRequest, user: AbstractBaseUser, job_id: str) -> HttpResponse:
+    """A new job over the failed URLs only, same options: 201 with its JSON, 409 if none failed."""
+    owned = await _get_job(user, job_id)
+    job = await sync_to_async(submission.rerun)(owned, failed_only=True)
+    if job is None:
+        return error_response(409, "the job has no failed URLs to re-run")
+    response = JsonResponse(serializers.job_to_dict(job), status=201)
+    response["Location"] = reverse("api_job", args=[job.id])
+    return response
+
+
+@api_view("GET")
+async def job_stats(request: HttpRequest, user: AbstractBaseUser, job_id: str) -> HttpResponse:
+    """The job, its status-code / error-class breakdown and its throughput per second."""
+    owned = await _get_job(user, job_id)
+    data = await sync_to_async(_stats)(owned)
+    return JsonResponse(data)
+
+
+def _stats(job: Job) -> dict[str, object]:
+    job.refresh_from_db()
+    return {"job": serializers.job_to_dict(job), **stats.breakdown(job.pk), "throughput": stats.throughput(job.pk)}

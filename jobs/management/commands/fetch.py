@@ -1,0 +1,77 @@
+"""`manage.py fetch urls.txt|- [--name --concurrency --timeout --user] [--wait]`: submit a job from the shell.
+
+A thin shim over jobs.cli and jobs.submission (the rules every entry point
+shares). Without --wait it prints the job id and returns; with --wait it draws
+a progress bar until the job ends and exits 0 when every URL succeeded, 1 when
+some failed, 3 when the job was cancelled or failed. Bad input exits 2.
+Ctrl-C while waiting asks whether to cancel the job; when standard input is
+not a terminal nobody can answer, so the job is left running and that is said.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.urls import reverse
+
+from jobs import cli, submission
+from jobs.submission import SubmissionError
+
+
+class Command(BaseCommand):
+    help = "Submit a job from a file of URLs (or - for standard input); --wait follows it with a progress bar."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("source", help="a .txt file (one URL per line), a .csv file (a 'url' column), or -")
+        parser.add_argument("--name", default=None, help="job name (default: the file name)")
+        parser.add_argument("--concurrency", default=None, help="requests in flight at once (default: the setting)")
+        parser.add_argument("--timeout", default=None, help="seconds per URL (default: the setting)")
+        parser.add_argument("--user", default=None, help="the job's owner (default: the only superuser)")
+        parser.add_argument("--wait", action="store_true", help="follow the job with a progress bar until it ends")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        source: str = options["source"]
+        try:
+            owner = cli.resolve_owner(options["user"])
+            urls = cli.read_urls(source, stdin=sys.stdin.buffer)
+            name = options["name"] if options["name"] is not None else ("" if source == "-" else source[-200:])
+            request = submission.validate_submission(
+                {"urls": urls, "name": name, "concurrency": options["concurrency"], "timeout": options["timeout"]}
+            )
+        except cli.InputError as exc:
+            raise CommandError(str(exc), returncode=2) from exc
+        except SubmissionError as exc:
+            raise CommandError("the job was not created:\n" + cli.describe_errors(exc.errors, source),
+                               returncode=2) from exc
+        job = submission.submit(owner, request)
+        page = reverse("job_detail", kwargs={"job_id": job.pk})
+        self.stdout.write(f"Job {job.pk} queued: {job.total} URLs, concurrency {job.concurrency}. Page: {page}")
+        if not options["wait"]:
+            return
+        while True:
+            try:
+                job = cli.follow(job, stream=self.stderr._out)
+                break
+            except KeyboardInterrupt:
+                if not self._on_interrupt(job, page):
+                    sys.exit(cli.EXIT_INTERRUPTED)
+        self.stdout.write(cli.summary(job))
+        code = cli.exit_code(job)
+        if code:
+            sys.exit(code)
+
+    def _on_interrupt(self, job: Any, page: str) -> bool:
+        """Ctrl-C while waiting: cancel if the user says so (then keep following); False to stop waiting."""
+        answer = cli.ask_to_cancel(job, stdin=sys.stdin, stdout=self.stdout._out)
+        if answer is None:
+            self.stdout.write(f"\nInterrupted; not asking (standard input is not a terminal). Job {job.pk} keeps "
+                              f"running: {page}")
+            return False
+        if answer:
+            submission.cancel(job.pk)
+            self.stdout.write(f"Cancel requested for job {job.pk}.")
+            return True
+        self.stdout.write(f"Job {job.pk} keeps running: {page}")
+        return False
