@@ -16,9 +16,10 @@ wake-up) and renews the lease every WORKER_HEARTBEAT_SECONDS.
 
 Stopping: a cancelled job stops starting requests, cancels those in flight,
 and only once they have really stopped records the rest as cancelled.
-SIGINT/SIGTERM stop claiming and let in-flight requests finish for a short
-grace, then cancel them and hand the job back to the queue; a second signal
-cuts the grace short. Final status writes are shielded from cancellation.
+SIGINT/SIGTERM stop claiming and starting requests at once, let in-flight
+requests finish for `grace` seconds (10), then cancel them and hand the job
+back to the queue; a second signal cuts the grace short. Final status writes
+are shielded from cancellation.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ class Worker:
         max_jobs: int = 4,
         batch: bool = False,
         worker_id: str | None = None,
-        grace: float = 5.0,
+        grace: float = 10.0,
         poll_interval: float | None = None,
         handle_signals: bool = True,
     ) -> None:
@@ -329,6 +330,7 @@ class JobRun:
                 timeout=self.job.timeout,
                 on_result=self._on_result,
                 global_limit=self._limit,
+                stop=self._stopping,  # a stopping worker starts no new request, even of items already queued
             ),
             name=f"fetch {self.job.pk}",
         )
@@ -363,7 +365,8 @@ class JobRun:
                     return "cancel"
                 if fetch in done:
                     fetch.result()  # raises what broke fetch_all
-                    return "done" if self._feeding else "stop"
+                    # fetch_all also ends early once the worker stops, maybe before stop_wait was seen here.
+                    return "stop" if self._stopping.is_set() else "done"
                 if force_wait in done or (deadline is not None and loop.time() >= deadline):
                     return "stop"
                 if stop_wait in done:
