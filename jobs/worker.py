@@ -42,7 +42,7 @@ from typing import Any, Literal, TypeVar
 import httpx
 from django.db import DatabaseError
 
-from . import conf, fetcher, progress, queue
+from . import conf, dbretry, fetcher, progress, queue
 from .exceptions import ClaimLost
 from .fetcher import FetchResult
 from .models import Job
@@ -184,9 +184,13 @@ class Worker:
         while len(self._runs) < self.max_jobs and not self._stopping.is_set():
             try:
                 claim = await queue.aclaim_job(self.worker_id)
+            except dbretry.TRANSIENT_ERRORS as exc:
+                dbretry.outage.failed(exc, "claiming a job")  # logged once per outage; the next poll retries
+                return
             except DatabaseError:
                 logger.exception("Claiming a job failed; trying again at the next poll")
                 return
+            dbretry.outage.succeeded()
             if claim is None:
                 return
             self._start(claim)
@@ -217,6 +221,9 @@ class Worker:
             await run.execute()
         except ClaimLost as exc:
             logger.warning("Job %s: %s; stopped working on it", claim.job_id, exc)
+        except dbretry.TRANSIENT_ERRORS:
+            # Only when forced to exit during an outage: not the job's fault, so not failed; it comes back.
+            logger.warning("Job %s: database unreachable; the job is re-claimed once its lease expires", claim.job_id)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -380,12 +387,16 @@ class JobRun:
         await self._flush()
         job: Job
         if ending == "stop":
-            job = await queue.arelease_job(self.claim)
+            job = await self._retrying(lambda: queue.arelease_job(self.claim), "releasing a job")
             if job.status == Job.Status.QUEUED:
                 logger.info("Job %s released back to the queue (%d URLs left)", job.pk, job.total - job.done)
         else:
-            job = await queue.afinish_job(self.claim)
+            job = await self._retrying(lambda: queue.afinish_job(self.claim), "finishing a job")
         return job
+
+    def _retrying(self, call: Callable[[], Awaitable[T]], doing: str) -> Awaitable[T]:
+        """`call()`, retried while the database is unreachable, until the worker must exit at once."""
+        return dbretry.retrying(call, doing=doing, give_up=self._forced)
 
     # --- the pieces running beside fetch_all ----------------------------------------------
 
@@ -393,7 +404,9 @@ class JobRun:
         """Pending (position, url) pairs, read from the database a page at a time."""
         after = -1
         while self._feeding:
-            page = await queue.apending_items(self.claim, after=after, limit=PAGE_SIZE)
+            page = await self._retrying(
+                lambda: queue.apending_items(self.claim, after=after, limit=PAGE_SIZE), "reading pending URLs"
+            )
             if not page:
                 return
             for item in page:
@@ -419,9 +432,14 @@ class JobRun:
         async with self._flush_lock:
             self._flush_now.clear()
             while self._buffer:
-                batch, self._buffer = self._buffer[:FLUSH_SIZE], self._buffer[FLUSH_SIZE:]
+                batch = self._buffer[:FLUSH_SIZE]
                 # Shielded: a write that started is finished, so its rows are never recorded twice or lost.
-                recorded = await shielded(queue.arecord_results(self.claim, batch))
+                # Retried while the database is unreachable; the batch leaves the buffer only once written
+                # (a batch written twice, e.g. when the commit's answer was lost, only writes pending rows).
+                recorded = await self._retrying(
+                    lambda: shielded(queue.arecord_results(self.claim, batch)), "recording results"
+                )
+                del self._buffer[: len(batch)]
                 self.job = recorded.job
                 self._publisher.update(recorded.job, recorded.results)
 
@@ -441,8 +459,11 @@ class JobRun:
                     next_heartbeat = loop.time() + heartbeat_every
                 else:
                     status = await queue.ajob_status(self.claim)
+            except dbretry.TRANSIENT_ERRORS as exc:
+                # A restarting database: the lease outlasts a few missed checks (logged once per outage).
+                dbretry.outage.failed(exc, "checking a job's status")
+                continue
             except DatabaseError:
-                # Transient (e.g. a restarting database): the lease outlasts a few missed checks.
                 logger.warning("Job %s: status check failed; retrying", self.job.pk, exc_info=True)
                 continue
             if status == Job.Status.CANCELLING:

@@ -14,10 +14,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from django.db import connection
 
 from jobs.models import Job
 from tests import services
@@ -109,3 +112,60 @@ def test_requests_outliving_the_grace_are_cancelled_and_the_job_goes_back_to_the
     job.refresh_from_db()
     # Released, not failed: nothing was recorded for the cancelled requests, all six URLs are still to do.
     assert (job.status, job.error, final_rows(job), job.claims) == (Job.Status.QUEUED, "", 0, 0)
+
+
+# --- database outages ----------------------------------------------------------------------------
+
+
+@contextmanager
+def postgres_outage() -> Iterator[None]:
+    """The test database refuses connections and drops the open ones, as during a restart, until the block ends.
+
+    Switched off and on from the cluster's `postgres` database (a database cannot refuse
+    connections to itself); this test's own connection to the test database is spared.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (own_pid,) = cursor.fetchone()
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    name = connection.ops.quote_name(params.pop("dbname"))
+    with psycopg.connect(**params, dbname="postgres", autocommit=True) as admin:
+        admin.execute(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false")
+        try:
+            admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = %s AND pid <> %s",
+                [connection.settings_dict["NAME"], own_pid],
+            )
+            yield
+        finally:
+            admin.execute(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true")
+
+
+@pytest.mark.postgres
+def test_a_database_outage_mid_job_loses_and_doubles_nothing(
+    owner: Any, target: TargetServer, env: dict[str, str], tmp_path: Path
+) -> None:
+    """Connections dropped and refused for 3 s: the worker keeps fetching, keeps its results, flushes them after."""
+    urls = [target.url(f"/ok/{i}?delay=60") for i in range(800)]
+    job = make_job(owner, urls, concurrency=10)
+    worker = start_worker(env, tmp_path / "worker.log")
+    try:
+        wait_until(lambda: final_rows(job) >= 50, timeout=60, what="the first results")
+        with postgres_outage():
+            during = target.stats().requests
+            time.sleep(3)
+            fetched_while_down = target.stats().requests - during
+        wait_until(lambda: Job.objects.get(pk=job.pk).status == Job.Status.COMPLETED, timeout=90, what="completed")
+        assert worker.poll() is None, worker.log_tail()  # no crash, no restart needed
+    finally:
+        worker.stop()
+    log = worker.log_path.read_text() if worker.log_path else ""
+    assert fetched_while_down > 50, "the worker stopped fetching while the database was down"
+    assert log.count("Database unreachable") == 1 and "Database reachable again" in log, log
+    assert_counters_match_rows(job)
+    assert job.succeeded == 800
+    counts = target.path_counts()
+    assert all(counts[f"/ok/{i}"] == 1 for i in range(800)), "a result was lost and its URL fetched again"
