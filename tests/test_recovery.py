@@ -9,21 +9,26 @@ per URL, counters equal to the rows, no job left `running`.
 
 from __future__ import annotations
 
+import asyncio
+import secrets
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import psycopg
 import pytest
+from channels.db import database_sync_to_async
 from django.db import connection
 
 from jobs.models import Job
 from tests import services
+from tests.test_integration import Client, JobSocket
 from tests.target import TargetServer
 from tests.test_worker import assert_counters_match_rows, final_rows, make_job, start_worker, wait_until
 
@@ -169,3 +174,67 @@ def test_a_database_outage_mid_job_loses_and_doubles_nothing(
     assert job.succeeded == 800
     counts = target.path_counts()
     assert all(counts[f"/ok/{i}"] == 1 for i in range(800)), "a result was lost and its URL fetched again"
+
+
+# --- Redis outages ---------------------------------------------------------------------------------
+
+
+async def connect_with_backoff(client: Client, job_id: str, stack: services.LiveStack) -> AsyncIterator[JobSocket]:
+    """Open the job's socket as the live page does after a drop: retry with backoff until daphne accepts it."""
+    delay = 0.2
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            async with client.job_socket(job_id) as socket:
+                await socket.receive(timeout=10)  # the fresh snapshot
+                yield socket
+                return
+        except (aiohttp.ClientError, AssertionError, TimeoutError):
+            stack.assert_alive()
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+async def test_redis_killed_and_restarted_mid_job_the_job_completes_and_a_reconnected_page_sees_the_end(
+    target: TargetServer, live_database_url: str, tmp_path: Path, django_user_model: Any
+) -> None:
+    password = secrets.token_urlsafe(16)
+    await database_sync_to_async(django_user_model.objects.create_user)(username="alice", password=password)
+    port = services.free_port()
+    redis = services.start_redis(port=port, workdir=tmp_path / "redis")
+    urls = [target.url(f"/ok/{i}?delay=50") for i in range(1500)]
+    try:
+        with services.live_stack(
+            database_url=live_database_url, redis_url=f"redis://127.0.0.1:{port}/0", workdir=tmp_path / "stack"
+        ) as stack:
+            async with Client.logged_in(stack, "alice", password) as client:
+                status, job = await client.post_json("/api/jobs/", {"urls": urls, "concurrency": 10, "timeout": 10})
+                assert status == 201, job
+                async with client.job_socket(job["id"]) as socket:
+                    await socket.until(lambda message: message["job"]["done"] >= 100, timeout=60)
+
+                redis.kill()
+                before = target.stats().requests
+                await asyncio.sleep(2)
+                fetched_while_down = target.stats().requests - before
+                redis = services.start_redis(port=port, workdir=tmp_path / "redis")
+
+                async for socket in connect_with_backoff(client, job["id"], stack):
+                    assert socket.messages[0]["type"] == "snapshot"
+                    final = (await socket.until_terminal(timeout=90))["job"]
+                    kinds = [message["type"] for message in socket.messages]
+                _, api_job = await client.get_json(f"/api/jobs/{job['id']}/")
+            stack.assert_alive()
+            worker_log = stack.worker.log_path.read_text() if stack.worker.log_path else ""
+    finally:
+        redis.stop()
+
+    assert fetched_while_down > 50, "the worker stopped fetching while Redis was down"
+    assert (final["status"], final["succeeded"], final["done"]) == ("completed", 1500, 1500), final
+    assert final == api_job  # the page's last numbers are the database's
+    assert "progress" in kinds, "publishing did not resume after Redis came back"
+    assert worker_log.count("Channel layer unreachable") == 1, worker_log  # once per outage, not per message
+    assert "Channel layer reachable again" in worker_log
+    assert sum(target.path_counts().values()) == 1500
