@@ -73,7 +73,8 @@ def test_sigterm_lets_requests_in_flight_finish_starts_no_new_one_and_exits_0(
     none of them may reach the server afterwards.
     """
     job = make_job(owner, [target.url(f"/delay/1500?i={i}") for i in range(16)], concurrency=4)
-    worker = start_worker(env, tmp_path / "worker.log")
+    waiting = make_job(owner, [target.url("/ok/waiting")], concurrency=1)  # its slot frees up during the grace
+    worker = start_worker(env, tmp_path / "worker.log", "--max-jobs", "1")
     try:
         wait_until(lambda: target.stats().in_flight == 4, timeout=30, what="the first four requests in flight")
         started = target.stats().requests  # the next ones could only start 1.5 s later
@@ -91,11 +92,14 @@ def test_sigterm_lets_requests_in_flight_finish_starts_no_new_one_and_exits_0(
     assert (job.status, job.worker_id, job.claim_token) == (Job.Status.QUEUED, "", None)
     assert (final_rows(job), job.succeeded) == (4, 4)  # what was in flight finished and was recorded
     assert_counters_match_rows(job)
+    waiting.refresh_from_db()
+    assert (waiting.status, waiting.claims) == (Job.Status.QUEUED, 0)  # a stopping worker claims nothing more
 
     run_batch_worker(env)
     job.refresh_from_db()
     assert (job.status, job.succeeded) == (Job.Status.COMPLETED, 16)
     assert_counters_match_rows(job)
+    assert Job.objects.get(pk=waiting.pk).status == Job.Status.COMPLETED
 
 
 def test_requests_outliving_the_grace_are_cancelled_and_the_job_goes_back_to_the_queue(
