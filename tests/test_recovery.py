@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from django.db import connection
 
 from jobs.models import Job, Result
 from tests import services
-from tests.test_integration import Client, JobSocket
+from tests.test_integration import TERMINAL, Client
 from tests.target import TargetServer
 from tests.test_worker import assert_counters_match_rows, final_rows, make_job, start_worker, wait_until
 
@@ -184,16 +184,26 @@ def test_a_database_outage_mid_job_loses_and_doubles_nothing(
 # --- Redis outages ---------------------------------------------------------------------------------
 
 
-async def connect_with_backoff(client: Client, job_id: str, stack: services.LiveStack) -> AsyncIterator[JobSocket]:
-    """Open the job's socket as the live page does after a drop: retry with backoff until daphne accepts it."""
+async def follow_until_terminal(client: Client, job_id: str, stack: services.LiveStack) -> list[dict[str, Any]]:
+    """Follow the job as the live page does: on a dropped socket, reconnect with backoff and start from a snapshot.
+
+    Returns the messages of every connection, in order, up to the one with the job's terminal state.
+    """
+    messages: list[dict[str, Any]] = []
     delay = 0.2
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90
     while True:
         try:
             async with client.job_socket(job_id) as socket:
-                await socket.receive(timeout=10)  # the fresh snapshot
-                yield socket
-                return
+                try:
+                    snapshot = await socket.receive(timeout=10)
+                    assert snapshot["type"] == "snapshot", snapshot
+                    delay = 0.2
+                    if snapshot["job"]["status"] not in TERMINAL:
+                        await socket.until_terminal(timeout=max(deadline - time.monotonic(), 1))
+                finally:
+                    messages += socket.messages
+            return messages
         except (aiohttp.ClientError, AssertionError, TimeoutError):
             stack.assert_alive()
             if time.monotonic() > deadline:
@@ -219,17 +229,17 @@ async def test_redis_killed_and_restarted_mid_job_the_job_completes_and_a_reconn
                 assert status == 201, job
                 async with client.job_socket(job["id"]) as socket:
                     await socket.until(lambda message: message["job"]["done"] >= 100, timeout=60)
-
-                redis.kill()
-                before = target.stats().requests
-                await asyncio.sleep(2)
-                fetched_while_down = target.stats().requests - before
+                    redis.kill()
+                    before = target.stats().requests
+                    dropped = await socket.ws.receive(timeout=20)  # the page notices: daphne closes its socket
+                    assert dropped.type in {aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED}, dropped
+                    await asyncio.sleep(2)
+                    fetched_while_down = target.stats().requests - before
                 redis = services.start_redis(port=port, workdir=tmp_path / "redis")
 
-                async for socket in connect_with_backoff(client, job["id"], stack):
-                    assert socket.messages[0]["type"] == "snapshot"
-                    final = (await socket.until_terminal(timeout=90))["job"]
-                    kinds = [message["type"] for message in socket.messages]
+                messages = await follow_until_terminal(client, job["id"], stack)
+                final = messages[-1]["job"]
+                kinds = [message["type"] for message in messages]
                 _, api_job = await client.get_json(f"/api/jobs/{job['id']}/")
             stack.assert_alive()
             worker_log = stack.worker.log_path.read_text() if stack.worker.log_path else ""
