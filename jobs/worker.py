@@ -466,6 +466,7 @@ class JobRun:
             except DatabaseError:
                 logger.warning("Job %s: status check failed; retrying", self.job.pk, exc_info=True)
                 continue
+            dbretry.outage.succeeded()
             if status == Job.Status.CANCELLING:
                 logger.info("Job %s: cancel requested; stopping its requests", self.job.pk)
                 self._cancel_requested = True
