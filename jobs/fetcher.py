@@ -141,6 +141,7 @@ async def fetch_all(
     timeout: float,
     on_result: Callable[[FetchResult], None],
     global_limit: asyncio.Semaphore | None = None,
+    stop: asyncio.Event | None = None,
 ) -> None:
     """Fetch every (position, url) of `items`, at most `concurrency` at a time; call `on_result` for each.
 
@@ -150,6 +151,8 @@ async def fetch_all(
     a worker) is held only while a request is in flight. `on_result` runs on the
     loop, so it must be cheap; if it or `items` raises, the run stops and that
     error is raised. Cancelling fetch_all cancels every fetch, then re-raises.
+    Once `stop` is set no new request starts (queued items are dropped) and
+    fetch_all returns when the requests in flight have finished.
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, not {concurrency}")
@@ -158,19 +161,30 @@ async def fetch_all(
         global_limit if global_limit is not None else contextlib.nullcontext()
     )
 
+    def stopped() -> bool:
+        return stop is not None and stop.is_set()
+
     async def produce() -> None:
         if isinstance(items, AsyncIterable):
             async for item in items:
+                if stopped():
+                    break
                 await queue.put(item)
         else:
             for item in items:
+                if stopped():
+                    break
                 await queue.put(item)
         for _ in range(concurrency):
             await queue.put(None)  # one stop mark per consumer
 
     async def consume() -> None:
         while (item := await queue.get()) is not None:
+            if stopped():
+                continue  # drain without fetching, so the producer is never stuck on a full queue
             async with limit:
+                if stopped():  # set while this consumer waited for a slot
+                    continue
                 result = await fetch_one(client, *item, timeout=timeout)
             on_result(result)
 

@@ -40,6 +40,9 @@ WORKER_WAKEUP = "worker.wakeup"  # to WAKEUP_GROUP: {"type"}
 SEND_TIMEOUT = 2.0
 # After a failed send, skip sends for this long instead of trying (and failing) once per message.
 RETRY_AFTER = 1.0
+# A restarted Redis fails a few more sends on connections pooled before the restart: failures this soon
+# after a recovery belong to the same outage and are not logged again.
+SETTLE_SECONDS = 10.0
 # Rows per progress message at most: messages stay small however fast URLs finish. When more
 # rows finish between two messages, the oldest are left out (the page loads them from the API).
 MAX_RESULTS_PER_MESSAGE = 500
@@ -68,10 +71,18 @@ class _Outage:
         self._lock = threading.Lock()
         self._down_since: float | None = None
         self._retry_at = 0.0
+        self._recovered_at = float("-inf")
+        self._quiet = False
+        """True while the current failure is an aftershock of an outage already logged."""
 
     @property
     def down(self) -> bool:
         return self._down_since is not None
+
+    @property
+    def settling(self) -> bool:
+        """Down, but only as an aftershock of an outage that just ended (see SETTLE_SECONDS)."""
+        return self._down_since is not None and self._quiet
 
     def should_try(self) -> bool:
         """False for RETRY_AFTER seconds after a failure."""
@@ -83,8 +94,12 @@ class _Outage:
             first = self._down_since is None
             if first:
                 self._down_since = now
+                self._quiet = now - self._recovered_at < SETTLE_SECONDS
             self._retry_at = now + RETRY_AFTER
-        if first:
+            quiet = self._quiet
+        if first and quiet:
+            logger.debug("Channel layer failed again just after an outage (%s: %s)", type(exc).__name__, exc)
+        elif first:
             logger.warning(
                 "Channel layer unreachable (%s: %s); live updates and wake-ups are paused, workers keep polling",
                 type(exc).__name__,
@@ -92,9 +107,12 @@ class _Outage:
             )
 
     def succeeded(self) -> None:
+        quiet = False
         with self._lock:
             since, self._down_since, self._retry_at = self._down_since, None, 0.0
-        if since is not None:
+            if since is not None:
+                quiet, self._recovered_at = self._quiet, time.monotonic()
+        if since is not None and not quiet:
             logger.warning("Channel layer reachable again after %.1f s; live updates resumed", time.monotonic() - since)
 
 
@@ -206,19 +224,25 @@ class JobPublisher:
         while True:
             await self._dirty.wait()
             self._dirty.clear()
-            await self._send()
+            sent = await self._send()
             if self._closing and not self._dirty.is_set():
-                return
+                if sent or not outage.settling:
+                    return  # in a real outage pages lose their sockets too, and re-sync when they reconnect
+                # A send failed on a connection left over from before a Redis restart, while pages are
+                # connected again: the final state must reach them, so try again until aclose() gives up.
+                self._dirty.set()
             await asyncio.sleep(self._interval)
 
-    async def _send(self) -> None:
+    async def _send(self) -> bool:
+        """Send the latest state; True if both groups got it (or there is nothing to send)."""
         job, results = self._job, list(self._results)
         self._results.clear()
         if job is None:
-            return
-        if await group_send(self._job_group, {"type": JOB_PROGRESS, "job": job, "results": results}):
+            return True
+        sent = await group_send(self._job_group, {"type": JOB_PROGRESS, "job": job, "results": results})
+        if sent:
             self.messages += 1
-        await group_send(self._user_group, {"type": JOB_UPDATE, "job": job})
+        return await group_send(self._user_group, {"type": JOB_UPDATE, "job": job}) and sent
 
 
 async def listen_for_wakeups(on_wakeup: Callable[[], None], *, max_backoff: float = 10.0) -> None:

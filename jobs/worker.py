@@ -20,9 +20,10 @@ Pausing: a `pausing` job starts no new request (its requests pass a
 
 Stopping: a cancelled job stops starting requests, cancels those in flight,
 and only once they have really stopped records the rest as cancelled.
-SIGINT/SIGTERM stop claiming and let in-flight requests finish for a short
-grace, then cancel them and hand the job back to the queue; a second signal
-cuts the grace short. Final status writes are shielded from cancellation.
+SIGINT/SIGTERM stop claiming and starting requests at once, let in-flight
+requests finish for `grace` seconds (10), then cancel them and hand the job
+back to the queue; a second signal cuts the grace short. Final status writes
+are shielded from cancellation.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from typing import Any, Literal, TypeVar, cast
 import httpx
 from django.db import DatabaseError
 
-from . import conf, fetcher, progress, queue
+from . import conf, dbretry, fetcher, progress, queue
 from .exceptions import ClaimLost
 from .fetcher import FetchResult
 from .models import Job
@@ -108,7 +109,7 @@ class Worker:
         max_jobs: int = 4,
         batch: bool = False,
         worker_id: str | None = None,
-        grace: float = 5.0,
+        grace: float = 10.0,
         poll_interval: float | None = None,
         handle_signals: bool = True,
     ) -> None:
@@ -188,9 +189,13 @@ class Worker:
         while len(self._runs) < self.max_jobs and not self._stopping.is_set():
             try:
                 claim = await queue.aclaim_job(self.worker_id)
+            except dbretry.TRANSIENT_ERRORS as exc:
+                dbretry.outage.failed(exc, "claiming a job")  # logged once per outage; the next poll retries
+                return
             except DatabaseError:
                 logger.exception("Claiming a job failed; trying again at the next poll")
                 return
+            dbretry.outage.succeeded()
             if claim is None:
                 return
             self._start(claim)
@@ -221,6 +226,9 @@ class Worker:
             await run.execute()
         except ClaimLost as exc:
             logger.warning("Job %s: %s; stopped working on it", claim.job_id, exc)
+        except dbretry.TRANSIENT_ERRORS:
+            # Only when forced to exit during an outage: not the job's fault, so not failed; it comes back.
+            logger.warning("Job %s: database unreachable; the job is re-claimed once its lease expires", claim.job_id)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -343,6 +351,7 @@ class JobRun:
                 on_result=self._on_result,
                 # The gate holds the worker-wide limit while a request is in flight (see pausegate).
                 global_limit=cast(asyncio.Semaphore, self._gate),
+                stop=self._stopping,  # a stopping worker starts no new request, even of items already queued
             ),
             name=f"fetch {self.job.pk}",
         )
@@ -382,7 +391,8 @@ class JobRun:
                     fetch.result()  # raises what broke fetch_all
                     if drain_wait is not None:
                         return "pause"
-                    return "done" if self._feeding else "stop"
+                    # fetch_all also ends early once the worker stops, maybe before stop_wait was seen here.
+                    return "stop" if self._stopping.is_set() else "done"
                 if drain_wait is not None and drain_wait in done:
                     return "pause"  # in-flight requests finished; the parked ones never started
                 if pause_wait in done and drain_wait is None:
@@ -402,14 +412,18 @@ class JobRun:
         await self._flush()
         job: Job
         if ending in ("stop", "pause"):
-            job = await queue.arelease_job(self.claim)
+            job = await self._retrying(lambda: queue.arelease_job(self.claim), "releasing a job")
             if job.status == Job.Status.QUEUED:
                 logger.info("Job %s released back to the queue (%d URLs left)", job.pk, job.total - job.done)
             elif job.status == Job.Status.PAUSED:
                 logger.info("Job %s paused (%d URLs left)", job.pk, job.total - job.done)
         else:
-            job = await queue.afinish_job(self.claim)
+            job = await self._retrying(lambda: queue.afinish_job(self.claim), "finishing a job")
         return job
+
+    def _retrying(self, call: Callable[[], Awaitable[T]], doing: str) -> Awaitable[T]:
+        """`call()`, retried while the database is unreachable, until the worker must exit at once."""
+        return dbretry.retrying(call, doing=doing, give_up=self._forced)
 
     # --- the pieces running beside fetch_all ----------------------------------------------
 
@@ -417,7 +431,9 @@ class JobRun:
         """Pending (position, url) pairs, read from the database a page at a time."""
         after = -1
         while self._feeding:
-            page = await queue.apending_items(self.claim, after=after, limit=PAGE_SIZE)
+            page = await self._retrying(
+                lambda: queue.apending_items(self.claim, after=after, limit=PAGE_SIZE), "reading pending URLs"
+            )
             if not page:
                 return
             for item in page:
@@ -443,9 +459,14 @@ class JobRun:
         async with self._flush_lock:
             self._flush_now.clear()
             while self._buffer:
-                batch, self._buffer = self._buffer[:FLUSH_SIZE], self._buffer[FLUSH_SIZE:]
+                batch = self._buffer[:FLUSH_SIZE]
                 # Shielded: a write that started is finished, so its rows are never recorded twice or lost.
-                recorded = await shielded(queue.arecord_results(self.claim, batch))
+                # Retried while the database is unreachable; the batch leaves the buffer only once written
+                # (a batch written twice, e.g. when the commit's answer was lost, only writes pending rows).
+                recorded = await self._retrying(
+                    lambda: shielded(queue.arecord_results(self.claim, batch)), "recording results"
+                )
+                del self._buffer[: len(batch)]
                 self.job = recorded.job
                 self._publisher.update(recorded.job, recorded.results)
 
@@ -465,10 +486,14 @@ class JobRun:
                     next_heartbeat = loop.time() + heartbeat_every
                 else:
                     status = await queue.ajob_status(self.claim)
+            except dbretry.TRANSIENT_ERRORS as exc:
+                # A restarting database: the lease outlasts a few missed checks (logged once per outage).
+                dbretry.outage.failed(exc, "checking a job's status")
+                continue
             except DatabaseError:
-                # Transient (e.g. a restarting database): the lease outlasts a few missed checks.
                 logger.warning("Job %s: status check failed; retrying", self.job.pk, exc_info=True)
                 continue
+            dbretry.outage.succeeded()
             if status == Job.Status.CANCELLING:
                 logger.info("Job %s: cancel requested; stopping its requests", self.job.pk)
                 self._cancel_requested = True

@@ -36,6 +36,21 @@ from django.test import override_settings
 from tests import services
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run tests marked `postgres` only in the PostgreSQL run (`make test` runs the suite on both).
+
+    They are deselected, not skipped, on SQLite: they exercise PostgreSQL itself
+    (its connections, several workers on row locks), and the slow ones would
+    otherwise double the suite's time for no extra coverage.
+    """
+    if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        return
+    deselected = [item for item in items if item.get_closest_marker("postgres")]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not item.get_closest_marker("postgres")]
+
+
 def redis_layer_settings(redis_url: str) -> dict[str, Any]:
     """CHANNEL_LAYERS for a channels-redis layer on `redis_url`, keeping the project's other options."""
     default = settings.CHANNEL_LAYERS.get("default", {})

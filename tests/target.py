@@ -35,6 +35,7 @@ import socket
 import struct
 import threading
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 
@@ -61,9 +62,11 @@ class RequestCounter:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._requests = self._in_flight = self._peak = 0
+        self._paths: Counter[str] = Counter()
 
-    def enter(self) -> None:
+    def enter(self, path: str = "") -> None:
         with self._lock:
+            self._paths[path] += 1
             self._requests += 1
             self._in_flight += 1
             self._peak = max(self._peak, self._in_flight)
@@ -76,9 +79,15 @@ class RequestCounter:
         with self._lock:
             return Stats(self._requests, self._in_flight, self._peak)
 
+    def path_counts(self) -> Counter[str]:
+        """Requests per path since the last reset (how often each URL was fetched)."""
+        with self._lock:
+            return Counter(self._paths)
+
     def reset(self) -> None:
         """Zero the request count and restart the peak from what is in flight now."""
         with self._lock:
+            self._paths.clear()
             self._requests = 0
             self._peak = self._in_flight
 
@@ -95,7 +104,7 @@ def build_app(counter: RequestCounter, *, delay_ms: int = 0, body_bytes: int = 6
     async def count_and_delay(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith("/stats"):
             return await handler(request)
-        counter.enter()
+        counter.enter(request.path)
         try:
             delay = int(request.match_info.get("ms") or request.query.get("delay") or delay_ms)
             if delay:
@@ -217,6 +226,9 @@ class TargetServer:
 
     def stats(self) -> Stats:
         return self._counter.snapshot()
+
+    def path_counts(self) -> Counter[str]:
+        return self._counter.path_counts()
 
     def reset_stats(self) -> None:
         self._counter.reset()

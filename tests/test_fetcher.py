@@ -286,6 +286,27 @@ async def test_cancelling_fetch_all_stops_all_requests(target: TargetServer, cli
     assert stats.requests == 6 and results == []
 
 
+async def test_stop_lets_requests_in_flight_finish_and_starts_no_new_one(
+    target: TargetServer, client: httpx.AsyncClient
+) -> None:
+    """A graceful stop: the queued items (and consumers waiting for a global slot) never reach the server."""
+    results: list[FetchResult] = []
+    stop = asyncio.Event()
+    items = [(i, target.url(f"/delay/300?i={i}")) for i in range(20)]
+    limit = asyncio.Semaphore(2)  # 4 consumers hold items, 2 of them wait for a slot
+    run = asyncio.create_task(
+        fetch_all(client, items, concurrency=4, timeout=5, on_result=results.append, global_limit=limit, stop=stop)
+    )
+    await until(target, lambda s: s.in_flight == 2)
+
+    stop.set()
+    await asyncio.wait_for(run, timeout=2)
+
+    assert len(results) == 2 and {r.outcome for r in results} == {"succeeded"}  # in flight: finished, recorded
+    await asyncio.sleep(0.3)
+    assert (await until(target, lambda s: s.in_flight == 0)).requests == 2
+
+
 async def test_a_failing_callback_stops_the_run_and_raises(target: TargetServer, client: httpx.AsyncClient) -> None:
     def on_result(result: FetchResult) -> None:
         raise KeyError(result.position)

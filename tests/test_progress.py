@@ -212,3 +212,19 @@ async def test_listener_survives_an_outage_and_catches_up(restartable_redis: Any
     finally:
         listener.cancel()
         await asyncio.wait({listener})
+
+
+def test_failures_just_after_a_recovery_belong_to_the_same_outage(caplog: pytest.LogCaptureFixture) -> None:
+    """A restarted Redis fails a few more sends on stale pooled connections: still one outage in the log."""
+    caplog.set_level(logging.DEBUG, logger="jobs.progress")
+    outage = progress._Outage()
+    outage.failed(ConnectionError("Connection refused"))
+    outage.succeeded()
+    outage.failed(ConnectionError("Connection closed by server."))  # an aftershock
+    assert outage.down
+    outage.succeeded()
+
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [m.split(" (")[0].split(" after")[0] for m in warnings] == [
+        "Channel layer unreachable", "Channel layer reachable again"
+    ]  # fmt: skip

@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.db import connections
+from django.db import IntegrityError, connections, transaction
 from django.db.models import Count
 from django.utils import timezone
 
@@ -238,6 +238,14 @@ def test_record_only_writes_rows_still_pending(owner: Any) -> None:
     assert Result.objects.get(job=job, position=1).outcome == "failed"  # first answer stays
     assert_counters_match_rows(job)
     assert (again.job.succeeded, again.job.failed) == (2, 1)
+
+
+def test_a_second_row_for_one_url_is_impossible(owner: Any) -> None:
+    """The unique (job, position) constraint: even a write that bypasses record_results cannot double a URL."""
+    job = make_job(owner, 2)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Result.objects.create(job=job, position=1, url="http://127.0.0.1:9/1", outcome="succeeded")
+    assert Result.objects.filter(job=job).count() == 2
 
 
 def test_counters_equal_rows_over_random_batches(owner: Any) -> None:

@@ -190,3 +190,25 @@ def test_runworker_help_shows_our_options(run_python: Runner) -> None:
     assert completed.returncode == 0, completed.stderr
     for option in ("--concurrency", "--max-jobs", "--batch"):
         assert option in completed.stdout
+
+
+WORKER_TIMING = (
+    "import django; django.setup(); from jobs import conf;"
+    " print(conf.get('WORKER_HEARTBEAT_SECONDS'), conf.get('WORKER_LEASE_SECONDS'), conf.get('WORKER_MAX_CLAIMS'))"
+)
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({}, "10.0 30.0 5"),
+        ({"WORKER_HEARTBEAT_SECONDS": "0.5", "WORKER_LEASE_SECONDS": "2", "WORKER_MAX_CLAIMS": "50"}, "0.5 2.0 50"),
+    ],
+    ids=["defaults", "from-env"],
+)
+def test_worker_heartbeat_lease_and_max_claims_are_read_from_the_environment(
+    run_python: Runner, env: dict[str, str], expected: str
+) -> None:
+    completed = run_python(WORKER_TIMING, {"DJANGO_DEBUG": "1", **env})
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.split() == expected.split()

@@ -65,8 +65,8 @@ class Command(BaseCommand):
         parser.add_argument("--batch", action="store_true", help="exit once the queue is empty (tests, one-off runs)")
         parser.add_argument("--worker-id", type=worker_id, help="name in Job.worker_id (default host:pid:random)")
         parser.add_argument(
-            "--grace", type=seconds, default=5.0,
-            help="seconds in-flight requests get to finish after SIGINT/SIGTERM before the job is handed back (5)",
+            "--grace", type=seconds, default=10.0,
+            help="seconds in-flight requests get to finish after SIGINT/SIGTERM before the job is handed back (10)",
         )  # fmt: skip
 
     def handle(self, *args: Any, **options: Any) -> None:
