@@ -26,4 +26,8 @@ def check_worker_timing(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         )
     if conf.get("JOBS_DEFAULT_CONCURRENCY") > conf.get("JOBS_MAX_CONCURRENCY"):
         errors.append(Error("JOBS_DEFAULT_CONCURRENCY exceeds JOBS_MAX_CONCURRENCY.", id="jobs.E003"))
+    try:
+        conf.fetch_guard()
+    except ValueError as exc:
+        errors.append(Error(f"FETCH_ALLOWED_NETWORKS / FETCH_DENIED_NETWORKS: {exc}", id="jobs.E004"))
     return errors

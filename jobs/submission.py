@@ -19,7 +19,7 @@ import math
 import re
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,7 +31,8 @@ from . import conf, progress, queue
 from .exceptions import JobsError
 from .models import Job
 
-FIELDS = ("urls", "name", "concurrency", "timeout")
+OPTION_FIELDS = ("per_host", "host_delay", "retries", "max_redirects", "max_bytes", "respect_robots", "save_bodies")
+FIELDS = ("urls", "name", "concurrency", "timeout", *OPTION_FIELDS)
 NAME_MAX_LENGTH: int = Job._meta.get_field("name").max_length  # type: ignore[assignment]
 # A 100k-line paste full of garbage must not produce a 10 MB error response.
 MAX_REPORTED_URL_ERRORS = 1000
@@ -71,6 +72,9 @@ class JobRequest:
     """Most requests of the job in flight at once."""
     timeout: float
     """Per-URL deadline in seconds."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """The fetch options (per_host, host_delay, retries, max_redirects, max_bytes, respect_robots,
+    save_bodies), all present after validation."""
 
 
 class UrlLines(list[str]):
@@ -299,6 +303,69 @@ def _clean_timeout(value: Any) -> float:
     return seconds
 
 
+def _clean_int(value: Any, *, lower: int, upper: int, default: int) -> int:
+    """An int in [lower, upper]; text of an int is fine (forms), bools and floats are not."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or not lower <= value <= upper:
+        raise ValueError(f"must be an integer from {lower} to {upper}")
+    return value
+
+
+def _clean_seconds(value: Any, *, upper: float, default: float) -> float:
+    """Seconds as a finite number in [0, upper]; text of a number is fine, bools are not."""
+    message = f"must be a number of seconds from 0 to {upper:g}"
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ValueError(message) from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(message)
+    if not 0 <= value <= upper:
+        raise ValueError(message)
+    return float(value)
+
+
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
+
+
+def _clean_bool(value: Any) -> bool:
+    """true/false (JSON), or the text a form checkbox or a CLI sends (on, 1, true / 0, false, empty)."""
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError(f"must be true or false, not {_json_type(value)}")
+
+
+def _option_cleaners() -> dict[str, Any]:
+    """Field -> cleaner of the fetch options, with the limits read now (override_settings works)."""
+    return {
+        "per_host": lambda v: _clean_int(
+            v, lower=1, upper=conf.get("JOBS_MAX_CONCURRENCY"), default=conf.get("JOBS_DEFAULT_PER_HOST")
+        ),
+        "host_delay": lambda v: _clean_seconds(v, upper=conf.get("JOBS_MAX_HOST_DELAY"), default=0.0),
+        "retries": lambda v: _clean_int(
+            v, lower=0, upper=conf.get("JOBS_MAX_RETRIES"), default=conf.get("JOBS_DEFAULT_RETRIES")
+        ),
+        "max_redirects": lambda v: _clean_int(
+            v, lower=0, upper=conf.get("JOBS_MAX_REDIRECTS"), default=conf.get("JOBS_DEFAULT_MAX_REDIRECTS")
+        ),
+        "max_bytes": lambda v: _clean_int(
+            v, lower=1, upper=conf.get("JOBS_MAX_BYTES"), default=conf.get("JOBS_DEFAULT_MAX_BYTES")
+        ),
+        "respect_robots": _clean_bool,
+        "save_bodies": _clean_bool,
+    }
+
+
 def validate_submission(data: Mapping[str, Any]) -> JobRequest:
     """Check a submission `{"urls": [...], "name"?, "concurrency"?, "timeout"?}`.
 
@@ -317,14 +384,20 @@ def validate_submission(data: Mapping[str, Any]) -> JobRequest:
     if url_errors:
         errors["urls"] = url_errors
     cleaned: dict[str, Any] = {}
-    for field, clean in (("name", _clean_name), ("concurrency", _clean_concurrency), ("timeout", _clean_timeout)):
+    for name, clean in (("name", _clean_name), ("concurrency", _clean_concurrency), ("timeout", _clean_timeout)):
         try:
-            cleaned[field] = clean(data.get(field))
+            cleaned[name] = clean(data.get(name))
         except ValueError as exc:
-            errors[field] = str(exc)
+            errors[name] = str(exc)
+    options: dict[str, Any] = {}
+    for name, clean in _option_cleaners().items():
+        try:
+            options[name] = clean(data.get(name))
+        except ValueError as exc:
+            errors[name] = str(exc)
     if errors:
         raise SubmissionError(errors)
-    return JobRequest(urls=urls, **cleaned)
+    return JobRequest(urls=urls, options=options, **cleaned)
 
 
 # Validating 100k URLs takes a noticeable fraction of a second: off the event loop.
@@ -370,7 +443,8 @@ async def acancel(job_id: uuid.UUID | str) -> Job:
 
 def _enqueue(owner: AbstractBaseUser, request: JobRequest) -> Job:
     return queue.enqueue_job(
-        owner=owner, urls=request.urls, name=request.name, concurrency=request.concurrency, timeout=request.timeout
+        owner=owner, urls=request.urls, name=request.name, concurrency=request.concurrency, timeout=request.timeout,
+        options=request.options,
     )
 
 

@@ -394,3 +394,22 @@ def test_page_links_the_static_files_it_needs(alice: Client) -> None:
         "/static/js/dashboard.js",
     ]
 
+
+
+def test_fetch_options_from_the_form(alice: Client, user: Any) -> None:
+    page = parse(alice.get("/"))
+    assert page.find("input", name="per_host", type="number", value="8")
+    assert page.find("input", name="respect_robots", type="checkbox")
+
+    alice.post("/", {"urls": "http://a.example/", "per_host": "2", "host_delay": "0.5", "retries": "0",
+                     "max_redirects": "3", "max_bytes": "5000", "respect_robots": "on", "save_bodies": "on"})
+    job = only_job(user)
+    assert (job.per_host, job.host_delay, job.retries, job.max_redirects, job.max_bytes) == (2, 0.5, 0, 3, 5000)
+    assert job.respect_robots and job.save_bodies
+
+
+def test_bad_fetch_option_in_the_form_names_the_field(alice: Client, user: Any) -> None:
+    response = alice.post("/", {"urls": "http://a.example/", "retries": "99"})
+    assert response.status_code == 400
+    assert "Retries: must be an integer from 0 to 10" in error_items(response)
+    assert not Job.objects.filter(owner=user).exists()

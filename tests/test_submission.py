@@ -142,7 +142,11 @@ def test_defaults_apply_to_missing_and_null_fields(settings: Any) -> None:
     settings.JOBS_DEFAULT_CONCURRENCY = 7
     settings.JOBS_DEFAULT_TIMEOUT = 2.5
     request = validate_submission({"urls": ["http://a.example/"], "name": None, "timeout": None})
-    assert request == submission.JobRequest(urls=("http://a.example/",), name="", concurrency=7, timeout=2.5)
+    assert request == submission.JobRequest(
+        urls=("http://a.example/",), name="", concurrency=7, timeout=2.5,
+        options={"per_host": 8, "host_delay": 0.0, "retries": 2, "max_redirects": 10, "max_bytes": 10 * 1024 * 1024,
+                 "respect_robots": False, "save_bodies": False},
+    )  # fmt: skip
 
 
 def test_text_numbers_from_forms_are_accepted() -> None:
@@ -196,10 +200,10 @@ def test_too_many_urls(settings: Any) -> None:
 
 def test_every_problem_is_reported_at_once() -> None:
     errors = errors_of(
-        {"urls": ["http://ok.example/", 42, "nope"], "concurrency": True, "timeout": 0, "name": "n" * 201, "retries": 3}
+        {"urls": ["http://ok.example/", 42, "nope"], "concurrency": True, "timeout": 0, "name": "n" * 201, "retry": 3}
     )
     assert errors == {
-        "retries": "unknown field (expected urls, name, concurrency, timeout)",
+        "retry": f"unknown field (expected {', '.join(submission.FIELDS)})",
         "urls": [
             {"index": 1, "value": None, "error": "must be a string, not a number"},
             {"index": 2, "value": "nope", "error": "not an absolute URL (must start with http:// or https://)"},
