@@ -32,6 +32,7 @@ from datetime import datetime, timezone
 
 import aiohttp
 import httpx
+from aiohttp.abc import AbstractResolver
 from httpx_aiohttp import AiohttpTransport
 
 from .netguard import Blocked, Guard, GuardedResolver
@@ -235,14 +236,17 @@ class Slots:
 # --- the client -----------------------------------------------------------------------------------------
 
 
-def make_client(*, max_connections: int = 100, guard: Guard | None = None) -> httpx.AsyncClient:
+def make_client(
+    *, max_connections: int = 100, guard: Guard | None = None, resolver: AbstractResolver | None = None
+) -> httpx.AsyncClient:
     """Create the worker's one shared client; close it with `await client.aclose()` (or `async with`).
 
     The aiohttp transport opens at most `max_connections` connections in all
     (aiohttp's `limit`; no lower per-host limit), so set it to at least the
     worker's global concurrency limit. With a `guard`, the connector resolves
     host names through `GuardedResolver`: it connects only to addresses the
-    guard has checked. Proxies from the environment are ignored (`trust_env=False`).
+    guard has checked (`resolver` replaces the system resolver under the guard:
+    tests). Proxies from the environment are ignored (`trust_env=False`).
     """
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
     ssl_context = httpx.create_ssl_context(trust_env=False)
@@ -254,7 +258,7 @@ def make_client(*, max_connections: int = 100, guard: Guard | None = None) -> ht
             limit_per_host=0,
             ssl=ssl_context,
             keepalive_timeout=limits.keepalive_expiry,
-            resolver=GuardedResolver(guard) if guard is not None else None,
+            resolver=GuardedResolver(guard, resolver) if guard is not None else resolver,
         )
         return aiohttp.ClientSession(connector=connector, trust_env=False)
 
