@@ -42,6 +42,9 @@ class Job(models.Model):
     max_bytes = models.BigIntegerField(default=10 * 1024 * 1024, help_text="Largest body (decoded) in bytes.")
     respect_robots = models.BooleanField(default=False, help_text="Skip URLs that robots.txt disallows.")
     save_bodies = models.BooleanField(default=False, help_text="Keep the response bodies.")
+    duplicate_urls = models.PositiveIntegerField(
+        default=0, help_text="Submitted URLs that repeat an earlier one (kept: one row per submitted URL)."
+    )
 
     # Counters, kept equal to the Result rows by queue.record_results().
     total = models.PositiveIntegerField(default=0)

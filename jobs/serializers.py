@@ -10,7 +10,7 @@ from .models import Job, Result
 
 JOB_FIELDS = (
     "name", "status", "concurrency", "timeout", "per_host", "host_delay", "retries", "max_redirects", "max_bytes",
-    "respect_robots", "save_bodies", "total", "succeeded", "failed", "cancelled", "error",
+    "respect_robots", "save_bodies", "duplicate_urls", "total", "succeeded", "failed", "cancelled", "error",
 )  # fmt: skip
 RESULT_FIELDS = (
     "position", "url", "outcome", "status_code", "bytes", "elapsed_ms", "attempts", "error", "error_class",

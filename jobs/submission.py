@@ -21,7 +21,9 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
+
+import idna
 
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.db import database_sync_to_async
@@ -65,7 +67,7 @@ class JobRequest:
     """A validated submission, ready for `submit()`."""
 
     urls: tuple[str, ...]
-    """Absolute http(s) URLs in submission order (duplicates allowed)."""
+    """Absolute http(s) URLs in submission order, normalised (`normalise_url`); duplicates are kept."""
     name: str
     """Display name, possibly empty."""
     concurrency: int
@@ -75,6 +77,8 @@ class JobRequest:
     options: dict[str, Any] = field(default_factory=dict)
     """The fetch options (per_host, host_delay, retries, max_redirects, max_bytes, respect_robots,
     save_bodies), all present after validation."""
+    duplicates: int = 0
+    """URLs that repeat an earlier one of the list (after normalisation); they are kept, and reported."""
 
 
 class UrlLines(list[str]):
@@ -202,13 +206,41 @@ def _host_problem(host: str, *, bracketed: bool) -> str | None:
             return f"invalid IPv6 address {host!r}"
         return None
     try:
-        ascii_host = host.encode("idna").decode("ascii") if not host.isascii() else host
-    except UnicodeError:
-        return f"invalid host name {_shorten(host)!r}"
-    labels = ascii_host.removesuffix(".").split(".")
-    if len(ascii_host) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in labels):
+        ascii_name = ascii_host(host)
+    except ValueError as exc:
+        return f"invalid host name {_shorten(host)!r} ({exc})"
+    labels = ascii_name.removesuffix(".").split(".")
+    if len(ascii_name) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in labels):
         return f"invalid host name {_shorten(host)!r}"
     return None
+
+
+def ascii_host(host: str) -> str:
+    """A host name in lowercase ASCII: international names by IDNA 2008 with the UTS 46 mapping (as httpx
+    and browsers do), so "Bücher.example" becomes "xn--bcher-kva.example". ValueError if it has none."""
+    if host.isascii():
+        return host.lower()
+    try:
+        return idna.encode(host, uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise ValueError(str(exc) or "not a valid international domain name") from exc
+
+
+def normalise_url(url: str) -> str:
+    """The form a valid URL (`url_problem` is None) is stored and fetched in.
+
+    Surrounding whitespace goes, scheme and host become lowercase, the host
+    ASCII (IDNA), an empty path "/", and the fragment (never sent to a server)
+    goes. Port, credentials, path and query stay as written. Idempotent.
+    """
+    parts = urlsplit(url.strip())
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else ascii_host(host)
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    if "@" in parts.netloc:
+        netloc = parts.netloc.rpartition("@")[0] + "@" + netloc
+    return urlunsplit((parts.scheme.lower(), netloc, parts.path or "/", parts.query, ""))
 
 
 def _shorten(value: str) -> str:
@@ -231,9 +263,15 @@ def _url_errors(value: Any) -> tuple[list[dict[str, Any]], tuple[str, ...]]:
     max_length = conf.get("JOBS_MAX_URL_LENGTH")
     errors: list[dict[str, Any]] = []
     invalid = 0
+    urls: list[str] = []
     for index, url in enumerate(value):
         if isinstance(url, str):
+            url = url.strip()
             problem = url_problem(url, max_length=max_length)
+            if problem is None:
+                urls.append(normalise_url(url))
+                if len(urls[-1]) > max_length:
+                    problem = f"longer than {max_length} characters once its host is in ASCII (IDNA)"
         else:
             problem = f"must be a string, not {_json_type(url)}"
         if problem is None:
@@ -248,7 +286,7 @@ def _url_errors(value: Any) -> tuple[list[dict[str, Any]], tuple[str, ...]]:
             errors.append(item)
     if invalid > len(errors):
         errors.append({"error": f"{invalid - len(errors)} more invalid URLs not listed"})
-    return errors, tuple(value)
+    return errors, tuple(urls)
 
 
 def _json_type(value: Any) -> str:
@@ -397,7 +435,7 @@ def validate_submission(data: Mapping[str, Any]) -> JobRequest:
             errors[name] = str(exc)
     if errors:
         raise SubmissionError(errors)
-    return JobRequest(urls=urls, options=options, **cleaned)
+    return JobRequest(urls=urls, options=options, duplicates=len(urls) - len(set(urls)), **cleaned)
 
 
 # Validating 100k URLs takes a noticeable fraction of a second: off the event loop.
@@ -444,7 +482,7 @@ async def acancel(job_id: uuid.UUID | str) -> Job:
 def _enqueue(owner: AbstractBaseUser, request: JobRequest) -> Job:
     return queue.enqueue_job(
         owner=owner, urls=request.urls, name=request.name, concurrency=request.concurrency, timeout=request.timeout,
-        options=request.options,
+        options={**request.options, "duplicate_urls": request.duplicates},
     )
 
 

@@ -431,3 +431,13 @@ async def test_bad_fetch_options_are_400_naming_each(client: AsyncClient) -> Non
         "save_bodies": "must be true or false, not a number",
     }
     assert await Job.objects.acount() == 0
+
+
+async def test_urls_are_normalised_and_duplicates_reported(client: AsyncClient) -> None:
+    urls = [" HTTP://Bücher.Example ", "http://xn--bcher-kva.example/", "http://b.example/x#top"]
+    response = await post_json(client, "/api/jobs/", {"urls": urls})
+
+    assert response.status_code == 201 and response.json()["duplicate_urls"] == 1
+    job = await Job.objects.aget(pk=response.json()["id"])
+    stored = [url async for url in Result.objects.filter(job=job).order_by("position").values_list("url", flat=True)]
+    assert stored == ["http://xn--bcher-kva.example/", "http://xn--bcher-kva.example/", "http://b.example/x"]
