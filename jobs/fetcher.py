@@ -26,7 +26,7 @@ import ssl
 import time
 import zlib
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
@@ -44,6 +44,8 @@ RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # Decoded output is produced in pieces of at most this size, so a compression bomb never inflates in memory.
 DECODE_PIECE = 64 * 1024
+USER_AGENT = "batchfetch/1.0"
+"""Sent with every request; robots.txt rules for `batchfetch` apply to it."""
 MAX_REASONS = 10
 """Failed attempts described in `error` at most (the count is always right)."""
 
@@ -89,6 +91,8 @@ class FetchOptions:
     """Requests in flight to one host at most (within a `HostSlots` registry, i.e. a worker)."""
     host_delay: float = 0.0
     """Seconds between the starts of two requests to one host."""
+    respect_robots: bool = False
+    """Consult each origin's robots.txt (fetched once per `fetch_all`) and skip what it disallows."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,7 +268,8 @@ def make_client(
 
     transport = AiohttpTransport(limits=limits, trust_env=False, client=session)
     return httpx.AsyncClient(
-        transport=transport, timeout=httpx.Timeout(DEFAULT_TIMEOUT), follow_redirects=False, trust_env=False
+        transport=transport, timeout=httpx.Timeout(DEFAULT_TIMEOUT), follow_redirects=False, trust_env=False,
+        headers={"User-Agent": USER_AGENT},
     )
 
 
@@ -584,7 +589,6 @@ async def fetch_all(
     hosts: HostSlots | None = None,
     guard: Guard | None = None,
     sink: Callable[[int], BodySink] | None = None,
-    skip: Callable[[str], Awaitable[FetchResult | None]] | None = None,
 ) -> None:
     """Fetch every (position, url) of `items`, at most `concurrency` at a time; call `on_result` for each.
 
@@ -595,7 +599,9 @@ async def fetch_all(
     retry holding no slot. `global_limit` (shared by all jobs of a worker, FIFO,
     so a later job's requests queue in turn with an earlier job's) and `hosts`
     (per-host caps, also worker-wide) are held only while a request is in
-    flight. `sink(position)` makes a `BodySink` per URL to keep bodies.
+    flight. `sink(position)` makes a `BodySink` per URL to keep bodies. With
+    `options.respect_robots`, URLs that robots.txt disallows become `robots`
+    results without a request.
     `on_result` runs on the loop, so it must be cheap; if it or `items` raises,
     the run stops and that error is raised. Cancelling fetch_all cancels every
     fetch, then re-raises.
@@ -607,6 +613,10 @@ async def fetch_all(
         options = replace(options, timeout=timeout)
     slots = Slots(job=asyncio.Semaphore(concurrency), worker=global_limit, hosts=hosts)
     consumers = concurrency * 2 if options.retries else concurrency
+    # Imported here: robots.py builds on this module.
+    from .robots import RobotsCache
+
+    robots = RobotsCache(client, options=options, slots=slots, guard=guard) if options.respect_robots else None
     queue: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue(maxsize=concurrency)
 
     async def produce() -> None:
@@ -622,9 +632,9 @@ async def fetch_all(
     async def consume() -> None:
         while (item := await queue.get()) is not None:
             position, url = item
-            skipped = await skip(url) if skip is not None else None
-            if skipped is not None:
-                result = replace(skipped, position=position, url=url)
+            refusal = await robots.refusal(position, url) if robots is not None else None
+            if refusal is not None:
+                result = refusal
             else:
                 make_sink = (lambda: sink(position)) if sink is not None else None  # noqa: B023 (used at once)
                 result = await fetch_one(client, position, url, options=options, guard=guard, slots=slots, sink=make_sink)
@@ -641,4 +651,7 @@ async def fetch_all(
         failure: BaseException = errors.exceptions[0] if len(errors.exceptions) == 1 else errors
     else:
         return
+    finally:
+        if robots is not None:
+            robots.close()
     raise failure  # outside the except block, so the group is not chained to it

@@ -20,4 +20,5 @@ def fetch_options(job: Job) -> FetchOptions:
         max_bytes=job.max_bytes,
         per_host=job.per_host,
         host_delay=job.host_delay,
+        respect_robots=job.respect_robots,
     )

@@ -82,3 +82,15 @@ def test_per_host_cap_holds_across_the_jobs_of_a_worker(owner: Any, target: Targ
         job.refresh_from_db()
         assert (job.status, job.succeeded) == (Job.Status.COMPLETED, 12)
     assert target.stats().peak_in_flight == 3
+
+
+def test_respect_robots(owner: Any, target: TargetServer) -> None:
+    urls = [target.url("/ok/a"), target.url("/private/b"), target.url("/ok/c")]
+    obeying = make_job(owner, urls, respect_robots=True)
+    run_worker()
+
+    assert [(row.outcome, row.error_class) for row in rows(obeying)] == [
+        ("succeeded", ""), ("failed", "robots"), ("succeeded", "")
+    ]
+    assert rows(obeying)[1].error == f"robots: disallowed by {target.url('/robots.txt')}"
+    assert target.stats().requests == 3  # robots.txt and the two allowed URLs
