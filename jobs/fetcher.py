@@ -133,10 +133,10 @@ class BodySink:
     """Receives a body as it streams; the worker's implementation stores it. Base class: keeps nothing."""
 
     def write(self, chunk: bytes) -> None:
-        """Called with each decoded piece."""
+        """Called on the loop with each decoded piece (at most 64 KiB): must be quick."""
 
-    def finish(self) -> str:
-        """The body was read completely; return where it was stored ("" if nowhere)."""
+    async def finish(self) -> str:
+        """The body was read completely; store it and return where ("" if nowhere)."""
         return ""
 
     def discard(self) -> None:
@@ -491,13 +491,12 @@ async def _read_body(
             digest.update(piece)
             if store is not None:
                 store.write(piece)
+        if store is not None:
+            attempt.body_path = await store.finish()
         complete = True
     finally:
-        if store is not None:
-            if complete:
-                attempt.body_path = store.finish()
-            else:
-                store.discard()
+        if store is not None and not complete:
+            store.discard()
     attempt.sha256 = digest.hexdigest()
 
 

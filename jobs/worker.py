@@ -41,7 +41,7 @@ from typing import Any, Literal, TypeVar
 import httpx
 from django.db import DatabaseError
 
-from . import conf, fetcher, progress, queue
+from . import bodies, conf, fetcher, progress, queue
 from .exceptions import ClaimLost
 from .fetcher import FetchResult
 from .models import Job
@@ -342,6 +342,7 @@ class JobRun:
                 global_limit=self._limit,
                 hosts=self._hosts,
                 guard=self._guard,
+                sink=bodies.sink_factory(self.job),
             ),
             name=f"fetch {self.job.pk}",
         )
