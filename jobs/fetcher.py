@@ -201,8 +201,17 @@ class HostSlots:
     def _release(self, host: str, state: _Host) -> None:
         state.in_flight -= 1
         self._wake(state)
-        if not state.in_flight and not state.waiters and state.next_start <= asyncio.get_running_loop().time():
-            self._hosts.pop(host, None)
+        self._forget_if_idle(host, state)
+
+    def _forget_if_idle(self, host: str, state: _Host) -> None:
+        if state.in_flight or state.waiters or self._hosts.get(host) is not state:
+            return
+        loop = asyncio.get_running_loop()
+        if state.next_start > loop.time():
+            # Its pacing still matters until then: look again at that time.
+            loop.call_at(state.next_start, self._forget_if_idle, host, state)
+        else:
+            del self._hosts[host]
 
     @staticmethod
     def _wake(state: _Host) -> None:

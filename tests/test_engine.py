@@ -331,3 +331,33 @@ async def test_robots_txt_missing_allows_all_and_unreachable_disallows_all(
     assert by_position[0].outcome == "succeeded"  # /robots.txt is a 404 there
     assert by_position[1].error_class == "robots"
     assert "could not be read (connect: " in by_position[1].error
+
+
+async def test_host_slots_forget_idle_hosts(target: TargetServer, client: httpx.AsyncClient) -> None:
+    hosts = HostSlots()
+    options = FetchOptions(timeout=5, host_delay=0.3)
+    await fetch_all(client, [(0, target.url("/ok"))], concurrency=1, options=options, on_result=lambda r: None,
+                    hosts=hosts)  # fmt: skip
+    assert "127.0.0.1" in hosts._hosts  # its pacing still applies for 0.3 s
+    await asyncio.sleep(0.5)
+    assert hosts._hosts == {}
+
+
+async def test_a_cancelled_host_waiter_leaks_no_slot() -> None:
+    hosts = HostSlots()
+    order: list[str] = []
+
+    async def use(name: str, hold: float) -> None:
+        async with hosts.hold("h", limit=1):
+            order.append(name)
+            await asyncio.sleep(hold)
+
+    first = asyncio.create_task(use("first", 0.1))
+    await asyncio.sleep(0.01)
+    cancelled = asyncio.create_task(use("cancelled", 0))
+    last = asyncio.create_task(use("last", 0))
+    await asyncio.sleep(0.01)
+    cancelled.cancel()
+    await asyncio.gather(first, last)
+    assert cancelled.cancelled() and order == ["first", "last"]
+    assert hosts.in_flight("h") == 0 and hosts._hosts == {}
