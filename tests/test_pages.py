@@ -413,3 +413,13 @@ def test_bad_fetch_option_in_the_form_names_the_field(alice: Client, user: Any) 
     assert response.status_code == 400
     assert "Retries: must be an integer from 0 to 10" in error_items(response)
     assert not Job.objects.filter(owner=user).exists()
+
+
+def test_job_page_shows_the_fetch_options(alice: Client, user: Any) -> None:
+    alice.post("/", {"urls": "http://a.example/\nhttp://A.example", "per_host": "3", "host_delay": "0.5",
+                     "save_bodies": "on", "respect_robots": "on"})
+    job = only_job(user)
+    body = alice.get(f"/jobs/{job.pk}/").content.decode()
+    for text in ("3 per host, 0.5 s apart", "Retries 2", "Redirects ≤ 10", "Bodies ≤ 10.0\xa0MB",
+                 "Respects robots.txt", f'href="/api/jobs/{job.pk}/bodies.zip"', "1 duplicate URL<"):
+        assert text in body, text
