@@ -4,7 +4,7 @@ The worker gets a `StorageSink` per URL: the body streams into a spooled
 temporary file (memory up to 1 MiB, then disk) and, once complete, goes to
 Django's default storage (a FileSystemStorage under MEDIA_ROOT unless
 STORAGES says otherwise) as `bodies/<job id>/<position>`. An incomplete body
-(too large, timeout, reset) is discarded.
+(too large, timeout, reset) is discarded. Deleting a job deletes its bodies.
 
 Downloading them is `downloads.py`'s business.
 """
@@ -19,6 +19,9 @@ from typing import IO
 from asgiref.sync import sync_to_async
 from django.core.files import File
 from django.core.files.storage import default_storage
+from django.db import transaction
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
 
 from .fetcher import BodySink
 from .models import Job
@@ -27,9 +30,14 @@ SPOOL_BYTES = 1024 * 1024
 """A body is kept in memory up to this size while it streams, then on disk."""
 
 
+def body_dir(job_id: uuid.UUID) -> str:
+    """The storage directory of a job's saved bodies."""
+    return f"bodies/{job_id}"
+
+
 def body_name(job_id: uuid.UUID, position: int) -> str:
     """The storage name of one saved body."""
-    return f"bodies/{job_id}/{position}"
+    return f"{body_dir(job_id)}/{position}"
 
 
 class StorageSink(BodySink):
@@ -65,3 +73,20 @@ def sink_factory(job: Job) -> Callable[[int], BodySink] | None:
     if not job.save_bodies:
         return None
     return lambda position: StorageSink(body_name(job.pk, position))
+
+
+@receiver(post_delete, sender=Job, dispatch_uid="jobs.bodies.delete_bodies")
+def delete_bodies(sender: type[Job], instance: Job, **kwargs: object) -> None:
+    """A deleted job (admin, cascade) takes its saved bodies along, once the deletion is committed."""
+    if instance.save_bodies:
+        transaction.on_commit(lambda: _delete_dir(body_dir(instance.pk)))
+
+
+def _delete_dir(directory: str) -> None:
+    try:
+        _, files = default_storage.listdir(directory)
+    except FileNotFoundError:
+        return  # nothing was ever saved
+    for name in files:
+        default_storage.delete(f"{directory}/{name}")
+    default_storage.delete(directory)  # FileSystemStorage removes the (now empty) directory

@@ -96,3 +96,10 @@ async def test_owner_downloads_one_body_and_the_zip(job: Job, owner: Any, django
     assert (await other.get(f"/api/jobs/{job.id}/results/0/body")).status_code == 404
     assert (await other.get(f"/api/jobs/{job.id}/bodies.zip")).status_code == 404
     assert (await AsyncClient().get(f"/api/jobs/{job.id}/bodies.zip")).status_code == 401
+
+
+def test_deleting_the_job_deletes_its_bodies(job: Job, media_root: Path) -> None:
+    directory = media_root / "bodies" / str(job.pk)
+    assert directory.is_dir()
+    job.delete()
+    assert not directory.exists()

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from channels.db import database_sync_to_async
 from django.core.management import call_command
 
 from jobs import queue
 from jobs.models import Job, Result
+from jobs.worker import Worker
 from tests.target import TargetServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -94,3 +97,32 @@ def test_respect_robots(owner: Any, target: TargetServer) -> None:
     ]
     assert rows(obeying)[1].error == f"robots: disallowed by {target.url('/robots.txt')}"
     assert target.stats().requests == 3  # robots.txt and the two allowed URLs
+
+
+async def test_a_small_job_finishes_long_before_a_huge_one(owner: Any, target: TargetServer) -> None:
+    """Fairness in the real worker: a 2,000-URL job, then a 20-URL job, both at the worker's concurrency."""
+    c = 10
+    make = database_sync_to_async(make_job)
+    big = await make(owner, [target.url(f"/ok/{i}") for i in range(2000)], concurrency=c, per_host=1000, retries=0)
+    run = asyncio.create_task(Worker(concurrency=c, max_jobs=2, batch=True, handle_signals=False).run())
+    while (await reload(big)).done < 100:  # the big job is in full swing
+        assert not run.done()
+        await asyncio.sleep(0.05)
+    small = await make(owner, [target.url(f"/ok/s{i}") for i in range(20)], concurrency=c, per_host=1000)
+    while (await reload(small)).status != Job.Status.COMPLETED:
+        assert not run.done()
+        await asyncio.sleep(0.02)
+    big_done_then = (await reload(big)).done
+    await run
+
+    big, small = await reload(big), await reload(small)
+    assert (big.status, big.succeeded, small.succeeded) == (Job.Status.COMPLETED, 2000, 20)
+    # Claimed within a poll (~1 s), then served in turn with the big job: it does not wait for it.
+    assert big_done_then < 1500, big_done_then
+    assert small.finished_at is not None and big.finished_at is not None and small.finished_at < big.finished_at
+
+
+@database_sync_to_async
+def reload(job: Job) -> Job:
+    job.refresh_from_db()
+    return job
