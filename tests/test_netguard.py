@@ -231,3 +231,15 @@ def test_settings_build_the_guard(settings: Any) -> None:
     assert guard.address_problem(ipaddress.ip_address("10.20.1.1")) is None
     assert guard.address_problem(ipaddress.ip_address("10.21.1.1")) is not None
     assert guard.address_problem(ipaddress.ip_address("8.8.8.8")) is not None
+
+
+def test_system_checks_name_bad_fetch_settings(settings: Any) -> None:
+    from jobs.checks import check_worker_timing
+
+    assert check_worker_timing() == []
+    settings.FETCH_DENIED_NETWORKS = "10.0.0.0/8, nope"
+    settings.FETCH_RETRY_STATUSES = (503, 99)
+    settings.FETCH_BACKOFF_CAP = -1
+    errors = {error.id: error.msg for error in check_worker_timing()}
+    assert set(errors) == {"jobs.E004", "jobs.E005", "jobs.E006"}
+    assert "not a network: 'nope'" in errors["jobs.E004"]
