@@ -24,7 +24,7 @@ Endpoints (each waits the default delay first, or `?delay=<ms>`):
     /slow-body            trickles ?chunks=50 chunks of ?chunk_bytes=16 every ?interval_ms=100
     /reset                sends headers and half the body, then resets the connection
     /flaky/<n>            503 for the first n requests with the same ?key=, then 200
-    /throttled/<n>        429 with `Retry-After: ?after=` (seconds, or "date" for an HTTP date 1 s ahead)
+    /throttled/<n>        429 with `Retry-After: ?after=` (seconds, or "date" for an HTTP date 2 s ahead)
                           for the first n requests with the same ?key=, then 200
     /redirect/<n>         a chain of n 302 redirects ending at /ok (?code= picks the status)
     /loop/<a|b>           /loop/a redirects to /loop/b and back: a loop
@@ -186,7 +186,8 @@ def build_app(
         if hit(request) <= int(request.match_info["n"]):
             after = request.query.get("after", "1")
             if after == "date":
-                after = email.utils.formatdate(time.time() + 1, usegmt=True)
+                # An HTTP date has 1 s resolution: 2 s ahead means a wait of 1-2 s.
+                after = email.utils.formatdate(time.time() + 2, usegmt=True)
             return web.Response(status=429, text="slow down\n", headers={"Retry-After": after})
         return web.Response(text="welcome\n")
 

@@ -91,8 +91,8 @@ async def test_429_waits_for_retry_after(target: TargetServer, client: httpx.Asy
 
     assert (result.outcome, result.attempts) == ("succeeded", 2)
     assert result.error == "(attempt 1: http_status: 429 Too Many Requests)"
-    # Backoff alone would be < 0.2 s; the server asked for ~1 s (an HTTP date has 1 s resolution).
-    assert elapsed >= 0.5, elapsed
+    # Backoff alone would be < 0.2 s; the server asked for 1 s (or, as a date, 1-2 s).
+    assert elapsed >= 0.95, elapsed
 
 
 async def test_a_retry_after_beyond_the_cap_is_not_waited_for(target: TargetServer, client: httpx.AsyncClient) -> None:
@@ -100,7 +100,7 @@ async def test_a_retry_after_beyond_the_cap_is_not_waited_for(target: TargetServ
     started = time.monotonic()
     result = await fetch_one(client, 0, target.url(f"/throttled/1?after=3600&{key()}"), options=options)
 
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 4
     assert (result.outcome, result.attempts, result.error_class) == ("failed", 1, "http_status")
     assert "Retry-After 3600 s is longer than the cap of 2 s" in result.error
 
@@ -122,9 +122,9 @@ async def test_connect_errors_are_retried(client: httpx.AsyncClient, refused_url
 
 
 async def test_a_waiting_retry_holds_no_slot(target: TargetServer, client: httpx.AsyncClient) -> None:
-    """Concurrency 1: while the first URL waits ~1 s for its retry, the others are fetched."""
+    """Concurrency 1: while the first URL waits 2 s for its retry, the others are fetched."""
     options = FetchOptions(timeout=5, retries=1, backoff_base=0.01)
-    items = [(0, target.url(f"/throttled/1?after=1&{key()}"))] + [(i, target.url("/ok")) for i in range(1, 6)]
+    items = [(0, target.url(f"/throttled/1?after=2&{key()}"))] + [(i, target.url("/ok")) for i in range(1, 6)]
     finished: list[tuple[int, float]] = []
     started = time.monotonic()
 
@@ -135,7 +135,7 @@ async def test_a_waiting_retry_holds_no_slot(target: TargetServer, client: httpx
 
     order = [position for position, _ in finished]
     assert order[-1] == 0, finished  # the throttled one, after its wait
-    assert all(at < 0.9 for position, at in finished if position != 0), finished
+    assert all(at < 1.8 for position, at in finished if position != 0), finished
 
 
 # --- redirects ------------------------------------------------------------------------------------------
@@ -212,7 +212,7 @@ async def test_a_body_trickling_one_byte_a_second_hits_the_deadline(
     elapsed = time.monotonic() - started
 
     assert (result.outcome, result.error_class, result.status_code) == ("failed", "timeout", 200)
-    assert 1.9 < elapsed < 5, elapsed
+    assert 1.9 < elapsed < 8, elapsed
 
 
 async def test_a_server_that_never_answers_times_out_on_every_attempt(
@@ -223,7 +223,7 @@ async def test_a_server_that_never_answers_times_out_on_every_attempt(
     elapsed = time.monotonic() - started
 
     assert (result.outcome, result.error_class, result.attempts) == ("failed", "timeout", 2)
-    assert 1.9 < elapsed < 5, elapsed
+    assert 1.9 < elapsed < 8, elapsed
 
 
 async def test_200_kb_of_headers_fail_cleanly(target: TargetServer, client: httpx.AsyncClient) -> None:
@@ -335,11 +335,11 @@ async def test_robots_txt_missing_allows_all_and_unreachable_disallows_all(
 
 async def test_host_slots_forget_idle_hosts(target: TargetServer, client: httpx.AsyncClient) -> None:
     hosts = HostSlots()
-    options = FetchOptions(timeout=5, host_delay=0.3)
+    options = FetchOptions(timeout=5, host_delay=2)
     await fetch_all(client, [(0, target.url("/ok"))], concurrency=1, options=options, on_result=lambda r: None,
                     hosts=hosts)  # fmt: skip
-    assert "127.0.0.1" in hosts._hosts  # its pacing still applies for 0.3 s
-    await asyncio.sleep(0.5)
+    assert "127.0.0.1" in hosts._hosts  # its pacing still applies for 2 s after the request started
+    await asyncio.sleep(2.3)
     assert hosts._hosts == {}
 
 
