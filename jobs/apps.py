@@ -10,3 +10,4 @@ class JobsConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers system checks)
+        from . import bodies  # noqa: F401  (connects the receiver that deletes a deleted job's bodies)

@@ -26,4 +26,15 @@ def check_worker_timing(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         )
     if conf.get("JOBS_DEFAULT_CONCURRENCY") > conf.get("JOBS_MAX_CONCURRENCY"):
         errors.append(Error("JOBS_DEFAULT_CONCURRENCY exceeds JOBS_MAX_CONCURRENCY.", id="jobs.E003"))
+    statuses = conf.get("FETCH_RETRY_STATUSES")
+    if not all(isinstance(code, int) and not isinstance(code, bool) and 100 <= code <= 599 for code in statuses):
+        errors.append(Error(f"FETCH_RETRY_STATUSES must be HTTP status codes (100-599), not {statuses!r}.", id="jobs.E005"))
+    timings = {name: conf.get(name) for name in ("FETCH_BACKOFF_BASE", "FETCH_BACKOFF_CAP", "FETCH_RETRY_AFTER_CAP")}
+    if not all(isinstance(value, (int, float)) and value >= 0 for value in timings.values()):
+        errors.append(Error(f"FETCH_BACKOFF_BASE, FETCH_BACKOFF_CAP and FETCH_RETRY_AFTER_CAP must be seconds >= 0: "
+                            f"{timings!r}.", id="jobs.E006"))  # fmt: skip
+    try:
+        conf.fetch_guard()
+    except ValueError as exc:
+        errors.append(Error(f"FETCH_ALLOWED_NETWORKS / FETCH_DENIED_NETWORKS: {exc}", id="jobs.E004"))
     return errors

@@ -6,6 +6,8 @@ from typing import Any
 
 from django.conf import settings
 
+from .netguard import Guard, parse_networks
+
 DEFAULTS: dict[str, Any] = {
     # Submission limits
     "JOBS_MAX_URLS": 100_000,
@@ -14,6 +16,20 @@ DEFAULTS: dict[str, Any] = {
     "JOBS_MAX_CONCURRENCY": 1000,
     "JOBS_DEFAULT_TIMEOUT": 10.0,
     "JOBS_MAX_TIMEOUT": 300.0,
+    # Fetch options of a job: defaults and upper bounds (README "Job options").
+    "JOBS_DEFAULT_PER_HOST": 8,
+    "JOBS_MAX_HOST_DELAY": 60.0,
+    "JOBS_DEFAULT_RETRIES": 2,
+    "JOBS_MAX_RETRIES": 10,
+    "JOBS_DEFAULT_MAX_REDIRECTS": 10,
+    "JOBS_MAX_REDIRECTS": 30,
+    "JOBS_DEFAULT_MAX_BYTES": 10 * 1024 * 1024,
+    "JOBS_MAX_BYTES": 1024 * 1024 * 1024,
+    # Retries: which statuses, and the backoff (full jitter) and Retry-After caps in seconds.
+    "FETCH_RETRY_STATUSES": (408, 429, 500, 502, 503, 504),
+    "FETCH_BACKOFF_BASE": 0.5,
+    "FETCH_BACKOFF_CAP": 30.0,
+    "FETCH_RETRY_AFTER_CAP": 60.0,
     # Worker
     "WORKER_HEARTBEAT_SECONDS": 10.0,
     "WORKER_LEASE_SECONDS": 30.0,
@@ -23,9 +39,26 @@ DEFAULTS: dict[str, Any] = {
     "PROGRESS_MAX_RATE": 10.0,
     # SSRF guard switch (development and tests lift it).
     "FETCH_ALLOW_PRIVATE_ADDRESSES": False,
+    # Networks (CIDR strings) always allowed / always refused by the SSRF guard.
+    "FETCH_ALLOWED_NETWORKS": (),
+    "FETCH_DENIED_NETWORKS": (),
 }
 
 
 def get(name: str) -> Any:
     """Return setting `name` from Django settings, else its default."""
     return getattr(settings, name, DEFAULTS[name])
+
+
+def fetch_guard() -> Guard:
+    """The SSRF guard the settings describe (ValueError for a malformed network; checks.py reports it)."""
+    return Guard(
+        allow_private=bool(get("FETCH_ALLOW_PRIVATE_ADDRESSES")),
+        allow=_networks(get("FETCH_ALLOWED_NETWORKS")),
+        deny=_networks(get("FETCH_DENIED_NETWORKS")),
+    )
+
+
+def _networks(value: Any) -> tuple[Any, ...]:
+    """A CIDR list setting: a comma-separated string or a list of strings."""
+    return parse_networks(value if isinstance(value, str) else ",".join(value))

@@ -1,26 +1,53 @@
 """The fetch engine: GET many URLs concurrently, one outcome value per URL.
 
 No Django here: the worker injects a shared `httpx.AsyncClient` (see
-`make_client`) and stores the `FetchResult`s it gets back. Errors never escape
-`fetch_one`; they become the `error` string of a failed result, decided in one
-place (`_describe`). Only cancellation propagates.
+`make_client`), the job's `FetchOptions`, and the worker-wide limits (a
+semaphore and a `HostSlots` registry), and stores the `FetchResult`s it gets
+back. Errors never escape `fetch_one`; they become the `error_class` and
+`error` of a failed result, decided in one place (`_describe`). Only
+cancellation propagates.
+
+One URL is fetched in *attempts*. An attempt follows redirects by hand (each
+hop passes the SSRF guard again) under one deadline, `options.timeout`, and
+streams the body through a decoder that stops at `options.max_bytes` decoded
+bytes. A failed attempt is retried (connect errors, timeouts, the statuses in
+`options.retry_statuses`) after an exponential backoff with full jitter, or
+the server's Retry-After; while it waits it holds no slot.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
+import hashlib
+import random
 import ssl
 import time
-from collections.abc import AsyncIterable, Callable, Iterable
-from dataclasses import dataclass
+import zlib
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 
 import aiohttp
 import httpx
+from aiohttp.abc import AbstractResolver
 from httpx_aiohttp import AiohttpTransport
+
+from .netguard import Blocked, Guard, GuardedResolver
 
 # Backstop for requests made with the client outside fetch_one (fetch_one passes its own deadline).
 DEFAULT_TIMEOUT = 30.0
+MIB = 1024 * 1024
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# Decoded output is produced in pieces of at most this size, so a compression bomb never inflates in memory.
+DECODE_PIECE = 64 * 1024
+USER_AGENT = "batchfetch/1.0"
+"""Sent with every request; robots.txt rules for `batchfetch` apply to it."""
+MAX_REASONS = 10
+"""Failed attempts described in `error` at most (the count is always right)."""
 
 # Substrings of getaddrinfo() errors, for transports that report a failed lookup as a plain ConnectError.
 _DNS_MESSAGES = ("name or service not known", "nodename nor servname", "name resolution", "getaddrinfo failed")
@@ -37,7 +64,35 @@ _PROTOCOL = (
     httpx.ProtocolError,
     httpx.NetworkError,
     httpx.DecodingError,
+    zlib.error,
 )
+RETRYABLE_CLASSES = frozenset({"connect", "timeout"})
+
+
+@dataclass(frozen=True, slots=True)
+class FetchOptions:
+    """How to fetch the URLs of one job."""
+
+    timeout: float = DEFAULT_TIMEOUT
+    """Deadline of one attempt in seconds: every redirect hop and the whole body (httpx's own timeouts reset)."""
+    retries: int = 0
+    """Further attempts after a retryable failure."""
+    retry_statuses: frozenset[int] = RETRY_STATUSES
+    """Statuses that are retried (connect errors and timeouts always are)."""
+    backoff_base: float = 0.5
+    """Backoff before retry n is uniform(0, min(backoff_cap, backoff_base * 2**n)) seconds ("full jitter")."""
+    backoff_cap: float = 30.0
+    retry_after_cap: float = 60.0
+    """A Retry-After longer than this is not waited for: the URL fails instead."""
+    max_redirects: int = 10
+    max_bytes: int = 10 * MIB
+    """Largest body, counted after content decoding; more fails as `too_large`."""
+    per_host: int = 8
+    """Requests in flight to one host at most (within a `HostSlots` registry, i.e. a worker)."""
+    host_delay: float = 0.0
+    """Seconds between the starts of two requests to one host."""
+    respect_robots: bool = False
+    """Consult each origin's robots.txt (fetched once per `fetch_all`) and skip what it disallows."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,68 +105,458 @@ class FetchResult:
     outcome: str
     """"succeeded" (an HTTP response with status < 400) or "failed" (anything else)."""
     status_code: int | None
-    """The response status, if one arrived (also on failures after the headers, e.g. a reset body)."""
+    """The last response's status, if one arrived (also on failures after the headers, e.g. a reset body)."""
     bytes: int
-    """Body bytes received, as sent on the wire (before content decoding); bodies are not kept."""
+    """Body bytes after content decoding (what `sha256` covers), up to the cap."""
     elapsed_ms: int
-    """Wall time of the whole fetch."""
+    """Wall time of the whole fetch, retries included."""
     attempts: int
-    """Requests made for this URL: always 1 for now."""
+    """Attempts made (0 when the URL was refused before any request)."""
     error: str
-    """"" on success, else "<class>: <message>" with class in
-    timeout | connect | dns | tls | http_status | invalid_url | protocol | other."""
+    """"" on a first-time success; else "<class>: <message>" of the last failure, followed by
+    "(attempt n: ...)" for each earlier failed attempt. A success after retries keeps those."""
+    error_class: str = ""
+    """"" on success, else timeout | connect | dns | tls | too_large | too_many_redirects | blocked |
+    http_status | invalid_url | robots | protocol | other."""
+    final_url: str = ""
+    """The URL of the last response, after redirects."""
+    content_type: str = ""
+    sha256: str = ""
+    """Hex digest of the complete decoded body ("" unless the body was read to the end)."""
+    redirects: int = 0
+    """Redirect hops followed in the last attempt."""
+    body_path: str = ""
+    """Where the body was stored, if the caller keeps bodies (set by the caller's sink)."""
 
 
-def make_client(*, max_connections: int = 100) -> httpx.AsyncClient:
+class BodySink:
+    """Receives a body as it streams; the worker's implementation stores it. Base class: keeps nothing."""
+
+    def write(self, chunk: bytes) -> None:
+        """Called on the loop with each decoded piece (at most 64 KiB): must be quick."""
+
+    async def finish(self) -> str:
+        """The body was read completely; store it and return where ("" if nowhere)."""
+        return ""
+
+    def discard(self) -> None:
+        """The body is incomplete or unwanted; drop what was written."""
+
+
+# --- limits shared by all jobs of a worker -----------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Host:
+    in_flight: int = 0
+    waiters: deque[tuple[asyncio.Future[None], int]] = field(default_factory=deque)
+    next_start: float = 0.0
+
+
+class HostSlots:
+    """In-flight requests per host, FIFO, shared by every job of a worker; plus a minimum delay between starts.
+
+    Each caller brings its own limit (the job's `per_host`): a request starts
+    when fewer than that many requests to the host are in flight, in order of
+    arrival. The registry forgets idle hosts, so it does not grow with the
+    number of hosts ever seen.
+    """
+
+    def __init__(self) -> None:
+        self._hosts: dict[str, _Host] = {}
+
+    def in_flight(self, host: str) -> int:
+        state = self._hosts.get(host)
+        return state.in_flight if state else 0
+
+    @contextlib.asynccontextmanager
+    async def hold(self, host: str, *, limit: int, delay: float = 0.0) -> AsyncIterator[None]:
+        """Hold one of `limit` slots of `host`, after waiting for its pacing delay."""
+        state = self._hosts.setdefault(host, _Host())
+        await self._acquire(state, limit)
+        try:
+            if delay > 0:
+                loop = asyncio.get_running_loop()
+                start = max(loop.time(), state.next_start)
+                state.next_start = start + delay
+                await asyncio.sleep(start - loop.time())
+            yield
+        finally:
+            self._release(host, state)
+
+    async def _acquire(self, state: _Host, limit: int) -> None:
+        if state.in_flight < limit and not state.waiters:
+            state.in_flight += 1
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        state.waiters.append((future, limit))
+        try:
+            await future  # the releasing side counted us in already
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                state.in_flight -= 1  # granted just as we were cancelled: hand it on
+                self._wake(state)
+            raise
+
+    def _release(self, host: str, state: _Host) -> None:
+        state.in_flight -= 1
+        self._wake(state)
+        self._forget_if_idle(host, state)
+
+    def _forget_if_idle(self, host: str, state: _Host) -> None:
+        if state.in_flight or state.waiters or self._hosts.get(host) is not state:
+            return
+        loop = asyncio.get_running_loop()
+        if state.next_start > loop.time():
+            # Its pacing still matters until then: look again at that time.
+            loop.call_at(state.next_start, self._forget_if_idle, host, state)
+        else:
+            del self._hosts[host]
+
+    @staticmethod
+    def _wake(state: _Host) -> None:
+        while state.waiters:
+            future, limit = state.waiters[0]
+            if future.done():  # cancelled while waiting
+                state.waiters.popleft()
+                continue
+            if state.in_flight >= limit:
+                return
+            state.waiters.popleft()
+            state.in_flight += 1
+            future.set_result(None)
+
+
+@dataclass(frozen=True, slots=True)
+class Slots:
+    """The caps a request runs under: the job's, the host's and the worker's."""
+
+    job: asyncio.Semaphore
+    worker: asyncio.Semaphore | None = None
+    hosts: HostSlots | None = None
+    stop: asyncio.Event | None = None
+    """Once set, no request starts: `hold` raises `Stopped` instead of yielding."""
+
+    @contextlib.asynccontextmanager
+    async def hold(self, url: httpx.URL, options: FetchOptions) -> AsyncIterator[None]:
+        """Job slot, then host slot (and pacing), then worker slot: the scarcest, worker-wide one is taken last,
+        so it is never held while waiting for a busy host."""
+        async with self.job:
+            hosts = self.hosts.hold(url.host, limit=options.per_host, delay=options.host_delay) if self.hosts else None
+            async with hosts or contextlib.nullcontext():
+                async with self.worker or contextlib.nullcontext():
+                    if self.stop is not None and self.stop.is_set():
+                        raise Stopped  # checked last: the stop may have come while we waited for a slot
+                    yield
+
+
+class Stopped(Exception):
+    """The run was stopped before this request could start (see `fetch_all`'s `stop`)."""
+
+
+# --- the client -----------------------------------------------------------------------------------------
+
+
+def make_client(
+    *, max_connections: int = 100, guard: Guard | None = None, resolver: AbstractResolver | None = None
+) -> httpx.AsyncClient:
     """Create the worker's one shared client; close it with `await client.aclose()` (or `async with`).
 
     The aiohttp transport opens at most `max_connections` connections in all
     (aiohttp's `limit`; no lower per-host limit), so set it to at least the
-    worker's global concurrency limit, or fetches wait for a connection, and
-    that waiting counts against their deadline.
+    worker's global concurrency limit. With a `guard`, the connector resolves
+    host names through `GuardedResolver`: it connects only to addresses the
+    guard has checked (`resolver` replaces the system resolver under the guard:
+    tests). Proxies from the environment are ignored (`trust_env=False`).
     """
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-    # The transport creates its aiohttp session lazily, on the running loop, with
-    # TCPConnector(limit=max_connections, limit_per_host=0) and trust_env=False.
-    transport = AiohttpTransport(limits=limits, trust_env=False)
+    ssl_context = httpx.create_ssl_context(trust_env=False)
+
+    def session() -> aiohttp.ClientSession:
+        # Called by the transport on its first request, so on the running loop.
+        connector = aiohttp.TCPConnector(
+            limit=max_connections,
+            limit_per_host=0,
+            ssl=ssl_context,
+            keepalive_timeout=limits.keepalive_expiry,
+            resolver=GuardedResolver(guard, resolver) if guard is not None else resolver,
+        )
+        return aiohttp.ClientSession(connector=connector, trust_env=False)
+
+    transport = AiohttpTransport(limits=limits, trust_env=False, client=session)
     return httpx.AsyncClient(
-        transport=transport, timeout=httpx.Timeout(DEFAULT_TIMEOUT), follow_redirects=False, trust_env=False
+        transport=transport, timeout=httpx.Timeout(DEFAULT_TIMEOUT), follow_redirects=False, trust_env=False,
+        headers={"User-Agent": USER_AGENT},
     )
 
 
-async def fetch_one(client: httpx.AsyncClient, position: int, url: str, *, timeout: float) -> FetchResult:
-    """GET `url`, read and count its body, all within `timeout` seconds.
+# --- one URL ----------------------------------------------------------------------------------------------
+
+
+class _Failure(Exception):
+    """An attempt ended without a usable response: `error_class` and message."""
+
+    def __init__(self, error_class: str, message: str, *, retryable: bool = False, retry_after: float = 0.0) -> None:
+        super().__init__(message)
+        self.error_class = error_class
+        self.message = message
+        self.retryable = retryable or error_class in RETRYABLE_CLASSES
+        self.retry_after = retry_after
+        """Seconds the server asked us to wait (Retry-After), 0 if it did not say."""
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """What one attempt saw (filled in as it goes, so a failure still reports the status and URL)."""
+
+    url: str
+    status_code: int | None = None
+    content_type: str = ""
+    bytes: int = 0
+    sha256: str = ""
+    redirects: int = 0
+    body_path: str = ""
+
+
+async def fetch_one(
+    client: httpx.AsyncClient,
+    position: int,
+    url: str,
+    *,
+    timeout: float | None = None,
+    options: FetchOptions | None = None,
+    guard: Guard | None = None,
+    slots: Slots | None = None,
+    sink: Callable[[], BodySink] | None = None,
+) -> FetchResult:
+    """GET `url` with redirects, retries and limits per `options` (`timeout` overrides `options.timeout`).
 
     Never raises, except CancelledError: every failure becomes a "failed" result.
     """
+    options = options or FetchOptions()
+    if timeout is not None:
+        options = replace(options, timeout=timeout)
+    slots = slots or Slots(job=asyncio.Semaphore(1))
     started = time.monotonic()
-    response: httpx.Response | None = None
-    try:
-        # httpx's read timeout restarts with every chunk; this deadline covers the whole fetch.
-        async with asyncio.timeout(timeout):
-            # Passing the deadline to httpx too keeps no single phase (pool, connect, read) longer than the whole.
-            async with client.stream("GET", url, timeout=timeout) as response:
-                async for _ in response.aiter_raw():
-                    pass
-    except Exception as exc:  # not CancelledError: that is a BaseException and propagates
-        error = _describe(exc, timeout)
-    else:
-        code = response.status_code
-        error = f"http_status: {code} {response.reason_phrase}".rstrip() if code >= 400 else ""
+    reasons: list[str] = []
+    attempt = _Attempt(url)
+    failure: _Failure | None = None
+    for number in range(1, options.retries + 2):
+        attempt = _Attempt(url)
+        try:
+            await _attempt(client, attempt, options, guard, slots, sink)
+        except _Failure as exc:
+            failure = exc
+        except Stopped:
+            raise
+        except Exception as exc:  # not CancelledError: that is a BaseException and propagates
+            failure = _Failure(*_describe(exc, options.timeout))
+        else:
+            failure = None
+            break
+        delay = _retry_delay(failure, number, options)
+        if delay is None:
+            break
+        reasons.append(f"attempt {number}: {failure.error_class}: {failure.message}")
+        await asyncio.sleep(delay)  # outside every slot: a waiting retry holds none
+    return _result(position, url, attempt, failure, reasons, attempts=number, started=started)
+
+
+def _result(
+    position: int, url: str, attempt: _Attempt, failure: _Failure | None, reasons: list[str], *, attempts: int,
+    started: float,
+) -> FetchResult:
+    error = f"{failure.error_class}: {failure.message}" if failure else ""
+    if reasons:
+        shown = reasons[:MAX_REASONS] + ([f"{len(reasons) - MAX_REASONS} more"] if len(reasons) > MAX_REASONS else [])
+        error = "; ".join(filter(None, [error, *[f"({r})" for r in shown]]))
+    blocked_early = failure is not None and failure.error_class in ("blocked", "robots") and attempt.status_code is None
     return FetchResult(
         position=position,
         url=url,
-        outcome="failed" if error else "succeeded",
-        status_code=response.status_code if response is not None else None,
-        bytes=response.num_bytes_downloaded if response is not None else 0,
+        outcome="failed" if failure else "succeeded",
+        status_code=attempt.status_code,
+        bytes=attempt.bytes,
         elapsed_ms=round((time.monotonic() - started) * 1000),
-        attempts=1,
+        attempts=0 if blocked_early and attempts == 1 else attempts,
         error=error,
+        error_class=failure.error_class if failure else "",
+        final_url=attempt.url,
+        content_type=attempt.content_type,
+        sha256=attempt.sha256,
+        redirects=attempt.redirects,
+        body_path=attempt.body_path,
     )
 
 
-def _describe(exc: Exception, timeout: float) -> str:
-    """The "<class>: <message>" error of a fetch that raised `exc`."""
+def _retry_delay(failure: _Failure, number: int, options: FetchOptions) -> float | None:
+    """Seconds to wait before attempt `number + 1`, or None if the failure is final."""
+    if number > options.retries:
+        return None
+    if not failure.retryable:
+        return None
+    backoff = random.uniform(0, min(options.backoff_cap, options.backoff_base * 2 ** (number - 1)))
+    hint = failure.retry_after
+    if hint > options.retry_after_cap:
+        failure.message += f" (Retry-After {hint:g} s is longer than the cap of {options.retry_after_cap:g} s)"
+        return None
+    return max(backoff, hint)
+
+
+async def _attempt(
+    client: httpx.AsyncClient,
+    attempt: _Attempt,
+    options: FetchOptions,
+    guard: Guard | None,
+    slots: Slots,
+    sink: Callable[[], BodySink] | None,
+) -> None:
+    """One attempt: follow redirects, read the final body. Raises _Failure or the transport's error."""
+    seen = {attempt.url}
+    deadline: float | None = None
+    while True:
+        if guard is not None:
+            try:
+                guard.check_url(attempt.url)
+            except Blocked as exc:
+                raise _Failure("blocked", str(exc)) from exc
+        target = httpx.URL(attempt.url)
+        async with slots.hold(target, options):
+            loop = asyncio.get_running_loop()
+            # The deadline starts once the first request may go out: waiting for a slot is not the URL's fault.
+            deadline = deadline if deadline is not None else loop.time() + options.timeout
+            try:
+                async with asyncio.timeout_at(deadline):
+                    # Passing the deadline to httpx too keeps no single phase longer than the whole.
+                    async with client.stream("GET", target, timeout=options.timeout) as response:
+                        location = _read_response(response, attempt)
+                        if location is None:
+                            await _read_body(response, attempt, options, sink)
+                            _check_status(response, options)
+                            return
+            except TimeoutError as exc:
+                raise _Failure("timeout", f"no complete response within {options.timeout:g} s") from exc
+        if attempt.redirects >= options.max_redirects:
+            raise _Failure("too_many_redirects", f"more than {options.max_redirects} redirects")
+        if location in seen:
+            raise _Failure("too_many_redirects", f"redirect loop back to {location}")
+        seen.add(location)
+        attempt.url = location
+        attempt.redirects += 1
+
+
+def _read_response(response: httpx.Response, attempt: _Attempt) -> str | None:
+    """Record the headers; return the next URL if this is a redirect."""
+    attempt.status_code = response.status_code
+    attempt.content_type = response.headers.get("content-type", "")[:200]
+    location = response.headers.get("location")
+    if response.status_code in REDIRECT_STATUSES and location:
+        try:
+            return str(response.url.join(location.strip()))
+        except httpx.InvalidURL as exc:
+            raise _Failure("invalid_url", f"bad redirect Location {location[:200]!r} ({exc})") from exc
+    return None
+
+
+def _check_status(response: httpx.Response, options: FetchOptions) -> None:
+    """Raise _Failure("http_status") for a status >= 400, retryable if it is one of `retry_statuses`."""
+    if response.status_code < 400:
+        return
+    message = f"{response.status_code} {response.reason_phrase}".rstrip()
+    retryable = response.status_code in options.retry_statuses
+    retry_after = (parse_retry_after(response.headers.get("retry-after")) or 0.0) if retryable else 0.0
+    raise _Failure("http_status", message, retryable=retryable, retry_after=retry_after)
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date), or None if absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+
+
+async def _read_body(
+    response: httpx.Response, attempt: _Attempt, options: FetchOptions, sink: Callable[[], BodySink] | None
+) -> None:
+    """Stream, decode, count and hash the body, stopping at `max_bytes`; hand it to the sink if any."""
+    digest = hashlib.sha256()
+    decoder = _Decoder(response.headers.get("content-encoding", ""))
+    store = sink() if sink is not None else None
+    complete = False
+    try:
+        async for raw in response.aiter_raw():
+            for piece in decoder.decode(raw):
+                attempt.bytes += len(piece)
+                if attempt.bytes > options.max_bytes:
+                    attempt.bytes = options.max_bytes
+                    raise _Failure("too_large", f"body larger than {options.max_bytes} bytes (after decoding)")
+                digest.update(piece)
+                if store is not None:
+                    store.write(piece)
+        for piece in decoder.flush():
+            attempt.bytes += len(piece)
+            if attempt.bytes > options.max_bytes:
+                attempt.bytes = options.max_bytes
+                raise _Failure("too_large", f"body larger than {options.max_bytes} bytes (after decoding)")
+            digest.update(piece)
+            if store is not None:
+                store.write(piece)
+        if store is not None:
+            attempt.body_path = await store.finish()
+        complete = True
+    finally:
+        if store is not None and not complete:
+            store.discard()
+    attempt.sha256 = digest.hexdigest()
+
+
+class _Decoder:
+    """Content decoding in bounded pieces (httpx's decoders inflate a whole chunk at once).
+
+    gzip and deflate are decoded; identity and encodings we never ask for are
+    passed through as they are (httpx sends `Accept-Encoding: gzip, deflate`).
+    """
+
+    def __init__(self, content_encoding: str) -> None:
+        codings = [c.strip().lower() for c in content_encoding.split(",") if c.strip().lower() not in ("", "identity")]
+        self._zlib: zlib._Decompress | None = None  # type: ignore[name-defined]
+        if codings in (["gzip"], ["x-gzip"]):
+            self._zlib = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        elif codings == ["deflate"]:
+            self._zlib = zlib.decompressobj()
+
+    def decode(self, data: bytes) -> Iterator[bytes]:
+        if self._zlib is None:
+            yield data
+            return
+        while data:
+            piece = self._zlib.decompress(data, DECODE_PIECE)
+            data = self._zlib.unconsumed_tail
+            if piece:
+                yield piece
+            if self._zlib.eof:
+                return
+
+    def flush(self) -> Iterator[bytes]:
+        if self._zlib is not None and not self._zlib.eof:
+            if tail := self._zlib.flush():
+                yield tail
+
+
+def _describe(exc: BaseException, timeout: float) -> tuple[str, str]:
+    """The (error class, message) of a fetch that raised `exc`."""
+    blocked = _find_cause(exc, Blocked)
+    if blocked is not None:
+        return "blocked", str(blocked)
     # httpx_aiohttp turns every aiohttp connection error (refused, DNS, TLS) into
     # httpx.ConnectTimeout, so when aiohttp is the cause, judge by the cause.
     cause = exc.__cause__ if isinstance(exc.__cause__, aiohttp.ClientError) else exc
@@ -119,18 +564,35 @@ def _describe(exc: Exception, timeout: float) -> str:
     if isinstance(cause, aiohttp.ClientConnectorDNSError) or (
         isinstance(cause, httpx.ConnectError) and any(m in message.lower() for m in _DNS_MESSAGES)
     ):
-        return f"dns: {message}"
+        return "dns", message
     if isinstance(cause, _TLS):
-        return f"tls: {message}"
+        return "tls", message
     if isinstance(cause, _TIMEOUT):
-        return f"timeout: no complete response within {timeout:g} s"
+        return "timeout", f"no complete response within {timeout:g} s"
     if isinstance(cause, _CONNECT):
-        return f"connect: {message}"
+        return "connect", message
     if isinstance(cause, _INVALID_URL):
-        return f"invalid_url: not an absolute http(s) URL ({message})"
+        return "invalid_url", f"not an absolute http(s) URL ({message})"
     if isinstance(cause, _PROTOCOL):
-        return f"protocol: {message}"
-    return f"other: {type(cause).__name__}: {message}"
+        return "protocol", message
+    if isinstance(cause, httpx.HTTPError) and "header" in message.lower():
+        return "protocol", message
+    return "other", f"{type(cause).__name__}: {message}"
+
+
+def _find_cause(exc: BaseException, kind: type[Exception]) -> BaseException | None:
+    """`exc` or the first exception of its cause/context chain that is a `kind`."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+# --- many URLs -----------------------------------------------------------------------------------------------
 
 
 async def fetch_all(
@@ -138,28 +600,45 @@ async def fetch_all(
     items: Iterable[tuple[int, str]] | AsyncIterable[tuple[int, str]],
     *,
     concurrency: int,
-    timeout: float,
     on_result: Callable[[FetchResult], None],
+    timeout: float | None = None,
+    options: FetchOptions | None = None,
     global_limit: asyncio.Semaphore | None = None,
+    hosts: HostSlots | None = None,
+    guard: Guard | None = None,
+    sink: Callable[[int], BodySink] | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
     """Fetch every (position, url) of `items`, at most `concurrency` at a time; call `on_result` for each.
 
     One producer feeds a bounded queue from `items` (sync, or async so callers
     can stream pages from the database; fetch_all does not close it), and
-    `concurrency` consumers fetch from it. `global_limit` (shared by all jobs of
-    a worker) is held only while a request is in flight. `on_result` runs on the
-    loop, so it must be cheap; if it or `items` raises, the run stops and that
-    error is raised. Cancelling fetch_all cancels every fetch, then re-raises.
-    Once `stop` is set no new request starts (queued items are dropped) and
+    2 × `concurrency` consumers fetch from it: at most `concurrency` requests
+    are in flight (a job semaphore), while up to as many more URLs wait for a
+    retry holding no slot. `global_limit` (shared by all jobs of a worker, FIFO,
+    so a later job's requests queue in turn with an earlier job's) and `hosts`
+    (per-host caps, also worker-wide) are held only while a request is in
+    flight. `sink(position)` makes a `BodySink` per URL to keep bodies. With
+    `options.respect_robots`, URLs that robots.txt disallows become `robots`
+    results without a request.
+    `on_result` runs on the loop, so it must be cheap; if it or `items` raises,
+    the run stops and that error is raised. Cancelling fetch_all cancels every
+    fetch, then re-raises. Once `stop` is set no new request starts (not even a
+    queued item, a retry or a redirect hop; such URLs get no result) and
     fetch_all returns when the requests in flight have finished.
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, not {concurrency}")
+    options = options or FetchOptions()
+    if timeout is not None:
+        options = replace(options, timeout=timeout)
+    slots = Slots(job=asyncio.Semaphore(concurrency), worker=global_limit, hosts=hosts, stop=stop)
+    consumers = concurrency * 2 if options.retries else concurrency
+    # Imported here: robots.py builds on this module.
+    from .robots import RobotsCache
+
+    robots = RobotsCache(client, options=options, slots=slots, guard=guard) if options.respect_robots else None
     queue: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue(maxsize=concurrency)
-    limit: contextlib.AbstractAsyncContextManager[object] = (
-        global_limit if global_limit is not None else contextlib.nullcontext()
-    )
 
     def stopped() -> bool:
         return stop is not None and stop.is_set()
@@ -175,28 +654,39 @@ async def fetch_all(
                 if stopped():
                     break
                 await queue.put(item)
-        for _ in range(concurrency):
+        for _ in range(consumers):
             await queue.put(None)  # one stop mark per consumer
 
     async def consume() -> None:
         while (item := await queue.get()) is not None:
             if stopped():
                 continue  # drain without fetching, so the producer is never stuck on a full queue
-            async with limit:
-                if stopped():  # set while this consumer waited for a slot
-                    continue
-                result = await fetch_one(client, *item, timeout=timeout)
+            position, url = item
+            try:
+                refusal = await robots.refusal(position, url) if robots is not None else None
+                if refusal is not None:
+                    result = refusal
+                else:
+                    make_sink = (lambda: sink(position)) if sink is not None else None  # noqa: B023 (used at once)
+                    result = await fetch_one(
+                        client, position, url, options=options, guard=guard, slots=slots, sink=make_sink
+                    )
+            except Stopped:
+                continue  # the stop came while this URL waited for a slot: it stays without a result
             on_result(result)
 
     try:
         # The task group cancels the other tasks when one fails or when fetch_all itself is cancelled.
         async with asyncio.TaskGroup() as group:
             group.create_task(produce())
-            for _ in range(concurrency):
+            for _ in range(consumers):
                 group.create_task(consume())
     except ExceptionGroup as errors:
         # Callers want the error itself (e.g. for Job.error), not the group around it.
         failure: BaseException = errors.exceptions[0] if len(errors.exceptions) == 1 else errors
     else:
         return
+    finally:
+        if robots is not None:
+            robots.close()
     raise failure  # outside the except block, so the group is not chained to it

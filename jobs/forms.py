@@ -52,6 +52,16 @@ class JobSubmitForm(forms.Form):
     )
     concurrency = forms.CharField(label="Concurrency", required=False)
     timeout = forms.CharField(label="Timeout per URL", required=False)
+    # Fetch options (README "Job options"); ranges and messages are submission's, like the numbers above.
+    per_host = forms.CharField(label="Per host", required=False)
+    host_delay = forms.CharField(label="Delay per host", required=False)
+    retries = forms.CharField(label="Retries", required=False)
+    max_redirects = forms.CharField(label="Max redirects", required=False)
+    max_bytes = forms.CharField(label="Max body bytes", required=False)
+    respect_robots = forms.BooleanField(label="Respect robots.txt", required=False,
+                                        help_text="Skip URLs that the host's robots.txt disallows.")
+    save_bodies = forms.BooleanField(label="Save bodies", required=False,
+                                     help_text="Keep each response body, downloadable per URL and as one zip.")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -70,7 +80,30 @@ class JobSubmitForm(forms.Form):
             f"Seconds per URL, up to {max_timeout:g} (default {conf.get('JOBS_DEFAULT_TIMEOUT'):g})"
         )
         self.fields["timeout"].widget = forms.NumberInput(attrs={"max": f"{max_timeout:g}", "step": "any"})
+        self._init_options()
         self.job_request: JobRequest | None = None
+
+    number_options = ("per_host", "host_delay", "retries", "max_redirects", "max_bytes")
+    flag_options = ("respect_robots", "save_bodies")
+
+    def _init_options(self) -> None:
+        """Defaults, hints and number inputs of the fetch options, from the settings."""
+        numbers = {
+            "per_host": (conf.get("JOBS_DEFAULT_PER_HOST"), 1, conf.get("JOBS_MAX_CONCURRENCY"), "1",
+                         "Requests in flight to one host at once"),
+            "host_delay": (0, 0, conf.get("JOBS_MAX_HOST_DELAY"), "any", "Seconds between requests to one host"),
+            "retries": (conf.get("JOBS_DEFAULT_RETRIES"), 0, conf.get("JOBS_MAX_RETRIES"), "1",
+                        "After a timeout, connect error or 408/429/5xx"),
+            "max_redirects": (conf.get("JOBS_DEFAULT_MAX_REDIRECTS"), 0, conf.get("JOBS_MAX_REDIRECTS"), "1",
+                              "Redirect hops followed"),
+            "max_bytes": (conf.get("JOBS_DEFAULT_MAX_BYTES"), 1, conf.get("JOBS_MAX_BYTES"), "1",
+                          "Largest body, after decompression"),
+        }  # fmt: skip
+        for name, (initial, lower, upper, step, hint) in numbers.items():
+            field = self.fields[name]
+            field.initial = f"{initial:g}" if isinstance(initial, float) else initial
+            field.help_text = f"{hint}, {lower:g}–{upper:g}"
+            field.widget = forms.NumberInput(attrs={"min": f"{lower:g}", "max": f"{upper:g}", "step": step})
 
     @property
     def file_was_sent(self) -> bool:
@@ -101,7 +134,8 @@ class JobSubmitForm(forms.Form):
         try:
             self.job_request = submission.validate_submission(
                 {"urls": urls, "name": name, "concurrency": cleaned.get("concurrency"),
-                 "timeout": cleaned.get("timeout")}
+                 "timeout": cleaned.get("timeout"),
+                 **{option: cleaned.get(option) for option in submission.OPTION_FIELDS}}
             )
         except SubmissionError as exc:
             self._add_submission_errors(exc.errors, pasted_count=len(pasted), filename=upload.name if upload else "")

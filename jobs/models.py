@@ -36,6 +36,17 @@ class Job(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
     concurrency = models.PositiveIntegerField(help_text="Most requests of this job in flight at once.")
     timeout = models.FloatField(help_text="Per-URL deadline in seconds.")
+    # Fetch options (see README "Job options"); validated by submission.py.
+    per_host = models.PositiveIntegerField(default=8, help_text="Most requests to one host in flight at once.")
+    host_delay = models.FloatField(default=0.0, help_text="Seconds between two requests to one host.")
+    retries = models.PositiveSmallIntegerField(default=2, help_text="Retries of a URL after a retryable failure.")
+    max_redirects = models.PositiveSmallIntegerField(default=10, help_text="Redirect hops followed at most.")
+    max_bytes = models.BigIntegerField(default=10 * 1024 * 1024, help_text="Largest body (decoded) in bytes.")
+    respect_robots = models.BooleanField(default=False, help_text="Skip URLs that robots.txt disallows.")
+    save_bodies = models.BooleanField(default=False, help_text="Keep the response bodies.")
+    duplicate_urls = models.PositiveIntegerField(
+        default=0, help_text="Submitted URLs that repeat an earlier one (kept: one row per submitted URL)."
+    )
 
     # Counters, kept equal to the Result rows by queue.record_results().
     total = models.PositiveIntegerField(default=0)
@@ -95,6 +106,12 @@ class Result(models.Model):
     elapsed_ms = models.PositiveIntegerField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     error = models.TextField(blank=True)
+    error_class = models.CharField(max_length=32, blank=True, help_text="timeout, connect, dns, blocked, ...")
+    final_url = models.TextField(blank=True, help_text="The URL after redirects.")
+    content_type = models.CharField(max_length=200, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True, help_text="Of the decoded body, when read completely.")
+    redirects = models.PositiveSmallIntegerField(default=0)
+    body = models.CharField(max_length=500, blank=True, help_text="Storage name of the saved body, if kept.")
     fetched_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

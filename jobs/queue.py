@@ -20,11 +20,11 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import islice
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import AbstractBaseUser
@@ -44,6 +44,11 @@ logger = logging.getLogger(__name__)
 
 INSERT_BATCH = 2000
 RESULT_FIELDS = ("outcome", "status_code", "bytes", "elapsed_ms", "attempts", "error", "fetched_at")
+# Written with RESULT_FIELDS (FetchResult attribute -> Result column).
+DETAIL_FIELDS = {
+    "error_class": "error_class", "final_url": "final_url", "content_type": "content_type", "sha256": "sha256",
+    "redirects": "redirects", "body_path": "body",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +77,15 @@ class Recorded:
     """The rows that were still pending and are now final, in position order."""
 
 
-def enqueue_job(*, owner: AbstractBaseUser, urls: Sequence[str], name: str, concurrency: int, timeout: float) -> Job:
-    """Store a job and one pending Result per URL, all or nothing."""
+def enqueue_job(
+    *, owner: AbstractBaseUser, urls: Sequence[str], name: str, concurrency: int, timeout: float,
+    options: Mapping[str, Any] | None = None,
+) -> Job:
+    """Store a job and one pending Result per URL, all or nothing. `options`: Job's fetch-option fields."""
     with transaction.atomic():
-        job = Job.objects.create(owner=owner, name=name, concurrency=concurrency, timeout=timeout, total=len(urls))
+        job = Job.objects.create(
+            owner=owner, name=name, concurrency=concurrency, timeout=timeout, total=len(urls), **(options or {})
+        )
         rows = (Result(job=job, position=i, url=url) for i, url in enumerate(urls))
         while batch := list(islice(rows, INSERT_BATCH)):
             Result.objects.bulk_create(batch)
@@ -321,6 +331,7 @@ def _final_row(job_id: uuid.UUID, row_id: int, position: int, url: str, result: 
         id=row_id, job_id=job_id, position=position, url=url, outcome=result.outcome,
         status_code=result.status_code, bytes=result.bytes, elapsed_ms=result.elapsed_ms,
         attempts=result.attempts, error=result.error, fetched_at=at,
+        **{column: getattr(result, attr) for attr, column in DETAIL_FIELDS.items()},
     )  # fmt: skip
 
 
@@ -332,15 +343,19 @@ def _write_results_postgresql(job_id: uuid.UUID, results: Sequence[FetchResult],
     sql = f"""
         UPDATE {qn(table)} AS r
         SET outcome = v.outcome, status_code = v.status_code, bytes = v.bytes, elapsed_ms = v.elapsed_ms,
-            attempts = v.attempts, error = v.error, fetched_at = %s
-        FROM unnest(%s::integer[], %s::text[], %s::integer[], %s::bigint[], %s::integer[], %s::integer[], %s::text[])
-            AS v(position, outcome, status_code, bytes, elapsed_ms, attempts, error)
+            attempts = v.attempts, error = v.error, fetched_at = %s,
+            error_class = v.error_class, final_url = v.final_url, content_type = v.content_type, sha256 = v.sha256,
+            redirects = v.redirects, body = v.body
+        FROM unnest(%s::integer[], %s::text[], %s::integer[], %s::bigint[], %s::integer[], %s::integer[], %s::text[],
+                    %s::text[], %s::text[], %s::text[], %s::text[], %s::integer[], %s::text[])
+            AS v(position, outcome, status_code, bytes, elapsed_ms, attempts, error,
+                 error_class, final_url, content_type, sha256, redirects, body)
         WHERE r.job_id = %s AND r.position = ANY(%s::integer[]) AND r.position = v.position AND r.outcome = %s
         RETURNING r.id, r.position, r.url
     """
     columns = [
         [getattr(result, name) for result in results]
-        for name in ("position", "outcome", "status_code", "bytes", "elapsed_ms", "attempts", "error")
+        for name in ("position", "outcome", "status_code", "bytes", "elapsed_ms", "attempts", "error", *DETAIL_FIELDS)
     ]
     with connection.cursor() as cursor:
         # The ANY() repeats the positions so the (job, position) index bounds the scan.
@@ -369,11 +384,12 @@ def _write_results_generic(job_id: uuid.UUID, results: Sequence[FetchResult], at
             rows.append(_final_row(job_id, row_id, pos, url, by_position[pos], at))
     if rows:
         table, qn = Result._meta.db_table, connection.ops.quote_name
-        assignments = ", ".join(f"{qn(name)} = %s" for name in RESULT_FIELDS)
+        assignments = ", ".join(f"{qn(name)} = %s" for name in (*RESULT_FIELDS, *DETAIL_FIELDS.values()))
         sql = f"UPDATE {qn(table)} SET {assignments} WHERE {qn('id')} = %s"
         stamp = connection.ops.adapt_datetimefield_value(at)
         params = [
-            (row.outcome, row.status_code, row.bytes, row.elapsed_ms, row.attempts, row.error, stamp, row.id)
+            (row.outcome, row.status_code, row.bytes, row.elapsed_ms, row.attempts, row.error, stamp,
+             *(getattr(row, column) for column in DETAIL_FIELDS.values()), row.id)
             for row in rows
         ]
         with connection.cursor() as cursor:

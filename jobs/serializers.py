@@ -8,8 +8,14 @@ from typing import Any
 
 from .models import Job, Result
 
-JOB_FIELDS = ("name", "status", "concurrency", "timeout", "total", "succeeded", "failed", "cancelled", "error")
-RESULT_FIELDS = ("position", "url", "outcome", "status_code", "bytes", "elapsed_ms", "attempts", "error")
+JOB_FIELDS = (
+    "name", "status", "concurrency", "timeout", "per_host", "host_delay", "retries", "max_redirects", "max_bytes",
+    "respect_robots", "save_bodies", "duplicate_urls", "total", "succeeded", "failed", "cancelled", "error",
+)  # fmt: skip
+RESULT_FIELDS = (
+    "position", "url", "outcome", "status_code", "bytes", "elapsed_ms", "attempts", "error", "error_class",
+    "final_url", "content_type", "sha256", "redirects",
+)  # fmt: skip
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -19,9 +19,11 @@ import math
 import re
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
+
+import idna
 
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.db import database_sync_to_async
@@ -31,7 +33,8 @@ from . import conf, progress, queue
 from .exceptions import JobsError
 from .models import Job, Result
 
-FIELDS = ("urls", "name", "concurrency", "timeout")
+OPTION_FIELDS = ("per_host", "host_delay", "retries", "max_redirects", "max_bytes", "respect_robots", "save_bodies")
+FIELDS = ("urls", "name", "concurrency", "timeout", *OPTION_FIELDS)
 NAME_MAX_LENGTH: int = Job._meta.get_field("name").max_length  # type: ignore[assignment]
 # A 100k-line paste full of garbage must not produce a 10 MB error response.
 MAX_REPORTED_URL_ERRORS = 1000
@@ -64,13 +67,18 @@ class JobRequest:
     """A validated submission, ready for `submit()`."""
 
     urls: tuple[str, ...]
-    """Absolute http(s) URLs in submission order (duplicates allowed)."""
+    """Absolute http(s) URLs in submission order, normalised (`normalise_url`); duplicates are kept."""
     name: str
     """Display name, possibly empty."""
     concurrency: int
     """Most requests of the job in flight at once."""
     timeout: float
     """Per-URL deadline in seconds."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """The fetch options (per_host, host_delay, retries, max_redirects, max_bytes, respect_robots,
+    save_bodies), all present after validation."""
+    duplicates: int = 0
+    """URLs that repeat an earlier one of the list (after normalisation); they are kept, and reported."""
 
 
 class UrlLines(list[str]):
@@ -198,13 +206,41 @@ def _host_problem(host: str, *, bracketed: bool) -> str | None:
             return f"invalid IPv6 address {host!r}"
         return None
     try:
-        ascii_host = host.encode("idna").decode("ascii") if not host.isascii() else host
-    except UnicodeError:
-        return f"invalid host name {_shorten(host)!r}"
-    labels = ascii_host.removesuffix(".").split(".")
-    if len(ascii_host) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in labels):
+        ascii_name = ascii_host(host)
+    except ValueError as exc:
+        return f"invalid host name {_shorten(host)!r} ({exc})"
+    labels = ascii_name.removesuffix(".").split(".")
+    if len(ascii_name) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in labels):
         return f"invalid host name {_shorten(host)!r}"
     return None
+
+
+def ascii_host(host: str) -> str:
+    """A host name in lowercase ASCII: international names by IDNA 2008 with the UTS 46 mapping (as httpx
+    and browsers do), so "Bücher.example" becomes "xn--bcher-kva.example". ValueError if it has none."""
+    if host.isascii():
+        return host.lower()
+    try:
+        return idna.encode(host, uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise ValueError(str(exc) or "not a valid international domain name") from exc
+
+
+def normalise_url(url: str) -> str:
+    """The form a valid URL (`url_problem` is None) is stored and fetched in.
+
+    Surrounding whitespace goes, scheme and host become lowercase, the host
+    ASCII (IDNA), an empty path "/", and the fragment (never sent to a server)
+    goes. Port, credentials, path and query stay as written. Idempotent.
+    """
+    parts = urlsplit(url.strip())
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else ascii_host(host)
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    if "@" in parts.netloc:
+        netloc = parts.netloc.rpartition("@")[0] + "@" + netloc
+    return urlunsplit((parts.scheme.lower(), netloc, parts.path or "/", parts.query, ""))
 
 
 def _shorten(value: str) -> str:
@@ -227,9 +263,15 @@ def _url_errors(value: Any) -> tuple[list[dict[str, Any]], tuple[str, ...]]:
     max_length = conf.get("JOBS_MAX_URL_LENGTH")
     errors: list[dict[str, Any]] = []
     invalid = 0
+    urls: list[str] = []
     for index, url in enumerate(value):
         if isinstance(url, str):
+            url = url.strip()
             problem = url_problem(url, max_length=max_length)
+            if problem is None:
+                urls.append(normalise_url(url))
+                if len(urls[-1]) > max_length:
+                    problem = f"longer than {max_length} characters once its host is in ASCII (IDNA)"
         else:
             problem = f"must be a string, not {_json_type(url)}"
         if problem is None:
@@ -244,7 +286,7 @@ def _url_errors(value: Any) -> tuple[list[dict[str, Any]], tuple[str, ...]]:
             errors.append(item)
     if invalid > len(errors):
         errors.append({"error": f"{invalid - len(errors)} more invalid URLs not listed"})
-    return errors, tuple(value)
+    return errors, tuple(urls)
 
 
 def _json_type(value: Any) -> str:
@@ -299,6 +341,69 @@ def _clean_timeout(value: Any) -> float:
     return seconds
 
 
+def _clean_int(value: Any, *, lower: int, upper: int, default: int) -> int:
+    """An int in [lower, upper]; text of an int is fine (forms), bools and floats are not."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or not lower <= value <= upper:
+        raise ValueError(f"must be an integer from {lower} to {upper}")
+    return value
+
+
+def _clean_seconds(value: Any, *, upper: float, default: float) -> float:
+    """Seconds as a finite number in [0, upper]; text of a number is fine, bools are not."""
+    message = f"must be a number of seconds from 0 to {upper:g}"
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return default
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ValueError(message) from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(message)
+    if not 0 <= value <= upper:
+        raise ValueError(message)
+    return float(value)
+
+
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
+
+
+def _clean_bool(value: Any) -> bool:
+    """true/false (JSON), or the text a form checkbox or a CLI sends (on, 1, true / 0, false, empty)."""
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError(f"must be true or false, not {_json_type(value)}")
+
+
+def _option_cleaners() -> dict[str, Any]:
+    """Field -> cleaner of the fetch options, with the limits read now (override_settings works)."""
+    return {
+        "per_host": lambda v: _clean_int(
+            v, lower=1, upper=conf.get("JOBS_MAX_CONCURRENCY"), default=conf.get("JOBS_DEFAULT_PER_HOST")
+        ),
+        "host_delay": lambda v: _clean_seconds(v, upper=conf.get("JOBS_MAX_HOST_DELAY"), default=0.0),
+        "retries": lambda v: _clean_int(
+            v, lower=0, upper=conf.get("JOBS_MAX_RETRIES"), default=conf.get("JOBS_DEFAULT_RETRIES")
+        ),
+        "max_redirects": lambda v: _clean_int(
+            v, lower=0, upper=conf.get("JOBS_MAX_REDIRECTS"), default=conf.get("JOBS_DEFAULT_MAX_REDIRECTS")
+        ),
+        "max_bytes": lambda v: _clean_int(
+            v, lower=1, upper=conf.get("JOBS_MAX_BYTES"), default=conf.get("JOBS_DEFAULT_MAX_BYTES")
+        ),
+        "respect_robots": _clean_bool,
+        "save_bodies": _clean_bool,
+    }
+
+
 def validate_submission(data: Mapping[str, Any]) -> JobRequest:
     """Check a submission `{"urls": [...], "name"?, "concurrency"?, "timeout"?}`.
 
@@ -317,14 +422,20 @@ def validate_submission(data: Mapping[str, Any]) -> JobRequest:
     if url_errors:
         errors["urls"] = url_errors
     cleaned: dict[str, Any] = {}
-    for field, clean in (("name", _clean_name), ("concurrency", _clean_concurrency), ("timeout", _clean_timeout)):
+    for name, clean in (("name", _clean_name), ("concurrency", _clean_concurrency), ("timeout", _clean_timeout)):
         try:
-            cleaned[field] = clean(data.get(field))
+            cleaned[name] = clean(data.get(name))
         except ValueError as exc:
-            errors[field] = str(exc)
+            errors[name] = str(exc)
+    options: dict[str, Any] = {}
+    for name, clean in _option_cleaners().items():
+        try:
+            options[name] = clean(data.get(name))
+        except ValueError as exc:
+            errors[name] = str(exc)
     if errors:
         raise SubmissionError(errors)
-    return JobRequest(urls=urls, **cleaned)
+    return JobRequest(urls=urls, options=options, duplicates=len(urls) - len(set(urls)), **cleaned)
 
 
 # Validating 100k URLs takes a noticeable fraction of a second: off the event loop.
@@ -422,7 +533,8 @@ def rerun(job: Job, *, failed_only: bool) -> Job | None:
 
 def _enqueue(owner: AbstractBaseUser, request: JobRequest) -> Job:
     return queue.enqueue_job(
-        owner=owner, urls=request.urls, name=request.name, concurrency=request.concurrency, timeout=request.timeout
+        owner=owner, urls=request.urls, name=request.name, concurrency=request.concurrency, timeout=request.timeout,
+        options={**request.options, "duplicate_urls": request.duplicates},
     )
 
 

@@ -46,10 +46,12 @@ from typing import Any, Literal, TypeVar, cast
 import httpx
 from django.db import DatabaseError
 
-from . import conf, dbretry, fetcher, progress, queue
+from . import bodies, conf, dbretry, fetcher, progress, queue
 from .exceptions import ClaimLost
 from .fetcher import FetchResult
 from .models import Job
+from .netguard import Guard
+from .options import fetch_options
 from .pausegate import PauseGate
 
 logger = logging.getLogger(__name__)
@@ -134,6 +136,9 @@ class Worker:
         self._wake = asyncio.Event()
         self._limit = asyncio.Semaphore(concurrency)
         self._client: httpx.AsyncClient | None = None
+        # Per-host caps hold across all jobs of this worker; the SSRF guard is read from the settings once.
+        self._hosts = fetcher.HostSlots()
+        self._guard = conf.fetch_guard()
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -146,7 +151,7 @@ class Worker:
             self.worker_id, self.concurrency, self.max_jobs, ", batch" if self.batch else "",
         )  # fmt: skip
         try:
-            async with fetcher.make_client(max_connections=self.concurrency) as client:
+            async with fetcher.make_client(max_connections=self.concurrency, guard=self._guard) as client:
                 self._client = client
                 listener = asyncio.create_task(progress.listen_for_wakeups(self._on_wakeup), name="wake-ups")
                 try:
@@ -209,6 +214,8 @@ class Worker:
             stopping=self._stopping,
             forced=self._forced,
             grace=self.grace,
+            hosts=self._hosts,
+            guard=self._guard,
         )
         task = asyncio.create_task(self._run_job(run), name=f"job {claim.job_id}")
         self._runs[claim.job_id] = (run, task)
@@ -296,8 +303,12 @@ class JobRun:
         stopping: asyncio.Event,
         forced: asyncio.Event,
         grace: float,
+        hosts: fetcher.HostSlots | None = None,
+        guard: Guard | None = None,
     ) -> None:
         self.claim = claim
+        self._hosts = hosts
+        self._guard = guard
         self.job: Job = claim.job
         self._client = client
         self._limit = limit
@@ -347,10 +358,13 @@ class JobRun:
                 self._client,
                 items,
                 concurrency=self.job.concurrency,
-                timeout=self.job.timeout,
+                options=fetch_options(self.job),
                 on_result=self._on_result,
                 # The gate holds the worker-wide limit while a request is in flight (see pausegate).
                 global_limit=cast(asyncio.Semaphore, self._gate),
+                hosts=self._hosts,
+                guard=self._guard,
+                sink=bodies.sink_factory(self.job),
                 stop=self._stopping,  # a stopping worker starts no new request, even of items already queued
             ),
             name=f"fetch {self.job.pk}",

@@ -146,6 +146,11 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 # --- Batchfetch ----------------------------------------------------------------
 # Lifts the SSRF guard (loopback/private targets); development and tests only.
 FETCH_ALLOW_PRIVATE_ADDRESSES = env_bool("FETCH_ALLOW_PRIVATE_ADDRESSES", default=False)
+# CIDR lists: networks the guard always allows (e.g. an internal API) / always refuses.
+FETCH_ALLOWED_NETWORKS = env_list("FETCH_ALLOWED_NETWORKS", "")
+FETCH_DENIED_NETWORKS = env_list("FETCH_DENIED_NETWORKS", "")
+# Saved response bodies (job option save_bodies), through Django's default storage.
+MEDIA_ROOT = Path(os.environ.get("BATCHFETCH_MEDIA_DIR", VAR_DIR / "media"))
 WORKER_HEARTBEAT_SECONDS = float(os.environ.get("WORKER_HEARTBEAT_SECONDS", "10"))
 WORKER_LEASE_SECONDS = float(os.environ.get("WORKER_LEASE_SECONDS", "30"))
 WORKER_MAX_CLAIMS = int(os.environ.get("WORKER_MAX_CLAIMS", "5"))

@@ -23,6 +23,15 @@ Endpoints (each waits the default delay first, or `?delay=<ms>`):
     /hang                 never answers
     /slow-body            trickles ?chunks=50 chunks of ?chunk_bytes=16 every ?interval_ms=100
     /reset                sends headers and half the body, then resets the connection
+    /flaky/<n>            503 for the first n requests with the same ?key=, then 200
+    /throttled/<n>        429 with `Retry-After: ?after=` (seconds, or "date" for an HTTP date 2 s ahead)
+                          for the first n requests with the same ?key=, then 200
+    /redirect/<n>         a chain of n 302 redirects ending at /ok (?code= picks the status)
+    /loop/<a|b>           /loop/a redirects to /loop/b and back: a loop
+    /redirect-to          302 to ?url= (anywhere)
+    /gzip-bomb            ?mb= MiB of zeros (default 256), gzip-encoded (~1.1 MiB on the wire)
+    /big-headers          ?kb= KiB of response headers (default 200), in 1 KiB headers
+    /robots.txt           ?-less: the robots text given to the app (`robots=`), else 404
     /stats                {"requests", "in_flight", "peak_in_flight"} (not counted); POST /stats/reset
 """
 
@@ -30,11 +39,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import email.utils
+import functools
 import signal
 import socket
 import struct
 import threading
 import time
+import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -92,7 +105,17 @@ class RequestCounter:
             self._peak = self._in_flight
 
 
-def build_app(counter: RequestCounter, *, delay_ms: int = 0, body_bytes: int = 64) -> web.Application:
+@functools.lru_cache(maxsize=4)
+def gzip_bomb(mib: int) -> bytes:
+    """`mib` MiB of zeros, gzip-compressed (~4.5 KiB per MiB: level 1 builds 256 MiB in ~1 s)."""
+    compressor = zlib.compressobj(1, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    block = bytes(1024 * 1024)
+    return b"".join([*(compressor.compress(block) for _ in range(mib)), compressor.flush()])
+
+
+def build_app(
+    counter: RequestCounter, *, delay_ms: int = 0, body_bytes: int = 64, robots: str | None = None
+) -> web.Application:
     """The target application.
 
     `delay_ms` is waited before every answer (but `/stats`) unless the URL says
@@ -155,6 +178,54 @@ def build_app(counter: RequestCounter, *, delay_ms: int = 0, body_bytes: int = 6
         transport.abort()
         raise asyncio.CancelledError  # the connection is gone: end the handler like a client disconnect does
 
+    hits: collections.Counter[str] = collections.Counter()
+
+    def hit(request: web.Request) -> int:
+        """How many times this path and ?key= were requested, this one included."""
+        key = f"{request.path}?{request.query.get('key', '')}"
+        hits[key] += 1
+        return hits[key]
+
+    async def flaky(request: web.Request) -> web.StreamResponse:
+        if hit(request) <= int(request.match_info["n"]):
+            return web.Response(status=503, text="try again\n")
+        return web.Response(text="finally\n")
+
+    async def throttled(request: web.Request) -> web.StreamResponse:
+        if hit(request) <= int(request.match_info["n"]):
+            after = request.query.get("after", "1")
+            if after == "date":
+                # An HTTP date has 1 s resolution: 2 s ahead means a wait of 1-2 s.
+                after = email.utils.formatdate(time.time() + 2, usegmt=True)
+            return web.Response(status=429, text="slow down\n", headers={"Retry-After": after})
+        return web.Response(text="welcome\n")
+
+    async def redirect(request: web.Request) -> web.StreamResponse:
+        n = int(request.match_info["n"])
+        code = int(request.query.get("code", 302))
+        location = f"/redirect/{n - 1}?code={code}" if n > 1 else "/ok"
+        return web.Response(status=code, headers={"Location": location})
+
+    async def loop(request: web.Request) -> web.StreamResponse:
+        other = "b" if request.match_info["side"] == "a" else "a"
+        return web.Response(status=302, headers={"Location": f"/loop/{other}"})
+
+    async def redirect_to(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=302, headers={"Location": request.query["url"]})
+
+    async def bomb(request: web.Request) -> web.StreamResponse:
+        body = gzip_bomb(int(request.query.get("mb", 256)))
+        return web.Response(body=body, headers={"Content-Encoding": "gzip", "Content-Type": "text/plain"})
+
+    async def big_headers(request: web.Request) -> web.StreamResponse:
+        kib = int(request.query.get("kb", 200))
+        return web.Response(text="ok\n", headers={f"X-Filler-{i}": "f" * 1000 for i in range(kib)})
+
+    async def robots_txt(request: web.Request) -> web.StreamResponse:
+        if robots is None:
+            return web.Response(status=404, text="no robots here\n")
+        return web.Response(text=robots)
+
     async def stats(request: web.Request) -> web.StreamResponse:
         return web.json_response(asdict(counter.snapshot()))
 
@@ -171,6 +242,14 @@ def build_app(counter: RequestCounter, *, delay_ms: int = 0, body_bytes: int = 6
     app.router.add_get("/hang", hang)
     app.router.add_get("/slow-body", slow_body)
     app.router.add_get("/reset", reset)
+    app.router.add_get(r"/flaky/{n:\d+}", flaky)
+    app.router.add_get(r"/throttled/{n:\d+}", throttled)
+    app.router.add_get(r"/redirect/{n:\d+}", redirect)
+    app.router.add_get("/loop/{side:[ab]}", loop)
+    app.router.add_get("/redirect-to", redirect_to)
+    app.router.add_get("/gzip-bomb", bomb)
+    app.router.add_get("/big-headers", big_headers)
+    app.router.add_get("/robots.txt", robots_txt)
     app.router.add_get("/stats", stats)
     app.router.add_post("/stats/reset", stats_reset)
     return app
@@ -190,9 +269,13 @@ async def start_runner(app: web.Application, *, host: str = "127.0.0.1", port: i
 class TargetServer:
     """The target on a background thread with its own event loop; use as a context manager."""
 
-    def __init__(self, *, delay_ms: int = 0, body_bytes: int = 64) -> None:
+    def __init__(
+        self, *, delay_ms: int = 0, body_bytes: int = 64, host: str = "127.0.0.1", robots: str | None = None
+    ) -> None:
         self.delay_ms = delay_ms
         self.body_bytes = body_bytes
+        self.host = host
+        self.robots = robots
         self.base_url = ""
         self._counter = RequestCounter()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -245,14 +328,14 @@ class TargetServer:
     def _serve(self) -> None:
         loop = self._loop = asyncio.new_event_loop()
         try:
-            app = build_app(self._counter, delay_ms=self.delay_ms, body_bytes=self.body_bytes)
-            runner, port = loop.run_until_complete(start_runner(app))
+            app = build_app(self._counter, delay_ms=self.delay_ms, body_bytes=self.body_bytes, robots=self.robots)
+            runner, port = loop.run_until_complete(start_runner(app, host=self.host))
         except BaseException as exc:
             self._error = exc
             self._ready.set()
             loop.close()
             return
-        self.base_url = f"http://127.0.0.1:{port}"
+        self.base_url = f"http://{self.host}:{port}"
         self._ready.set()
         try:
             loop.run_forever()

@@ -17,7 +17,7 @@ from django.test import AsyncClient
 from django.urls import reverse
 from django.utils import timezone
 
-from jobs import api, progress
+from jobs import api, progress, submission
 from jobs.models import Job, Result
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -103,7 +103,7 @@ async def test_bad_input_is_400_naming_each_bad_item_and_nothing_is_created(clie
     assert response.status_code == 400
     assert response.json() == {
         "errors": {
-            "x": "unknown field (expected urls, name, concurrency, timeout)",
+            "x": f"unknown field (expected {', '.join(submission.FIELDS)})",
             "urls": [
                 {"index": 1, "value": "ftp://x.example/", "error": "scheme must be http or https, not 'ftp'"},
                 {"index": 2, "value": "not a url", "error": "contains whitespace"},
@@ -343,7 +343,7 @@ async def test_csv_export_streams_every_row_in_submission_order(client: AsyncCli
     assert len(chunks) == 4  # the header, then one chunk per database page
     rows = list(csv.reader(io.StringIO(b"".join(chunks).decode())))
     assert rows[0] == ["position", "url", "outcome", "status_code", "bytes", "elapsed_ms", "attempts", "error",
-                       "fetched_at"]
+                       "error_class", "final_url", "content_type", "sha256", "redirects", "fetched_at"]
     assert [int(row[0]) for row in rows[1:]] == list(range(count))
     assert rows[1][:8] == ["0", "http://h0.example/0", "succeeded", "200", "0", "0", "1", ""]
     assert rows[2][:8] == ["1", "http://h1.example/1", "failed", "", "0", "3", "1", 'connect: refused, "quoted"\nline']
@@ -397,3 +397,47 @@ async def test_results_page_with_after_limit_and_outcome(client: AsyncClient, an
     bad = await client.get(f"{base}?outcome=weird,failed")
     expected = "unknown outcome weird (expected pending, succeeded, failed, cancelled)"
     assert bad.json() == {"errors": {"outcome": expected}}
+
+
+# --- fetch options ------------------------------------------------------------------------------
+
+
+async def test_fetch_options_are_stored_and_shown_in_the_job_json(client: AsyncClient) -> None:
+    options = {"per_host": 3, "host_delay": 0.25, "retries": 0, "max_redirects": 4, "max_bytes": 1000,
+               "respect_robots": True, "save_bodies": True}  # fmt: skip
+    response = await post_json(client, "/api/jobs/", {"urls": URLS, **options})
+
+    assert response.status_code == 201
+    assert {key: response.json()[key] for key in options} == options
+    job = await Job.objects.aget(pk=response.json()["id"])
+    assert {key: getattr(job, key) for key in options} == options
+    detail = (await client.get(f"/api/jobs/{job.id}/")).json()
+    assert {key: detail[key] for key in options} == options
+
+
+async def test_bad_fetch_options_are_400_naming_each(client: AsyncClient) -> None:
+    body = {"urls": URLS, "per_host": 0, "host_delay": -1, "retries": 11, "max_redirects": "x", "max_bytes": 1.5,
+            "respect_robots": "maybe", "save_bodies": 3}  # fmt: skip
+    response = await post_json(client, "/api/jobs/", body)
+
+    assert response.status_code == 400
+    assert response.json()["errors"] == {
+        "per_host": "must be an integer from 1 to 1000",
+        "host_delay": "must be a number of seconds from 0 to 60",
+        "retries": "must be an integer from 0 to 10",
+        "max_redirects": "must be an integer from 0 to 30",
+        "max_bytes": "must be an integer from 1 to 1073741824",
+        "respect_robots": "must be true or false, not a string",
+        "save_bodies": "must be true or false, not a number",
+    }
+    assert await Job.objects.acount() == 0
+
+
+async def test_urls_are_normalised_and_duplicates_reported(client: AsyncClient) -> None:
+    urls = [" HTTP://Bücher.Example ", "http://xn--bcher-kva.example/", "http://b.example/x#top"]
+    response = await post_json(client, "/api/jobs/", {"urls": urls})
+
+    assert response.status_code == 201 and response.json()["duplicate_urls"] == 1
+    job = await Job.objects.aget(pk=response.json()["id"])
+    stored = [url async for url in Result.objects.filter(job=job).order_by("position").values_list("url", flat=True)]
+    assert stored == ["http://xn--bcher-kva.example/", "http://xn--bcher-kva.example/", "http://b.example/x"]

@@ -255,3 +255,16 @@ async def test_invalid_submit_gets_errors_and_creates_nothing(ann: Any) -> None:
 async def test_list_socket_refuses_anonymous_and_foreign_origin(ann: Any) -> None:
     assert await refused(communicator("/ws/jobs/"))
     assert await refused(communicator("/ws/jobs/", cookie=await session_cookie(ann), origin=b"http://evil.example"))
+
+
+async def test_submit_over_the_socket_takes_fetch_options(ann: Any) -> None:
+    async with connected("/ws/jobs/", ann) as socket:
+        assert (await receive(socket))["jobs"] == []
+        await socket.send_json_to({"type": "submit", "urls": ["http://a.example/"], "retries": 5, "per_host": 2,
+                                   "respect_robots": True})
+        messages = [await receive(socket), await receive(socket)]
+
+    submitted = next(message for message in messages if message["type"] == "submitted")
+    assert (submitted["job"]["retries"], submitted["job"]["per_host"], submitted["job"]["respect_robots"]) == (5, 2, True)
+    job = await Job.objects.aget(pk=submitted["job"]["id"])
+    assert (job.retries, job.per_host, job.respect_robots, job.save_bodies) == (5, 2, True, False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hashlib
 import itertools
 import socket
 import time
@@ -76,6 +77,9 @@ async def test_success_reports_status_and_body_bytes(target: TargetServer, clien
         elapsed_ms=result.elapsed_ms,
         attempts=1,
         error="",
+        final_url=target.url("/delay/100?x=1"),
+        content_type="application/octet-stream",
+        sha256=hashlib.sha256(b"x" * 64).hexdigest(),
     )
     assert 100 <= result.elapsed_ms < 1000
     assert (other.outcome, other.status_code, other.bytes) == ("succeeded", 200, 100_000)

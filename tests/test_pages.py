@@ -408,3 +408,32 @@ def test_job_page_links_its_controls_and_labels_them(alice: Client, user: Any) -
     assert page.find("dd", id="stat-pending")
     assert page.find("svg", id="throughput-chart", role="img")
     assert page.find("button", id="pause-button") and page.find("button", id="rerun-button")
+
+
+def test_fetch_options_from_the_form(alice: Client, user: Any) -> None:
+    page = parse(alice.get("/"))
+    assert page.find("input", name="per_host", type="number", value="8")
+    assert page.find("input", name="respect_robots", type="checkbox")
+
+    alice.post("/", {"urls": "http://a.example/", "per_host": "2", "host_delay": "0.5", "retries": "0",
+                     "max_redirects": "3", "max_bytes": "5000", "respect_robots": "on", "save_bodies": "on"})
+    job = only_job(user)
+    assert (job.per_host, job.host_delay, job.retries, job.max_redirects, job.max_bytes) == (2, 0.5, 0, 3, 5000)
+    assert job.respect_robots and job.save_bodies
+
+
+def test_bad_fetch_option_in_the_form_names_the_field(alice: Client, user: Any) -> None:
+    response = alice.post("/", {"urls": "http://a.example/", "retries": "99"})
+    assert response.status_code == 400
+    assert "Retries: must be an integer from 0 to 10" in error_items(response)
+    assert not Job.objects.filter(owner=user).exists()
+
+
+def test_job_page_shows_the_fetch_options(alice: Client, user: Any) -> None:
+    alice.post("/", {"urls": "http://a.example/\nhttp://A.example", "per_host": "3", "host_delay": "0.5",
+                     "save_bodies": "on", "respect_robots": "on"})
+    job = only_job(user)
+    body = alice.get(f"/jobs/{job.pk}/").content.decode()
+    for text in ("3 per host, 0.5 s apart", "Retries 2", "Redirects ≤ 10", "Bodies ≤ 10.0\xa0MB",
+                 "Respects robots.txt", f'href="/api/jobs/{job.pk}/bodies.zip"', "1 duplicate URL<"):
+        assert text in body, text

@@ -427,3 +427,27 @@ def test_release_finishes_a_job_with_nothing_left_or_being_cancelled(owner: Any)
     assert queue.release_job(cancel_claim).status == Job.Status.CANCELLED
     assert_counters_match_rows(done_job)
     assert_counters_match_rows(cancel_job)
+
+
+def test_record_writes_the_fetch_details(owner: Any) -> None:
+    """final_url, content_type, sha256, redirects, error_class and the body name reach the row (both SQL paths)."""
+    job = make_job(owner, 2)
+    claim = queue.claim_job("w1")
+    assert claim is not None
+    done = FetchResult(
+        position=0, url="http://127.0.0.1:9/0", outcome="succeeded", status_code=200, bytes=3, elapsed_ms=5,
+        attempts=2, error="(attempt 1: timeout: slow)", final_url="http://127.0.0.1:9/final",
+        content_type="text/plain; charset=utf-8", sha256="ab" * 32, redirects=2, body_path="bodies/x/0",
+    )  # fmt: skip
+    blocked = FetchResult(
+        position=1, url="http://127.0.0.1:9/1", outcome="failed", status_code=None, bytes=0, elapsed_ms=0,
+        attempts=0, error="blocked: 127.0.0.1 is a loopback address", error_class="blocked",
+    )  # fmt: skip
+    queue.record_results(claim, [done, blocked])
+
+    rows = {row.position: row for row in Result.objects.filter(job=job)}
+    assert (rows[0].final_url, rows[0].content_type, rows[0].sha256, rows[0].redirects, rows[0].body) == (
+        "http://127.0.0.1:9/final", "text/plain; charset=utf-8", "ab" * 32, 2, "bodies/x/0"
+    )
+    assert (rows[0].attempts, rows[0].error, rows[0].error_class) == (2, "(attempt 1: timeout: slow)", "")
+    assert (rows[1].outcome, rows[1].error_class, rows[1].attempts) == ("failed", "blocked", 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import string
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from channels.layers import get_channel_layer
@@ -142,7 +143,11 @@ def test_defaults_apply_to_missing_and_null_fields(settings: Any) -> None:
     settings.JOBS_DEFAULT_CONCURRENCY = 7
     settings.JOBS_DEFAULT_TIMEOUT = 2.5
     request = validate_submission({"urls": ["http://a.example/"], "name": None, "timeout": None})
-    assert request == submission.JobRequest(urls=("http://a.example/",), name="", concurrency=7, timeout=2.5)
+    assert request == submission.JobRequest(
+        urls=("http://a.example/",), name="", concurrency=7, timeout=2.5,
+        options={"per_host": 8, "host_delay": 0.0, "retries": 2, "max_redirects": 10, "max_bytes": 10 * 1024 * 1024,
+                 "respect_robots": False, "save_bodies": False},
+    )  # fmt: skip
 
 
 def test_text_numbers_from_forms_are_accepted() -> None:
@@ -196,10 +201,10 @@ def test_too_many_urls(settings: Any) -> None:
 
 def test_every_problem_is_reported_at_once() -> None:
     errors = errors_of(
-        {"urls": ["http://ok.example/", 42, "nope"], "concurrency": True, "timeout": 0, "name": "n" * 201, "retries": 3}
+        {"urls": ["http://ok.example/", 42, "nope"], "concurrency": True, "timeout": 0, "name": "n" * 201, "retry": 3}
     )
     assert errors == {
-        "retries": "unknown field (expected urls, name, concurrency, timeout)",
+        "retry": f"unknown field (expected {', '.join(submission.FIELDS)})",
         "urls": [
             {"index": 1, "value": None, "error": "must be a string, not a number"},
             {"index": 2, "value": "nope", "error": "not an absolute URL (must start with http:// or https://)"},
@@ -256,7 +261,8 @@ def valid_urls(draw: st.DrawFn) -> str:
 garbage = st.one_of(
     st.text(max_size=30).filter(lambda text: "://" not in text),
     st.builds(lambda url, scheme: scheme + url[url.index(":") :], valid_urls(), st.sampled_from(["ftp", "file", "ws"])),
-    st.builds(lambda url, tail: f"{url} {tail}", valid_urls(), st.text(max_size=5)),
+    # Whitespace inside a URL is an error; around it, it is trimmed (so the tail must not be blank).
+    st.builds(lambda url, tail: f"{url} {tail}", valid_urls(), st.text(min_size=1, max_size=5).filter(str.strip)),
     st.builds(lambda url: url + "x" * 2048, valid_urls()),
     st.integers(),
     st.none(),
@@ -268,7 +274,49 @@ garbage = st.one_of(
 @hsettings(deadline=None, max_examples=300)
 @given(st.lists(valid_urls(), min_size=1, max_size=30))
 def test_any_valid_url_list_is_accepted(urls: list[str]) -> None:
-    assert validate_submission({"urls": urls}).urls == tuple(urls)
+    request = validate_submission({"urls": urls})
+    assert request.urls == tuple(submission.normalise_url(url) for url in urls)
+    assert request.duplicates == len(urls) - len(set(request.urls))
+
+
+@hsettings(deadline=None, max_examples=300)
+@given(valid_urls(), st.text(" \t", max_size=3), st.text(" \t\r\n", max_size=3))
+def test_normalisation_is_idempotent_valid_and_ascii(url: str, before: str, after: str) -> None:
+    normal = submission.normalise_url(before + url + after)
+    assert submission.normalise_url(normal) == normal
+    assert submission.url_problem(normal) is None
+    parts = urlsplit(normal)
+    assert parts.scheme in ("http", "https") and parts.hostname is not None and parts.hostname.isascii()
+    assert parts.hostname == parts.hostname.lower() and not parts.fragment and parts.path.startswith("/")
+    assert parts.port == urlsplit(url).port  # the port is kept as written
+
+
+@pytest.mark.parametrize(
+    ("url", "normal"),
+    [
+        ("  HTTP://Bücher.Example/Path?Q=1#frag \t", "http://xn--bcher-kva.example/Path?Q=1"),
+        ("https://例え.テスト", "https://xn--r8jz45g.xn--zckzah/"),
+        ("http://USER:Pw@Example.COM:8080", "http://USER:Pw@example.com:8080/"),
+        ("http://[::FFFF:1.2.3.4]/x", "http://[::ffff:1.2.3.4]/x"),
+    ],
+)
+def test_normalise_url(url: str, normal: str) -> None:
+    assert validate_submission({"urls": [url]}).urls == (normal,)
+
+
+def test_duplicates_are_kept_and_counted() -> None:
+    request = validate_submission({"urls": ["http://a.example/", "HTTP://A.example", "http://b.example/", " http://a.example/#x"]})
+    assert request.urls == ("http://a.example/",) * 2 + ("http://b.example/", "http://a.example/")
+    assert request.duplicates == 2
+
+
+def test_a_url_too_long_once_in_punycode_names_its_line(settings: Any) -> None:
+    settings.JOBS_MAX_URL_LENGTH = 30
+    text = "http://a.example/\nhttp://ääääääääää.example/\n"
+    assert errors_of({"urls": parse_url_lines(text)})["urls"] == [
+        {"index": 1, "line": 2, "value": "http://ääääääääää.example/",
+         "error": "longer than 30 characters once its host is in ASCII (IDNA)"}
+    ]  # fmt: skip
 
 
 @hsettings(deadline=None, max_examples=300)

@@ -141,7 +141,10 @@ def test_batch_run_records_every_url_within_the_job_concurrency(owner: Any, targ
     assert outcomes(job) == {"succeeded": 100, "failed": 16}
     assert_counters_match_rows(job)
     stats = target.stats()
-    assert stats.requests == 115  # every URL once (the refused one never reached the server)
+    # Every URL once (the refused one never reached the server), plus 2 retries of each 503 (default retries 2).
+    assert stats.requests == 115 + 5 * 2
+    unavailable = Result.objects.filter(job=job, url__endswith="/status/503").first()
+    assert unavailable is not None and (unavailable.attempts, unavailable.error_class) == (3, "http_status")
     assert stats.peak_in_flight == 4  # the job's concurrency: reached, never exceeded
     not_found = Result.objects.filter(job=job, url__endswith="/status/404").first()
     assert not_found is not None

@@ -1,0 +1,24 @@
+"""From a Job row and the settings to the engine's `FetchOptions` (the Django side of fetcher.py)."""
+
+from __future__ import annotations
+
+from . import conf
+from .fetcher import FetchOptions
+from .models import Job
+
+
+def fetch_options(job: Job) -> FetchOptions:
+    """The engine options of `job`: its own fields, plus the worker-wide retry settings."""
+    return FetchOptions(
+        timeout=job.timeout,
+        retries=job.retries,
+        retry_statuses=frozenset(int(code) for code in conf.get("FETCH_RETRY_STATUSES")),
+        backoff_base=float(conf.get("FETCH_BACKOFF_BASE")),
+        backoff_cap=float(conf.get("FETCH_BACKOFF_CAP")),
+        retry_after_cap=float(conf.get("FETCH_RETRY_AFTER_CAP")),
+        max_redirects=job.max_redirects,
+        max_bytes=job.max_bytes,
+        per_host=job.per_host,
+        host_delay=job.host_delay,
+        respect_robots=job.respect_robots,
+    )
