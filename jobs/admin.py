@@ -260,3 +260,6 @@ class ResultAdmin(admin.ModelAdmin):
         return format_html(
             '<a href="{}">{}</a>', reverse("admin:jobs_job_change", args=[result.job_id]), result.job
         )
+
+# API tokens have their own admin module; importing it registers it.
+from . import token_admin  # noqa: E402, F401
