@@ -4,7 +4,8 @@ Async views behind the session cookie or an API token (`Authorization: Bearer
 …`, see tokens.py). Session requests with unsafe methods need the CSRF token in
 an `X-CSRFToken` header; token requests are CSRF-exempt. Every answer is JSON,
 errors included: anonymous or bad token 401, someone else's or an unknown job
-404, wrong method 405, bad input 400 `{"errors": {...}}`.
+404, wrong method 405, bad input 400 `{"errors": {...}}`, over a limit 429
+(jobs/limits.py), body too large 413.
 
 Result exports stream from the database in keyset pages on `position`, so a
 100k-URL job is never loaded at once.
@@ -32,7 +33,7 @@ from django.urls import reverse
 from django.utils.text import slugify
 from django.views.csrf import csrf_failure as html_csrf_failure
 
-from . import serializers, submission, tokens
+from . import limits, serializers, submission, tokens
 from .models import Job, Result
 
 JOBS_DEFAULT_LIMIT = 50
@@ -83,6 +84,10 @@ def api_view(*methods: str) -> Callable[[ApiView], ApiView]:
                 return error_response(404, "not found")
             except (BadRequest, submission.SubmissionError) as exc:
                 return JsonResponse({"errors": exc.errors}, status=400)
+            except limits.LimitExceeded as exc:
+                response = JsonResponse({"errors": exc.errors}, status=429)
+                response["Retry-After"] = str(exc.retry_after)
+                return response
 
         # tokens.authenticate() applies CSRF to session requests only.
         wrapper.csrf_exempt = True  # type: ignore[attr-defined]

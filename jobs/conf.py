@@ -14,6 +14,12 @@ DEFAULTS: dict[str, Any] = {
     "JOBS_MAX_CONCURRENCY": 1000,
     "JOBS_DEFAULT_TIMEOUT": 10.0,
     "JOBS_MAX_TIMEOUT": 300.0,
+    # Abuse limits (jobs/limits.py)
+    "JOBS_MAX_QUEUED_PER_USER": 50,
+    "JOBS_SUBMISSIONS_PER_MINUTE": 30,
+    # Under daphne's hard cap (--websocket_max_message_size, 1 MiB by default), so an oversize
+    # message gets an error reply before daphne would drop the connection.
+    "WS_MAX_MESSAGE_BYTES": 512 * 1024,
     # Worker
     "WORKER_HEARTBEAT_SECONDS": 10.0,
     "WORKER_LEASE_SECONDS": 30.0,

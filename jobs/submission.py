@@ -27,7 +27,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import AbstractBaseUser
 
-from . import conf, progress, queue
+from . import conf, limits, progress, queue
 from .exceptions import JobsError
 from .models import Job
 
@@ -337,8 +337,10 @@ avalidate_submission = sync_to_async(validate_submission, thread_sensitive=False
 def submit(owner: AbstractBaseUser, request: JobRequest) -> Job:
     """Store the job (all rows or none), wake the workers, update the owner's pages.
 
-    For sync callers (form views, CLI); async code uses `asubmit()`.
+    For sync callers (form views, CLI); async code uses `asubmit()`. Raises
+    limits.LimitExceeded, storing nothing, when the owner is over a limit.
     """
+    limits.check_submission(owner)
     job = _enqueue(owner, request)
     async_to_sync(_announce_new)(job)
     return job
@@ -346,6 +348,7 @@ def submit(owner: AbstractBaseUser, request: JobRequest) -> Job:
 
 async def asubmit(owner: AbstractBaseUser, request: JobRequest) -> Job:
     """Async `submit()`: the database work runs in a thread, off the event loop."""
+    await limits.acheck_submission(owner)
     job = await database_sync_to_async(_enqueue)(owner, request)
     await _announce_new(job)
     return job

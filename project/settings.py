@@ -148,6 +148,10 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 FETCH_ALLOW_PRIVATE_ADDRESSES = env_bool("FETCH_ALLOW_PRIVATE_ADDRESSES", default=False)
 WORKER_HEARTBEAT_SECONDS = float(os.environ.get("WORKER_HEARTBEAT_SECONDS", "10"))
 WORKER_LEASE_SECONDS = float(os.environ.get("WORKER_LEASE_SECONDS", "30"))
+# Abuse limits (jobs/limits.py); a variable that is unset keeps the default in jobs/conf.py.
+for _limit in ("JOBS_MAX_QUEUED_PER_USER", "JOBS_SUBMISSIONS_PER_MINUTE", "WS_MAX_MESSAGE_BYTES"):
+    if os.environ.get(_limit, "").strip():
+        globals()[_limit] = int(os.environ[_limit])
 
 LOGGING = {
     "version": 1,
