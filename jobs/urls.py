@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path, re_path
 
-from . import api, views
+from . import api, schema, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -16,5 +16,6 @@ urlpatterns = [
     path("api/jobs/<str:job_id>/results/", api.job_results, name="api_job_results"),
     path("api/jobs/<str:job_id>/results.jsonl", api.job_results_jsonl, name="api_job_results_jsonl"),
     path("api/jobs/<str:job_id>/results.csv", api.job_results_csv, name="api_job_results_csv"),
+    path("api/schema/", schema.openapi, name="api_schema"),
     re_path(r"^api/", api.not_found, name="api_not_found"),
 ]

@@ -76,6 +76,7 @@ HTTP_ROWS = [
     Row("api/jobs/<str:job_id>/results/", "/api/jobs/{job}/results/", {"GET": API_JOB}),
     Row("api/jobs/<str:job_id>/results.jsonl", "/api/jobs/{job}/results.jsonl", {"GET": API_JOB}),
     Row("api/jobs/<str:job_id>/results.csv", "/api/jobs/{job}/results.csv", {"GET": API_JOB}),
+    Row("api/schema/", "/api/schema/", {"GET": PUBLIC, "POST": roles(*[405] * 5)}),
     Row("^api/", "/api/nothing-here/", {"GET": roles(*[404] * 5)}),
     Row("accounts/login/", "/accounts/login/", {"GET": PUBLIC}),
     Row("accounts/logout/", "/accounts/logout/", {"GET": roles(*[405] * 5), "POST": roles(*[LOGIN] * 5)}),
