@@ -334,13 +334,15 @@ avalidate_submission = sync_to_async(validate_submission, thread_sensitive=False
 # --- Submit and cancel ----------------------------------------------------------------
 
 
-def submit(owner: AbstractBaseUser, request: JobRequest) -> Job:
+def submit(owner: AbstractBaseUser, request: JobRequest, *, check_limits: bool = True) -> Job:
     """Store the job (all rows or none), wake the workers, update the owner's pages.
 
     For sync callers (form views, CLI); async code uses `asubmit()`. Raises
-    limits.LimitExceeded, storing nothing, when the owner is over a limit.
+    limits.LimitExceeded, storing nothing, when the owner is over a limit
+    (`check_limits=False`: an operator's deliberate action in the admin).
     """
-    limits.check_submission(owner)
+    if check_limits:
+        limits.check_submission(owner)
     job = _enqueue(owner, request)
     async_to_sync(_announce_new)(job)
     return job

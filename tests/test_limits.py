@@ -232,3 +232,16 @@ def test_limit_settings_are_checked(settings: Any, overrides: dict[str, int], er
     for name, value in overrides.items():
         setattr(settings, name, value)
     assert [error.id for error in check_limits()] == [error_id]
+
+
+def test_admin_rerun_is_not_held_to_the_owners_limits(admin_client: Client, django_user_model: Any, settings: Any) -> None:
+    from jobs import queue
+
+    owner = django_user_model.objects.create_user(username="erin")
+    job = queue.enqueue_job(owner=owner, urls=["http://a.example/"], name="n", concurrency=1, timeout=1)
+    settings.JOBS_MAX_QUEUED_PER_USER = 1  # erin is at her limit
+
+    response = admin_client.post("/admin/jobs/job/", {"action": "rerun_jobs", "_selected_action": [job.pk]})
+
+    assert response.status_code == 302
+    assert Job.objects.filter(owner=owner).count() == 2
