@@ -78,8 +78,8 @@ async def count_submission(owner_pk: Any, *, now: float | None = None) -> tuple[
         async with client.pipeline(transaction=True) as pipe:
             # Twice the window: the key outlives its window even if clocks of web processes differ a little.
             count, _ = await pipe.incr(key).expire(key, 2 * WINDOW_SECONDS).execute()
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
-        logger.warning("Submission rate limit not applied (failing open): Redis unreachable: %s", exc)
+    except (redis.exceptions.RedisError, OSError) as exc:
+        logger.warning("Submission rate limit not applied (failing open): Redis failed: %r", exc)
         return None
     finally:
         await client.aclose()

@@ -26,7 +26,6 @@ from typing import Any
 import pytest
 from channels.testing import WebsocketCommunicator
 from django.contrib import admin
-from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.contrib.contenttypes.models import ContentType
 from django.test import AsyncClient, Client

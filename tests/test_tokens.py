@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.test import AsyncClient, Client
@@ -51,7 +52,7 @@ def test_only_the_digest_is_stored_and_the_prefix_identifies_the_token(ann: Any)
 
 
 async def test_bearer_token_submits_without_csrf_and_sees_own_jobs(ann: Any) -> None:
-    new = await tokens.sync_to_async(tokens.create_token)(user=ann)
+    new = await sync_to_async(tokens.create_token)(user=ann)
     client = AsyncClient(enforce_csrf_checks=True)
 
     created = await client.post("/api/jobs/", BODY, content_type="application/json", headers=bearer(new.secret))
