@@ -34,6 +34,7 @@ export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 help:
 	@echo "make run     start Redis (if needed), daphne on http://$(HOST):$(PORT)/ and a worker; Ctrl-C stops all"
 	@echo "make test    run the suite on SQLite and on a throwaway PostgreSQL, with a throwaway Redis"
+	@echo "make audit   pip-audit the pinned requirements for known vulnerabilities (needs PyPI's JSON API)"
 	@echo "make clean   remove .venv and build leftovers (keeps var/: the dev database and demo password)"
 	@echo "variables: PYTHON=$(PYTHON) HOST=$(HOST) PORT=$(PORT) PYTEST_ARGS='$(PYTEST_ARGS)'"
 
@@ -99,4 +100,23 @@ test-postgres: $(DEV_STAMP)
 	DATABASE_URL="$$TEST_POSTGRES_URL" $(VPY) -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) staticfiles .pytest_cache .hypothesis
+	rm -rf $(VENV) $(AUDIT_VENV) staticfiles .pytest_cache .hypothesis
+
+# --- dependency audit ---------------------------------------------------------------------
+
+# pip-audit resolves requirements*.txt (transitive dependencies included) in a temporary
+# virtualenv and looks every package up in PyPI's vulnerability data. --strict: a package it
+# cannot look up fails the audit instead of being skipped silently. Not part of `make test`:
+# it needs PyPI's per-release JSON API (or OSV) over the network.
+AUDIT_VENV ?= .venv-audit
+AUDIT_STAMP := $(AUDIT_VENV)/.requirements.stamp
+
+$(AUDIT_STAMP): requirements-audit.txt
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or pass PYTHON=..."; exit 1; }
+	$(PYTHON) -m venv $(AUDIT_VENV)
+	$(AUDIT_VENV)/bin/python -m pip install --quiet -r requirements-audit.txt
+	touch $@
+
+.PHONY: audit
+audit: $(AUDIT_STAMP)
+	$(AUDIT_VENV)/bin/pip-audit --strict --progress-spinner off -r requirements.txt -r requirements-dev.txt

@@ -1,9 +1,11 @@
 """The JSON API: submit, list, show, cancel and export jobs.
 
-Async views behind the session cookie; unsafe methods need the CSRF token in
-an `X-CSRFToken` header (Django's CSRF middleware checks it, nothing here is
-exempt). Every answer is JSON, errors included: anonymous 401, someone else's
-or an unknown job 404, wrong method 405, bad input 400 `{"errors": {...}}`.
+Async views behind the session cookie or an API token (`Authorization: Bearer
+…`, see tokens.py). Session requests with unsafe methods need the CSRF token in
+an `X-CSRFToken` header; token requests are CSRF-exempt. Every answer is JSON,
+errors included: anonymous or bad token 401, someone else's or an unknown job
+404, wrong method 405, bad input 400 `{"errors": {...}}`, over a limit 429
+(jobs/limits.py), body too large 413.
 
 Result exports stream from the database in keyset pages on `position`, so a
 100k-URL job is never loaded at once.
@@ -31,7 +33,7 @@ from django.urls import reverse
 from django.utils.text import slugify
 from django.views.csrf import csrf_failure as html_csrf_failure
 
-from . import serializers, submission
+from . import limits, serializers, submission, tokens
 from .models import Job, Result
 
 JOBS_DEFAULT_LIMIT = 50
@@ -68,7 +70,9 @@ def api_view(*methods: str) -> Callable[[ApiView], ApiView]:
                 response = error_response(405, f"method {request.method} not allowed")
                 response["Allow"] = ", ".join(sorted(allowed))
                 return response
-            user = await request.auser()
+            user = await tokens.authenticate(request)
+            if isinstance(user, HttpResponse):
+                return user
             if not user.is_authenticated:
                 return error_response(401, "authentication required")
             if request.method == "GET":
@@ -80,7 +84,13 @@ def api_view(*methods: str) -> Callable[[ApiView], ApiView]:
                 return error_response(404, "not found")
             except (BadRequest, submission.SubmissionError) as exc:
                 return JsonResponse({"errors": exc.errors}, status=400)
+            except limits.LimitExceeded as exc:
+                response = JsonResponse({"errors": exc.errors}, status=429)
+                response["Retry-After"] = str(exc.retry_after)
+                return response
 
+        # tokens.authenticate() applies CSRF to session requests only.
+        wrapper.csrf_exempt = True  # type: ignore[attr-defined]
         return wrapper
 
     return decorator

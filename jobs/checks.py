@@ -38,3 +38,26 @@ def check_worker_timing(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     except ValueError as exc:
         errors.append(Error(f"FETCH_ALLOWED_NETWORKS / FETCH_DENIED_NETWORKS: {exc}", id="jobs.E004"))
     return errors
+
+
+# daphne's default --websocket_max_message_size; docker-compose and the Dockerfile pass it explicitly.
+DAPHNE_MAX_MESSAGE_BYTES = 1024 * 1024
+
+
+@register()
+def check_limits(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """The abuse limits of jobs/limits.py and the WebSocket message cap."""
+    errors: list[Error] = []
+    if conf.get("JOBS_MAX_QUEUED_PER_USER") < 0 or conf.get("JOBS_SUBMISSIONS_PER_MINUTE") < 1:
+        errors.append(
+            Error("JOBS_MAX_QUEUED_PER_USER must be >= 0 and JOBS_SUBMISSIONS_PER_MINUTE >= 1.", id="jobs.E004")
+        )
+    if not 0 < conf.get("WS_MAX_MESSAGE_BYTES") < DAPHNE_MAX_MESSAGE_BYTES:
+        errors.append(
+            Error(
+                f"WS_MAX_MESSAGE_BYTES must be positive and below daphne's message cap ({DAPHNE_MAX_MESSAGE_BYTES}),"
+                " or oversize messages drop the connection instead of getting an error reply.",
+                id="jobs.E005",
+            )
+        )
+    return errors

@@ -30,6 +30,12 @@ DEFAULTS: dict[str, Any] = {
     "FETCH_BACKOFF_BASE": 0.5,
     "FETCH_BACKOFF_CAP": 30.0,
     "FETCH_RETRY_AFTER_CAP": 60.0,
+    # Abuse limits (jobs/limits.py)
+    "JOBS_MAX_QUEUED_PER_USER": 50,
+    "JOBS_SUBMISSIONS_PER_MINUTE": 30,
+    # Under daphne's hard cap (--websocket_max_message_size, 1 MiB by default), so an oversize
+    # message gets an error reply before daphne would drop the connection.
+    "WS_MAX_MESSAGE_BYTES": 512 * 1024,
     # Worker
     "WORKER_HEARTBEAT_SECONDS": 10.0,
     "WORKER_LEASE_SECONDS": 30.0,

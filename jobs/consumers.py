@@ -23,7 +23,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 from django.contrib.auth.models import AbstractBaseUser
 
-from . import progress, serializers, submission
+from . import conf, limits, progress, serializers, submission
 from .models import Job, Result
 
 # Rows in a job snapshot: the newest final ones; the page loads older rows over the API.
@@ -38,6 +38,10 @@ class JsonMessageConsumer(AsyncJsonWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
         if text_data is None:
             await self.send_error({"body": "binary frames are not supported; send JSON text"})
+            return
+        limit = conf.get("WS_MAX_MESSAGE_BYTES")
+        if len(text_data.encode("utf-8", "surrogatepass")) > limit:
+            await self.send_error({"body": f"message larger than {limit} bytes"})
             return
         try:
             content = json.loads(text_data)
@@ -157,7 +161,11 @@ class JobListConsumer(JsonMessageConsumer):
         except submission.SubmissionError as exc:
             await self.send_error(exc.errors)
             return
-        job = await submission.asubmit(self.scope["user"], job_request)
+        try:
+            job = await submission.asubmit(self.scope["user"], job_request)
+        except limits.LimitExceeded as exc:
+            await self.send_error(exc.errors)
+            return
         await self.send_json({"type": "submitted", "job": serializers.job_to_dict(job)})
 
 

@@ -121,3 +121,31 @@ class Result(models.Model):
 
     def __str__(self) -> str:
         return f"{self.url} ({self.outcome})"
+
+
+class ApiToken(models.Model):
+    """A user's secret for scripts and the CLI (`Authorization: Bearer <token>`).
+
+    Only the SHA-256 digest of the token is stored: the token itself is shown
+    once, when it is created (jobs/tokens.py). `prefix` (its first characters)
+    tells tokens apart in lists without revealing them.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100, blank=True, help_text="What the token is for, e.g. 'nightly cron'.")
+    prefix = models.CharField(max_length=16, editable=False, help_text="The token's first characters.")
+    digest = models.CharField(max_length=64, unique=True, editable=False, help_text="SHA-256 of the token, hex.")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… {self.name}".strip()
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None

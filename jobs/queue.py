@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
-from django.db.models import Case, DateTimeField, F, Q, Value, When
+from django.db.models import Case, Count, DateTimeField, F, OuterRef, Q, QuerySet, Subquery, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -171,6 +171,27 @@ def _claimable(now: datetime) -> Q:
     return Q(status=Job.Status.QUEUED) | (started & expired)
 
 
+def fair_order(jobs: QuerySet[Job], now: datetime) -> QuerySet[Job]:
+    """Claim order: the owner with the fewest running jobs first, then the oldest job.
+
+    Plain oldest-first would let one user's thousand queued jobs occupy every
+    worker while another user's single job waits behind them all. A job counts
+    as running while its lease is live (a crashed worker's job does not count).
+    """
+    running = (
+        Job.objects.filter(
+            owner=OuterRef("owner"),
+            status__in=[Job.Status.RUNNING, Job.Status.CANCELLING],
+            lease_expires_at__gte=now,
+        )
+        .order_by()
+        .values("owner")
+        .annotate(count=Count("pk"))
+        .values("count")
+    )
+    return jobs.annotate(owner_running=Coalesce(Subquery(running), 0)).order_by("owner_running", "created_at")
+
+
 def _fail_poison(job: Job, now: datetime) -> None:
     """Fail a job that every claim so far left unfinished (in the caller's transaction)."""
     logger.warning("Job %s failed: claimed %d times without finishing", job.pk, job.claims)
@@ -205,7 +226,7 @@ def _claim_skip_locked(worker_id: str, lease: timedelta, max_claims: int) -> Cla
         with transaction.atomic():
             now = timezone.now()
             candidates = Job.objects.select_for_update(skip_locked=True).filter(_claimable(now))
-            job = candidates.order_by("created_at").first()
+            job = fair_order(candidates, now).first()
             if job is None:
                 return None
             if job.claims >= max_claims:
@@ -224,7 +245,7 @@ def _claim_skip_locked(worker_id: str, lease: timedelta, max_claims: int) -> Cla
 def _claim_conditional(worker_id: str, lease: timedelta, max_claims: int) -> Claim | None:
     while True:
         now = timezone.now()
-        candidate = Job.objects.filter(_claimable(now)).order_by("created_at").values("pk", "claims").first()
+        candidate = fair_order(Job.objects.filter(_claimable(now)), now).values("pk", "claims").first()
         if candidate is None:
             return None
         # `claims` works as a version number: each claim bumps it, so only one

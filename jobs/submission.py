@@ -29,7 +29,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import AbstractBaseUser
 
-from . import conf, progress, queue
+from . import conf, limits, progress, queue
 from .exceptions import JobsError
 from .models import Job, Result
 
@@ -445,11 +445,15 @@ avalidate_submission = sync_to_async(validate_submission, thread_sensitive=False
 # --- Submit and cancel ----------------------------------------------------------------
 
 
-def submit(owner: AbstractBaseUser, request: JobRequest) -> Job:
+def submit(owner: AbstractBaseUser, request: JobRequest, *, check_limits: bool = True) -> Job:
     """Store the job (all rows or none), wake the workers, update the owner's pages.
 
-    For sync callers (form views, CLI); async code uses `asubmit()`.
+    For sync callers (form views, CLI); async code uses `asubmit()`. Raises
+    limits.LimitExceeded, storing nothing, when the owner is over a limit
+    (`check_limits=False`: an operator's deliberate action in the admin).
     """
+    if check_limits:
+        limits.check_submission(owner)
     job = _enqueue(owner, request)
     async_to_sync(_announce_new)(job)
     return job
@@ -457,6 +461,7 @@ def submit(owner: AbstractBaseUser, request: JobRequest) -> Job:
 
 async def asubmit(owner: AbstractBaseUser, request: JobRequest) -> Job:
     """Async `submit()`: the database work runs in a thread, off the event loop."""
+    await limits.acheck_submission(owner)
     job = await database_sync_to_async(_enqueue)(owner, request)
     await _announce_new(job)
     return job
@@ -511,12 +516,13 @@ RERUN_SUFFIX = " (re-run)"
 RERUN_FAILED_SUFFIX = " (re-run failed)"
 
 
-def rerun(job: Job, *, failed_only: bool) -> Job | None:
+def rerun(job: Job, *, failed_only: bool, check_limits: bool = True) -> Job | None:
     """A new job for the same owner and options over `job`'s URLs (only the failed ones if `failed_only`).
 
     The URLs keep their original order. They passed validation when first
     submitted, so they are queued as they are. Returns None when there is
-    nothing to re-run (no failed URL). Shared by the admin actions and the API.
+    nothing to re-run (no failed URL). Shared by the admin actions
+    (`check_limits=False`: an operator's deliberate action) and the API.
     """
     rows = job.results.all()
     if failed_only:
@@ -527,8 +533,9 @@ def rerun(job: Job, *, failed_only: bool) -> Job | None:
     suffix = RERUN_FAILED_SUFFIX if failed_only else RERUN_SUFFIX
     base = job.name or f"job {str(job.pk)[:8]}"
     name = base[: NAME_MAX_LENGTH - len(suffix)] + suffix
-    request = JobRequest(urls=urls, name=name, concurrency=job.concurrency, timeout=job.timeout)
-    return submit(job.owner, request)
+    options = {option: getattr(job, option) for option in OPTION_FIELDS}
+    request = JobRequest(urls=urls, name=name, concurrency=job.concurrency, timeout=job.timeout, options=options)
+    return submit(job.owner, request, check_limits=check_limits)
 
 
 def _enqueue(owner: AbstractBaseUser, request: JobRequest) -> Job:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path, re_path
 
-from . import api, api_live, downloads, views
+from . import api, api_live, downloads, schema, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -22,5 +22,6 @@ urlpatterns = [
     path("api/jobs/<str:job_id>/results.csv", api.job_results_csv, name="api_job_results_csv"),
     path("api/jobs/<str:job_id>/results/<int:position>/body", downloads.result_body, name="api_result_body"),
     path("api/jobs/<str:job_id>/bodies.zip", downloads.job_bodies_zip, name="api_job_bodies_zip"),
+    path("api/schema/", schema.openapi, name="api_schema"),
     re_path(r"^api/", api.not_found, name="api_not_found"),
 ]

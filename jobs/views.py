@@ -16,7 +16,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
-from . import submission
+from . import limits, submission
 from .consumers import SNAPSHOT_JOBS
 from .forms import JobSubmitForm
 from .models import Job, Result
@@ -47,9 +47,15 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = JobSubmitForm(request.POST, request.FILES)
         if form.is_valid() and form.job_request is not None:
-            job = submission.submit(request.user, form.job_request)
-            return redirect("job_detail", job_id=job.id)
-        status = 400
+            try:
+                job = submission.submit(request.user, form.job_request)
+            except limits.LimitExceeded as exc:
+                form.add_error(None, "; ".join(exc.errors.values()))
+                status = 429
+            else:
+                return redirect("job_detail", job_id=job.id)
+        else:
+            status = 400
     else:
         form = JobSubmitForm()
     recent = Job.objects.filter(owner=request.user).order_by("-created_at", "-id")[:MAX_JOB_ROWS]

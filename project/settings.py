@@ -33,6 +33,18 @@ if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off.")
     SECRET_KEY = "insecure-development-key-do-not-use-in-production"
+# DJANGO_HTTPS=1: the site is served over TLS (usually by a proxy that sets
+# X-Forwarded-Proto). Without it nothing below forces HTTPS, so plain HTTP on
+# loopback (make run, tests) keeps working.
+HTTPS = env_bool("DJANGO_HTTPS", default=False)
+if HTTPS:
+    SECURE_SSL_REDIRECT = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_HSTS_SECONDS", str(365 * 24 * 3600)))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", default=True)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
 
@@ -52,6 +64,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "jobs.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -154,6 +167,10 @@ MEDIA_ROOT = Path(os.environ.get("BATCHFETCH_MEDIA_DIR", VAR_DIR / "media"))
 WORKER_HEARTBEAT_SECONDS = float(os.environ.get("WORKER_HEARTBEAT_SECONDS", "10"))
 WORKER_LEASE_SECONDS = float(os.environ.get("WORKER_LEASE_SECONDS", "30"))
 WORKER_MAX_CLAIMS = int(os.environ.get("WORKER_MAX_CLAIMS", "5"))
+# Abuse limits (jobs/limits.py); a variable that is unset keeps the default in jobs/conf.py.
+for _limit in ("JOBS_MAX_QUEUED_PER_USER", "JOBS_SUBMISSIONS_PER_MINUTE", "WS_MAX_MESSAGE_BYTES"):
+    if os.environ.get(_limit, "").strip():
+        globals()[_limit] = int(os.environ[_limit])
 
 LOGGING = {
     "version": 1,

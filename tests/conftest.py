@@ -82,6 +82,23 @@ def _channel_layer_on_test_redis(redis_url: str) -> Iterator[None]:
         yield
 
 
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits(redis_url: str) -> None:
+    """Start every test with empty submission counters (jobs/limits.py), as in a new minute.
+
+    User ids repeat between tests (rolled-back sequences), so one test's
+    submissions must not count against the next test's user of the same id.
+    """
+    import redis
+
+    from jobs import limits
+
+    with redis.Redis.from_url(redis_url) as client:
+        keys = list(client.scan_iter(match=f"{limits.KEY_PREFIX}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+
+
 @pytest.fixture
 def redis_channel_layer(settings: Any, redis_url: str) -> Any:
     """The channels-redis layer on the session Redis, for a test module that defaults to the in-memory one."""
