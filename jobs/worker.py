@@ -41,7 +41,7 @@ from typing import Any, Literal, TypeVar
 import httpx
 from django.db import DatabaseError
 
-from . import conf, fetcher, progress, queue
+from . import conf, dbconn, fetcher, progress, queue
 from .exceptions import ClaimLost
 from .fetcher import FetchResult
 from .models import Job
@@ -140,7 +140,7 @@ class Worker:
             self.worker_id, self.concurrency, self.max_jobs, ", batch" if self.batch else "",
         )  # fmt: skip
         try:
-            async with fetcher.make_client(max_connections=self.concurrency) as client:
+            async with dbconn.persistent_connections(), fetcher.make_client(max_connections=self.concurrency) as client:
                 self._client = client
                 listener = asyncio.create_task(progress.listen_for_wakeups(self._on_wakeup), name="wake-ups")
                 try:
