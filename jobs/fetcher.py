@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import aiohttp
 import httpx
-from httpx_aiohttp import AiohttpTransport
+
+from .transport import LeanAiohttpTransport
 
 # Backstop for requests made with the client outside fetch_one (fetch_one passes its own deadline).
 DEFAULT_TIMEOUT = 30.0
@@ -62,6 +63,35 @@ class FetchResult:
     timeout | connect | dns | tls | http_status | invalid_url | protocol | other."""
 
 
+class _NoCookies(httpx.Cookies):
+    """A cookie jar that stays empty: responses never set cookies, requests never send any."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        pass
+
+
+class FetchClient(httpx.AsyncClient):
+    """An `httpx.AsyncClient` without a cookie jar.
+
+    One client serves every job of a worker, so a jar would send cookies one
+    user's target set to another user's URLs. Skipping it also saves ~8% of
+    the worker's CPU per URL (httpx builds a urllib request per response to
+    look for Set-Cookie, even when there is none).
+    """
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return _NO_COOKIES
+
+    @cookies.setter
+    def cookies(self, cookies: object) -> None:
+        if cookies:
+            raise ValueError("the fetch client keeps no cookies")
+
+
+_NO_COOKIES = _NoCookies()
+
+
 def make_client(*, max_connections: int = 100) -> httpx.AsyncClient:
     """Create the worker's one shared client; close it with `await client.aclose()` (or `async with`).
 
@@ -70,11 +100,11 @@ def make_client(*, max_connections: int = 100) -> httpx.AsyncClient:
     worker's global concurrency limit, or fetches wait for a connection, and
     that waiting counts against their deadline.
     """
-    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
     # The transport creates its aiohttp session lazily, on the running loop, with
     # TCPConnector(limit=max_connections, limit_per_host=0) and trust_env=False.
-    transport = AiohttpTransport(limits=limits, trust_env=False)
-    return httpx.AsyncClient(
+    # LeanAiohttpTransport measured ~10% less CPU per URL than httpx_aiohttp's (bench/results.md).
+    transport = LeanAiohttpTransport(max_connections=max_connections)
+    return FetchClient(
         transport=transport, timeout=httpx.Timeout(DEFAULT_TIMEOUT), follow_redirects=False, trust_env=False
     )
 
