@@ -1,6 +1,6 @@
 """`make bench`: Batchfetch end to end next to the bare asyncio scripts, on the same loopback URLs.
 
-    scripts/testenv.py -- python -m bench [--quick] [--only sqlite|postgresql]
+    scripts/testenv.py -- python -m bench [--quick] [--only sqlite|postgresql] [--no-engine]
 
 Needs REDIS_URL and TEST_POSTGRES_URL (scripts/testenv.py provides both, as
 for `make test`). Starts one loopback target process per delay
@@ -16,6 +16,8 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -99,6 +101,19 @@ async def run_ours(stack: Stack, target: Target, cell: Cell, *, watchers: int = 
     return figures, peak
 
 
+async def run_engine(target: Target, n: int, c: int) -> list[dict[str, Any]]:
+    """bench.engine: the fetch engine alone with each client variant, on asyncio's loop and on uvloop."""
+    results = []
+    for loop in ("asyncio", "uvloop"):
+        argv = [sys.executable, "-m", "bench.engine", "--base", target.base_url, "--n", str(n), "--c", str(c),
+                "--loop", loop]  # fmt: skip
+        out = await asyncio.to_thread(subprocess.run, argv, cwd=BASE_DIR, check=True, capture_output=True, text=True)
+        results += [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+    for r in results:
+        print(f"  {r['variant']:26} {r['loop']:7}: {r['seconds']:.2f} s, {r['cpu_seconds']:.2f} s CPU", flush=True)
+    return results
+
+
 async def main_async(args: argparse.Namespace) -> int:
     redis_url = os.environ.get("REDIS_URL")
     pg_url = os.environ.get("TEST_POSTGRES_URL")
@@ -116,7 +131,12 @@ async def main_async(args: argparse.Namespace) -> int:
         print("baselines (separate processes):", flush=True)
         baselines: dict[Cell, dict[str, dict[str, Any]]] = {}
         for cell in matrix:
-            baselines[cell] = {kind: await run_baseline(kind, targets[cell.delay_ms], cell) for kind in ("aiohttp", "httpx")}
+            target = targets[cell.delay_ms]
+            baselines[cell] = {kind: await run_baseline(kind, target, cell) for kind in ("aiohttp", "httpx")}
+        engine: list[dict[str, Any]] = []
+        if not args.no_engine:
+            print("the fetch engine alone (bench.engine):", flush=True)
+            engine = await run_engine(targets[matrix[-1].delay_ms], matrix[-1].n // 10, WORKER_CONCURRENCY)
         databases = {"sqlite": f"sqlite:///{workdir / 'bench.sqlite3'}", "postgresql": pg_url}
         for db, database_url in databases.items():
             if args.only and db != args.only:
@@ -140,19 +160,23 @@ async def main_async(args: argparse.Namespace) -> int:
     finally:
         for target in targets.values():
             target.process.stop(timeout=10)
+    shutil.rmtree(workdir, ignore_errors=True)  # kept after a failure: the daphne and worker logs are there
     elapsed = time.monotonic() - started
-    text = report.render(rows, watch_rows, machine=machine, elapsed=elapsed, quick=args.quick)
+    text = report.render(rows, watch_rows, engine, machine=machine, elapsed=elapsed, quick=args.quick)
     print()
     print(text)
-    if not args.quick:
+    if not (args.quick or args.only or args.no_engine):  # only a full run replaces the recorded one
         report.write_results(BASE_DIR / "bench" / "results.md", text)
         print("written to bench/results.md")
     return 0
 
 
 def main() -> None:
+    # SIGTERM (e.g. from scripts/testenv.py) unwinds like Ctrl-C, so the finally blocks stop what we started.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small matrix (a smoke run; results.md untouched)")
+    parser.add_argument("--no-engine", action="store_true", help="skip the client variants (bench.engine)")
     parser.add_argument("--only", choices=("sqlite", "postgresql"), help="run the end-to-end cells on one database")
     sys.exit(asyncio.run(main_async(parser.parse_args())))
 

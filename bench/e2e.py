@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import re
 import secrets
 import statistics
@@ -32,6 +33,8 @@ from scripts.localservices import LOOPBACK, ManagedProcess, free_port, start_pro
 BASE_DIR = Path(__file__).resolve().parent.parent
 TERMINAL = {"completed", "cancelled", "failed"}
 USERNAME = "bench"
+CONNECTING = 20
+"""WebSocket handshakes in progress at once, at most."""
 
 
 @dataclass
@@ -60,6 +63,8 @@ class JobFigures:
     """Row fetched_at -> message received, over every row in every message of every watcher."""
     watchers_final: int
     """Watchers whose last message had the final counts."""
+    reconnects: int
+    """WebSocket reconnects over all watchers (a socket the server dropped)."""
 
     @property
     def latency_p50(self) -> float:
@@ -122,6 +127,7 @@ class Stack:
         self.worker: ManagedProcess | None = None
         self.session: aiohttp.ClientSession | None = None
         self._slowest_probe = 0.0
+        self._connecting = asyncio.Semaphore(CONNECTING)
 
     async def __aenter__(self) -> Stack:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -219,6 +225,7 @@ class Stack:
             worker_rss_end_mb=proc.memory_info().rss / 2**20,
             progress_messages=watches[0].messages,
             latencies_ms=[lat for w in watches for lat in w.latencies_ms],
+            reconnects=sum(w.reconnects for w in watches),
             watchers_final=sum(
                 1 for w in watches
                 if w.last_job is not None and w.last_job["status"] == final["status"]
@@ -259,13 +266,28 @@ class Stack:
             return response.status, await response.json()
 
     async def _watch(self, job_id: str, watch: Watch) -> None:
-        """Follow /ws/jobs/<id>/ until the job is final."""
+        """Follow /ws/jobs/<id>/ until the job is final, reconnecting with backoff (as the page does)."""
+        backoff = 0.5
+        while not watch.final_at:
+            try:
+                await self._watch_once(job_id, watch)
+            except aiohttp.ClientError:
+                pass
+            if not watch.final_at:
+                watch.reconnects += 1
+                await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
+                backoff = min(backoff * 2, 8.0)
+
+    async def _watch_once(self, job_id: str, watch: Watch) -> None:
         assert self.session is not None
         ws_url = "ws" + self.url(f"/ws/jobs/{job_id}/").removeprefix("http")
-        async with self.session.ws_connect(ws_url, origin=self.base_url, max_msg_size=0) as ws:
+        # Browsers arrive over time, not all in the same millisecond: at most CONNECTING handshakes at once.
+        async with self._connecting:
+            ws = await self.session.ws_connect(ws_url, origin=self.base_url, max_msg_size=0)
+        async with ws:
             async for message in ws:
                 if message.type != aiohttp.WSMsgType.TEXT:
-                    break
+                    return
                 received = time.time()
                 data = json.loads(message.data)
                 if data.get("type") == "progress":
@@ -290,6 +312,8 @@ class Watch:
     latencies_ms: list[float] = field(default_factory=list)
     last_job: dict[str, Any] | None = None
     final_at: float = 0.0
+    reconnects: int = 0
+    """Times the socket dropped before the job was final (the server closed it)."""
 
 
 class RssSampler:

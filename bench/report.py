@@ -80,7 +80,7 @@ def _baseline_s(b: dict[str, Any]) -> str:
 HEADER = (
     "| db | N | C | delay ms | aiohttp s | httpx s | ours s | ours/aiohttp | ideal s | req/s | "
     "CPU s/1k ours | aiohttp | httpx | RSS MB start/peak/end | DB rows/s | submit s | web stall ms | "
-    "msgs/s | latency p50/p95 ms | peak in-flight |"
+    "msgs/s | latency p50/p95 ms | WS drops | peak in-flight |"
 )
 
 
@@ -95,12 +95,43 @@ def _row(r: Row) -> str:
         _fmt(o.worker_cpu_seconds * per_k, 3), _fmt(a["cpu_seconds"] * per_k, 3), _fmt(h["cpu_seconds"] * per_k, 3),
         f"{o.worker_rss_start_mb:.0f}/{o.worker_rss_peak_mb:.0f}/{o.worker_rss_end_mb:.0f}",
         f"{o.n / o.seconds:,.0f}", _fmt(o.submit_seconds), f"{o.web_stall_ms:.0f}",
-        _fmt(o.progress_messages / o.seconds, 1), f"{o.latency_p50:.0f}/{o.latency_p95:.0f}", str(r.peak_in_flight),
+        _fmt(o.progress_messages / o.seconds, 1), f"{o.latency_p50:.0f}/{o.latency_p95:.0f}", str(o.reconnects),
+        str(r.peak_in_flight),
     ]  # fmt: skip
     return "| " + " | ".join(cells) + " |"
 
 
-def render(rows: list[Row], watch_rows: list[WatchRow], *, machine: str, elapsed: float, quick: bool) -> str:
+def render_engine(engine: list[dict[str, Any]]) -> list[str]:
+    """The client variants table: CPU per URL relative to bare aiohttp on the same loop."""
+    if not engine:
+        return []
+    bare = {r["loop"]: r["cpu_seconds"] / r["n"] for r in engine if r["variant"] == "bare-aiohttp"}
+    n, c = engine[0]["n"], engine[0]["c"]
+    lines = [
+        "",
+        f"The fetch engine alone (`python -m bench.engine`, fetcher.fetch_all, no database), N={n:,}, C={c}, 0 ms:",
+        "",
+        "| client | loop | seconds | CPU ms/URL | CPU vs bare aiohttp |",
+        "|---|---|---|---|---|",
+    ]
+    for r in engine:
+        per_url = r["cpu_seconds"] / r["n"]
+        lines.append(
+            f"| {r['variant']} | {r['loop']} | {_fmt(r['seconds'])} | {_fmt(per_url * 1000, 3)} |"
+            f" {_fmt(per_url / bare[r['loop']])} |"
+        )
+    return lines
+
+
+def render(
+    rows: list[Row],
+    watch_rows: list[WatchRow],
+    engine: list[dict[str, Any]],
+    *,
+    machine: str,
+    elapsed: float,
+    quick: bool,
+) -> str:
     lines = [
         f"Machine:\n\n{machine}\n",
         "ours/aiohttp is throughput relative to the bare aiohttp script (aiohttp seconds / ours seconds; 1.0 = as"
@@ -121,8 +152,10 @@ def render(rows: list[Row], watch_rows: list[WatchRow], *, machine: str, elapsed
             f" {o.watchers_final}/{o.watchers} ended with the final counts; job {_fmt(o.seconds)} s"
             f" ({o.status}); {_fmt(o.progress_messages / o.seconds, 1)} msgs/s per client;"
             f" latency p50/p95 {o.latency_p50:.0f}/{o.latency_p95:.0f} ms over all clients;"
-            f" worker CPU {_fmt(o.worker_cpu_seconds * 1000 / o.n, 3)} s/1k URLs.",
+            f" worker CPU {_fmt(o.worker_cpu_seconds * 1000 / o.n, 3)} s/1k URLs; {o.reconnects} sockets dropped"
+            " by the server and reopened.",
         ]
+    lines += render_engine(engine)
     lines += ["", f"`make bench{' --quick' if quick else ''}` took {elapsed:.0f} s; load average at the end:"
               f" {' '.join(f'{x:.2f}' for x in os.getloadavg())}."]  # fmt: skip
     return "\n".join(lines)
