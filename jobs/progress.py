@@ -43,7 +43,7 @@ RETRY_AFTER = 1.0
 # Rows per progress message at most: messages stay small however fast URLs finish. When more
 # rows finish between two messages, the oldest are left out (the page loads them from the API).
 # 100, like the snapshot a page gets on connect: daphne encodes each message once per watching
-# socket, so with 500 rows 200 watchers of a fast job cost it ~60 MB/s of JSON (bench/results.md).
+# socket: with 500 rows (~30 KB), 200 watchers at 10 messages/s would cost it ~60 MB/s of JSON.
 MAX_RESULTS_PER_MESSAGE = 100
 # channels-redis forgets group members after a day; a long-running worker re-joins this often.
 GROUP_REFRESH_SECONDS = 3600.0
