@@ -29,11 +29,12 @@ export PYTHONDONTWRITEBYTECODE := 1
 # Playwright must use /usr/bin/chromium, never fetch a browser build.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: help venv dev-venv migrate run test test-tools test-checks test-sqlite test-postgres clean
+.PHONY: help venv dev-venv migrate run test test-tools test-checks test-sqlite test-postgres bench clean
 
 help:
 	@echo "make run     start Redis (if needed), daphne on http://$(HOST):$(PORT)/ and a worker; Ctrl-C stops all"
 	@echo "make test    run the suite on SQLite and on a throwaway PostgreSQL, with a throwaway Redis"
+	@echo "make bench   benchmark end to end against the bare asyncio scripts; writes bench/results.md (< 10 min)"
 	@echo "make audit   pip-audit the pinned requirements for known vulnerabilities (needs PyPI's JSON API)"
 	@echo "make clean   remove .venv and build leftovers (keeps var/: the dev database and demo password)"
 	@echo "variables: PYTHON=$(PYTHON) HOST=$(HOST) PORT=$(PORT) PYTEST_ARGS='$(PYTEST_ARGS)'"
@@ -98,6 +99,14 @@ test-postgres: $(DEV_STAMP)
 	@echo "=== pytest on PostgreSQL ==="
 	@test -n "$${TEST_POSTGRES_URL:-}" || { echo "TEST_POSTGRES_URL is unset: run 'make test', it starts a PostgreSQL"; exit 2; }
 	DATABASE_URL="$$TEST_POSTGRES_URL" $(VPY) -m pytest $(PYTEST_ARGS)
+
+# --- benchmarks ---------------------------------------------------------------------
+
+# The same throwaway Redis and PostgreSQL as `make test`; bench/__main__.py starts the
+# target servers, the baselines, daphne and runworker itself. BENCH_ARGS=--quick: a smoke run.
+BENCH_ARGS ?=
+bench: $(DEV_STAMP) test-tools
+	$(VPY) scripts/testenv.py -- $(VPY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(AUDIT_VENV) staticfiles .pytest_cache .hypothesis

@@ -33,9 +33,9 @@ from datetime import datetime, timezone
 import aiohttp
 import httpx
 from aiohttp.abc import AbstractResolver
-from httpx_aiohttp import AiohttpTransport
 
 from .netguard import Blocked, Guard, GuardedResolver
+from .transport import LeanAiohttpTransport
 
 # Backstop for requests made with the client outside fetch_one (fetch_one passes its own deadline).
 DEFAULT_TIMEOUT = 30.0
@@ -256,6 +256,34 @@ class Stopped(Exception):
 
 # --- the client -----------------------------------------------------------------------------------------
 
+class _NoCookies(httpx.Cookies):
+    """A cookie jar that stays empty: responses never set cookies, requests never send any."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        pass
+
+
+class FetchClient(httpx.AsyncClient):
+    """An `httpx.AsyncClient` without a cookie jar.
+
+    One client serves every job of a worker, so a jar would send cookies one
+    user's target set to another user's URLs. Skipping it also saves ~8% of
+    the worker's CPU per URL (httpx builds a urllib request per response to
+    look for Set-Cookie, even when there is none).
+    """
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return _NO_COOKIES
+
+    @cookies.setter
+    def cookies(self, cookies: object) -> None:
+        if cookies:
+            raise ValueError("the fetch client keeps no cookies")
+
+
+_NO_COOKIES = _NoCookies()
+
 
 def make_client(
     *, max_connections: int = 100, guard: Guard | None = None, resolver: AbstractResolver | None = None
@@ -269,22 +297,13 @@ def make_client(
     guard has checked (`resolver` replaces the system resolver under the guard:
     tests). Proxies from the environment are ignored (`trust_env=False`).
     """
-    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-    ssl_context = httpx.create_ssl_context(trust_env=False)
-
-    def session() -> aiohttp.ClientSession:
-        # Called by the transport on its first request, so on the running loop.
-        connector = aiohttp.TCPConnector(
-            limit=max_connections,
-            limit_per_host=0,
-            ssl=ssl_context,
-            keepalive_timeout=limits.keepalive_expiry,
-            resolver=GuardedResolver(guard, resolver) if guard is not None else resolver,
-        )
-        return aiohttp.ClientSession(connector=connector, trust_env=False)
-
-    transport = AiohttpTransport(limits=limits, trust_env=False, client=session)
-    return httpx.AsyncClient(
+    # The transport creates its aiohttp session lazily, on the running loop, with
+    # TCPConnector(limit=max_connections, limit_per_host=0) and trust_env=False.
+    # LeanAiohttpTransport measured ~10% less CPU per URL than httpx_aiohttp's (bench/results.md).
+    transport = LeanAiohttpTransport(
+        max_connections=max_connections, resolver=GuardedResolver(guard, resolver) if guard is not None else resolver
+    )
+    return FetchClient(
         transport=transport, timeout=httpx.Timeout(DEFAULT_TIMEOUT), follow_redirects=False, trust_env=False,
         headers={"User-Agent": USER_AGENT},
     )

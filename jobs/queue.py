@@ -23,7 +23,6 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from channels.db import database_sync_to_async
@@ -34,6 +33,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from . import conf
+from .bulkinsert import insert_pending_results
 from .exceptions import ClaimLost, JobStateError
 from .models import Job, Result
 
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-INSERT_BATCH = 2000
 RESULT_FIELDS = ("outcome", "status_code", "bytes", "elapsed_ms", "attempts", "error", "fetched_at")
 # Written with RESULT_FIELDS (FetchResult attribute -> Result column).
 DETAIL_FIELDS = {
@@ -86,9 +85,7 @@ def enqueue_job(
         job = Job.objects.create(
             owner=owner, name=name, concurrency=concurrency, timeout=timeout, total=len(urls), **(options or {})
         )
-        rows = (Result(job=job, position=i, url=url) for i, url in enumerate(urls))
-        while batch := list(islice(rows, INSERT_BATCH)):
-            Result.objects.bulk_create(batch)
+        insert_pending_results(job, urls)  # bulk_create measured 5-8x slower for 100k URLs (jobs/bulkinsert.py)
     return job
 
 

@@ -46,7 +46,7 @@ from typing import Any, Literal, TypeVar, cast
 import httpx
 from django.db import DatabaseError
 
-from . import bodies, conf, dbretry, fetcher, progress, queue
+from . import bodies, conf, dbconn, dbretry, fetcher, progress, queue
 from .exceptions import ClaimLost
 from .fetcher import FetchResult
 from .models import Job
@@ -151,7 +151,10 @@ class Worker:
             self.worker_id, self.concurrency, self.max_jobs, ", batch" if self.batch else "",
         )  # fmt: skip
         try:
-            async with fetcher.make_client(max_connections=self.concurrency, guard=self._guard) as client:
+            async with (
+                dbconn.persistent_connections(),
+                fetcher.make_client(max_connections=self.concurrency, guard=self._guard) as client,
+            ):
                 self._client = client
                 listener = asyncio.create_task(progress.listen_for_wakeups(self._on_wakeup), name="wake-ups")
                 try:

@@ -1,0 +1,185 @@
+"""`make bench`: Batchfetch end to end next to the bare asyncio scripts, on the same loopback URLs.
+
+    scripts/testenv.py -- python -m bench [--quick] [--only sqlite|postgresql] [--no-engine]
+
+Needs REDIS_URL and TEST_POSTGRES_URL (scripts/testenv.py provides both, as
+for `make test`). Starts one loopback target process per delay
+(`python -m tests.target`), runs the baselines (`bench.baselines`) as separate
+processes, then for each database a daphne + `runworker` stack
+(`bench.e2e.Stack`) and submits each cell's job through the API. Prints one
+table and writes it, with the machine described, to bench/results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench import report
+from bench.baselines import urls as make_urls
+from bench.e2e import JobFigures, Stack
+from scripts.localservices import ManagedProcess, start_process
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+BODY_BYTES = 1024
+# A baseline slower than this is stopped and its time extrapolated from the requests it did (marked ~).
+BASELINE_TIME_LIMIT = 30.0
+WORKER_CONCURRENCY = 200
+WATCHERS = 200
+
+
+@dataclass(frozen=True)
+class Cell:
+    n: int
+    c: int
+    delay_ms: int
+
+
+MATRIX = (Cell(10_000, 50, 50), Cell(10_000, 200, 50), Cell(100_000, 200, 0))
+QUICK_MATRIX = (Cell(2_000, 50, 50), Cell(2_000, 200, 50), Cell(10_000, 200, 0))
+
+
+class Target:
+    """`python -m tests.target` as a separate process."""
+
+    def __init__(self, delay_ms: int, workdir: Path) -> None:
+        self.delay_ms = delay_ms
+        log = workdir / f"target-{delay_ms}ms.log"
+        argv = [sys.executable, "-m", "tests.target", "--port", "0", "--delay-ms", str(delay_ms),
+                "--body-bytes", str(BODY_BYTES)]  # fmt: skip
+        self.process: ManagedProcess = start_process(f"target {delay_ms} ms", argv, cwd=BASE_DIR, log_path=log)
+        deadline = time.monotonic() + 30
+        while not (log.exists() and log.read_text().startswith("http")):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the target server did not start{self.process.log_tail()}")
+            time.sleep(0.05)
+        self.base_url = log.read_text().splitlines()[0].strip()
+
+    async def reset(self) -> None:
+        async with aiohttp.ClientSession() as session, session.post(self.base_url + "/stats/reset") as response:
+            await response.read()
+
+    async def peak_in_flight(self) -> int:
+        async with aiohttp.ClientSession() as session, session.get(self.base_url + "/stats") as response:
+            return int((await response.json())["peak_in_flight"])
+
+
+async def run_baseline(kind: str, target: Target, cell: Cell) -> dict[str, Any]:
+    await target.reset()
+    argv = [sys.executable, "-m", "bench.baselines", kind, "--base", target.base_url, "--n", str(cell.n),
+            "--c", str(cell.c), "--time-limit", str(BASELINE_TIME_LIMIT)]  # fmt: skip
+    out = await asyncio.to_thread(subprocess.run, argv, cwd=BASE_DIR, check=True, capture_output=True, text=True)
+    result: dict[str, Any] = json.loads(out.stdout)
+    result["peak_in_flight"] = await target.peak_in_flight()
+    if not result["complete"]:
+        # Extrapolate from the part done; CPU too, per URL.
+        done = max(result["done"], 1)
+        result["seconds"] *= cell.n / done
+        result["cpu_seconds"] *= cell.n / done
+    print(f"  {kind:8} {cell}: {result['seconds']:.2f} s{'' if result['complete'] else ' (extrapolated)'}", flush=True)
+    return result
+
+
+async def run_ours(stack: Stack, target: Target, cell: Cell, *, watchers: int = 1) -> tuple[JobFigures, int]:
+    await target.reset()
+    figures = await stack.run_job(make_urls(target.base_url, cell.n), cell.c, watchers=watchers)
+    peak = await target.peak_in_flight()
+    print(f"  ours     {stack.name} {cell} x{watchers}: {figures.seconds:.2f} s, {figures.status}", flush=True)
+    return figures, peak
+
+
+async def run_engine(target: Target, n: int, c: int) -> list[dict[str, Any]]:
+    """bench.engine: the fetch engine alone with each client variant, on asyncio's loop and on uvloop."""
+    results = []
+    for loop in ("asyncio", "uvloop"):
+        argv = [sys.executable, "-m", "bench.engine", "--base", target.base_url, "--n", str(n), "--c", str(c),
+                "--loop", loop]  # fmt: skip
+        out = await asyncio.to_thread(subprocess.run, argv, cwd=BASE_DIR, check=True, capture_output=True, text=True)
+        results += [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+    for r in results:
+        print(f"  {r['variant']:26} {r['loop']:7}: {r['seconds']:.2f} s, {r['cpu_seconds']:.2f} s CPU", flush=True)
+    return results
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    redis_url = os.environ.get("REDIS_URL")
+    pg_url = os.environ.get("TEST_POSTGRES_URL")
+    if not redis_url or not pg_url:
+        print("REDIS_URL and TEST_POSTGRES_URL must be set: run `make bench` (scripts/testenv.py starts both)")
+        return 2
+    matrix = QUICK_MATRIX if args.quick else MATRIX
+    started = time.monotonic()
+    machine = report.describe_machine()
+    workdir = Path(tempfile.mkdtemp(prefix="batchfetch-bench-"))
+    targets = {delay: Target(delay, workdir) for delay in sorted({cell.delay_ms for cell in matrix})}
+    rows: list[report.Row] = []
+    watch_rows: list[report.WatchRow] = []
+    try:
+        print("baselines (separate processes):", flush=True)
+        baselines: dict[Cell, dict[str, dict[str, Any]]] = {}
+        for cell in matrix:
+            target = targets[cell.delay_ms]
+            baselines[cell] = {kind: await run_baseline(kind, target, cell) for kind in ("aiohttp", "httpx")}
+        engine: list[dict[str, Any]] = []
+        if not args.no_engine:
+            print("the fetch engine alone (bench.engine):", flush=True)
+            engine = await run_engine(targets[matrix[-1].delay_ms], matrix[-1].n // 10, WORKER_CONCURRENCY)
+        databases = {"sqlite": f"sqlite:///{workdir / 'bench.sqlite3'}", "postgresql": pg_url}
+        for db, database_url in databases.items():
+            if args.only and db != args.only:
+                continue
+            print(f"Batchfetch on {db} (daphne + runworker --concurrency {WORKER_CONCURRENCY}):", flush=True)
+            async with Stack(
+                name=db, database_url=database_url, redis_url=redis_url, workdir=workdir / db,
+                worker_concurrency=WORKER_CONCURRENCY,
+            ) as stack:  # fmt: skip
+                warm = matrix[0]
+                await stack.run_job(make_urls(targets[warm.delay_ms].base_url, 500), warm.c)  # imports, connections
+                for cell in matrix:
+                    figures, peak = await run_ours(stack, targets[cell.delay_ms], cell)
+                    rows.append(report.Row(db=db, delay_ms=cell.delay_ms, ours=figures, peak_in_flight=peak,
+                                           baselines=baselines[cell]))  # fmt: skip
+                if db == "postgresql" or args.only == db:
+                    # C=50: the job lasts >= 10 s, so the 200 sockets are all open while it runs.
+                    cell = Cell(matrix[0].n, 50, 50)
+                    figures, _ = await run_ours(stack, targets[50], cell, watchers=WATCHERS)
+                    watch_rows.append(report.WatchRow(db=db, delay_ms=50, ours=figures))
+    finally:
+        for target in targets.values():
+            target.process.stop(timeout=10)
+    shutil.rmtree(workdir, ignore_errors=True)  # kept after a failure: the daphne and worker logs are there
+    elapsed = time.monotonic() - started
+    text = report.render(rows, watch_rows, engine, machine=machine, elapsed=elapsed, quick=args.quick)
+    print()
+    print(text)
+    if not (args.quick or args.only or args.no_engine):  # only a full run replaces the recorded one
+        report.write_results(BASE_DIR / "bench" / "results.md", text)
+        print("written to bench/results.md")
+    return 0
+
+
+def main() -> None:
+    # SIGTERM (e.g. from scripts/testenv.py) unwinds like Ctrl-C, so the finally blocks stop what we started.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a small matrix (a smoke run; results.md untouched)")
+    parser.add_argument("--no-engine", action="store_true", help="skip the client variants (bench.engine)")
+    parser.add_argument("--only", choices=("sqlite", "postgresql"), help="run the end-to-end cells on one database")
+    sys.exit(asyncio.run(main_async(parser.parse_args())))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,62 @@
+"""`make bench` output: the table renders every cell, and rewriting results.md keeps the hand-written notes.
+
+No timings are asserted here: the figures below are made up; the benchmarks themselves are `make bench`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench import report
+from bench.e2e import JobFigures
+
+
+def figures(n: int = 10_000, c: int = 50, watchers: int = 1) -> JobFigures:
+    return JobFigures(
+        n=n, c=c, watchers=watchers, submit_seconds=0.3, web_stall_ms=80, seconds=11.0, status="completed",
+        succeeded=n, failed=0, worker_cpu_seconds=4.5, worker_rss_start_mb=90, worker_rss_peak_mb=95,
+        worker_rss_end_mb=94, progress_messages=60, latencies_ms=[10.0, 20.0, 300.0], watchers_final=watchers,
+        reconnects=0,
+    )  # fmt: skip
+
+
+def baseline(seconds: float, *, complete: bool = True) -> dict[str, object]:
+    return {"seconds": seconds, "cpu_seconds": 1.8, "complete": complete}
+
+
+def test_the_table_has_one_row_per_cell_and_the_watchers_line() -> None:
+    rows = [
+        report.Row(db="sqlite", delay_ms=50, ours=figures(), peak_in_flight=50,
+                   baselines={"aiohttp": baseline(10.5), "httpx": baseline(160.0, complete=False)}),
+    ]  # fmt: skip
+    watch = [report.WatchRow(db="postgresql", delay_ms=50, ours=figures(watchers=200))]
+    engine = [
+        {"variant": "bare-aiohttp", "loop": "asyncio", "n": 1000, "c": 200, "seconds": 0.2, "cpu_seconds": 0.12},
+        {"variant": "FetchClient+lean", "loop": "asyncio", "n": 1000, "c": 200, "seconds": 0.5, "cpu_seconds": 0.3},
+    ]
+    text = report.render(rows, watch, engine, machine="- test machine", elapsed=12.0, quick=False)
+
+    table = [line for line in text.splitlines() if line.startswith("| sqlite")]
+    assert len(table) == 1
+    cells = [cell.strip() for cell in table[0].strip("|").split("|")]
+    header = [cell.strip() for cell in report.HEADER.strip("|").split("|")]
+    assert len(cells) == len(header)
+    assert cells[header.index("ours/aiohttp")] == "0.95"  # 10.5 s / 11.0 s
+    assert cells[header.index("httpx s")] == "~160.00"  # extrapolated
+    assert cells[header.index("ideal s")] == "10.00"  # ceil(10000 / 50) * 50 ms
+    assert "200/200 ended with the final counts" in text
+    assert "| FetchClient+lean | asyncio | 0.50 | 0.300 | 2.50 |" in text
+
+
+def test_rewriting_results_keeps_the_notes_around_the_block(tmp_path: Path) -> None:
+    path = tmp_path / "results.md"
+    report.write_results(path, "first run")
+    text = path.read_text()
+    path.write_text("# Title\n\nintro\n\n" + text[text.index(report.BEGIN) :] + "\n## Notes\n\nkept\n")
+
+    report.write_results(path, "second run")
+
+    text = path.read_text()
+    assert "second run" in text and "first run" not in text
+    assert text.startswith("# Title\n\nintro\n\n")
+    assert text.endswith("\n## Notes\n\nkept\n")

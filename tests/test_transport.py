@@ -1,0 +1,111 @@
+"""The worker's client: FetchClient keeps no cookies, LeanAiohttpTransport speaks HTTP on a real loopback server.
+
+The fetch outcomes through make_client (statuses, errors, deadlines, limits)
+are covered in test_fetcher.py; these tests pin what the two classes add.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Iterator
+
+import aiohttp
+from aiohttp import web
+import httpx
+import pytest
+
+from jobs.fetcher import FetchClient, make_client
+from jobs.transport import LeanAiohttpTransport
+from tests.target import TargetServer
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[TargetServer]:
+    with TargetServer(body_bytes=300) as target:
+        yield target
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with make_client(max_connections=4) as client:
+        yield client
+
+
+async def test_fetch_client_never_sends_cookies_a_response_set() -> None:
+    seen: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("cookie"))
+        return httpx.Response(200, headers={"set-cookie": "session=secret; Path=/"})
+
+    async with FetchClient(transport=httpx.MockTransport(handler)) as client:
+        await client.get("http://one.example/")
+        await client.get("http://one.example/")
+        await client.get("http://two.example/")
+    assert seen == [None, None, None]
+    assert not client.cookies
+
+
+async def test_fetch_client_refuses_cookies() -> None:
+    client = FetchClient()
+    with pytest.raises(ValueError, match="no cookies"):
+        client.cookies = {"a": "b"}
+    await client.aclose()
+
+
+async def test_make_client_uses_the_lean_transport(client: httpx.AsyncClient) -> None:
+    assert isinstance(client, FetchClient)
+    assert isinstance(client._transport, LeanAiohttpTransport)
+
+
+async def test_response_status_reason_headers_and_body(server: TargetServer, client: httpx.AsyncClient) -> None:
+    response = await client.get(server.url("/ok"))
+    assert (response.status_code, response.reason_phrase, response.http_version) == (200, "OK", "HTTP/1.1")
+    assert response.headers["content-length"] == "300"
+    assert response.content == b"x" * 300
+    missing = await client.get(server.url("/status/404"))
+    assert (missing.status_code, missing.reason_phrase) == (404, "Not Found")
+
+
+async def test_request_headers_and_body_reach_the_server(client: httpx.AsyncClient) -> None:
+    received: dict[str, object] = {}
+
+    async def echo(request: web.Request) -> web.Response:
+        received.update(method=request.method, agent=request.headers.get("user-agent"), body=await request.read())
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_route("*", "/echo", echo)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        response = await client.post(f"http://127.0.0.1:{port}/echo", content=b"payload", headers={"user-agent": "t/1"})
+    finally:
+        await runner.cleanup()
+    assert response.text == "ok"
+    assert received == {"method": "POST", "agent": "t/1", "body": b"payload"}
+
+
+async def test_connection_errors_become_httpx_errors_caused_by_aiohttp(client: httpx.AsyncClient) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
+        with pytest.raises(httpx.ConnectError) as caught:
+            await client.get(url)
+    assert isinstance(caught.value.__cause__, aiohttp.ClientConnectorError)
+
+
+async def test_a_port_out_of_range_is_an_invalid_url(client: httpx.AsyncClient) -> None:
+    with pytest.raises(httpx.InvalidURL):
+        await client.get("http://127.0.0.1:99999/")
+
+
+async def test_streaming_request_bodies_are_refused(server: TargetServer, client: httpx.AsyncClient) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"x"
+
+    with pytest.raises(httpx.UnsupportedProtocol, match="streaming request bodies"):
+        await client.post(server.url("/ok"), content=chunks())
