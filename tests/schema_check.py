@@ -27,8 +27,8 @@ def _resolve(item: dict[str, Any]) -> dict[str, Any]:
     return item
 
 
-def response_schema(path: str, method: str, status: int) -> dict[str, Any] | None:
-    """The JSON schema of that response, None if it has no JSON body; KeyError if undocumented.
+def response_content(path: str, method: str, status: int) -> dict[str, Any]:
+    """The documented content of that response (media type → media object); KeyError if undocumented.
 
     A method the path does not list must be refused: 405, described once in components.
     """
@@ -39,20 +39,21 @@ def response_schema(path: str, method: str, status: int) -> dict[str, Any] | Non
         response = _resolve({"$ref": "#/components/responses/MethodNotAllowed"})
     else:
         response = _resolve(operation["responses"][str(status)])
-    content = response.get("content", {})
-    if "application/json" not in content:
-        return None
-    return content["application/json"]["schema"]
+    return response.get("content", {})
 
 
 def assert_documented(path: str, method: str, response: Any) -> None:
-    """Fail unless the response's status is documented for the operation and its JSON body validates."""
+    """Fail unless the response's status and media type are documented for the operation, and its JSON validates."""
     try:
-        body_schema = response_schema(path, method, response.status_code)
+        content = response_content(path, method, response.status_code)
     except KeyError:
         raise AssertionError(f"{method} {path}: status {response.status_code} is not documented") from None
-    if body_schema is None:
+    media_type = response["Content-Type"].partition(";")[0].strip()
+    if content:
+        assert media_type in content, f"{method} {path} {response.status_code}: {media_type} is not documented"
+    if "application/json" not in content:
         return
+    body_schema = content["application/json"]["schema"]
     assert response["Content-Type"].startswith("application/json"), response["Content-Type"]
     # "components" beside the schema lets its "#/components/..." references resolve.
     validator = Draft202012Validator({**body_schema, "components": DOCUMENT["components"]})

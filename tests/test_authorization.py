@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,6 +29,8 @@ from channels.testing import WebsocketCommunicator
 from django.contrib import admin
 from django.contrib.auth.models import Group
 from django.contrib.contenttypes.models import ContentType
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.test import AsyncClient, Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
@@ -62,6 +65,7 @@ API_JOB = roles(401, 200, 404, 404, 200)
 PUBLIC = roles(200, 200, 200, 200, 200)
 ADMIN_ONLY = roles(LOGIN, LOGIN, LOGIN, 200, LOGIN)
 SUBMIT = json.dumps({"urls": ["http://a.example/"]})
+REFUSED = roles(*[405] * 5)
 
 HTTP_ROWS = [
     Row("", "/", {"GET": PAGE_OWN, "POST": roles(LOGIN, 302, 302, 302, LOGIN)}, {"urls": "http://a.example/"}),
@@ -72,9 +76,22 @@ HTTP_ROWS = [
     Row("api/jobs/<str:job_id>/", "/api/jobs/{job}/", {"GET": API_JOB, "POST": roles(*[405] * 5)}),
     Row("api/jobs/<str:job_id>/cancel/", "/api/jobs/{job}/cancel/",
         {"POST": roles(401, 202, 404, 404, 202), "GET": roles(*[405] * 5)}),
+    # The world's job is queued: a pause leaves it paused (pausing it again is still a 202), a resume leaves a
+    # queued job queued (202); its one row failed, so each re-run is a new job (201).
+    Row("api/jobs/<str:job_id>/pause/", "/api/jobs/{job}/pause/",
+        {"POST": roles(401, 202, 404, 404, 202), "GET": REFUSED}),
+    Row("api/jobs/<str:job_id>/resume/", "/api/jobs/{job}/resume/",
+        {"POST": roles(401, 202, 404, 404, 202), "GET": REFUSED}),
+    Row("api/jobs/<str:job_id>/rerun-failed/", "/api/jobs/{job}/rerun-failed/",
+        {"POST": roles(401, 201, 404, 404, 201), "GET": REFUSED}),
+    Row("api/jobs/<str:job_id>/stats/", "/api/jobs/{job}/stats/", {"GET": API_JOB, "POST": REFUSED}),
     Row("api/jobs/<str:job_id>/results/", "/api/jobs/{job}/results/", {"GET": API_JOB}),
     Row("api/jobs/<str:job_id>/results.jsonl", "/api/jobs/{job}/results.jsonl", {"GET": API_JOB}),
     Row("api/jobs/<str:job_id>/results.csv", "/api/jobs/{job}/results.csv", {"GET": API_JOB}),
+    # Row 0 has a saved body (see make_world).
+    Row("api/jobs/<str:job_id>/results/<int:position>/body", "/api/jobs/{job}/results/0/body",
+        {"GET": API_JOB, "POST": REFUSED}),
+    Row("api/jobs/<str:job_id>/bodies.zip", "/api/jobs/{job}/bodies.zip", {"GET": API_JOB, "POST": REFUSED}),
     Row("api/schema/", "/api/schema/", {"GET": PUBLIC, "POST": roles(*[405] * 5)}),
     Row("^api/", "/api/nothing-here/", {"GET": roles(*[404] * 5)}),
     Row("accounts/login/", "/accounts/login/", {"GET": PUBLIC}),
@@ -146,15 +163,19 @@ def test_every_route_has_a_row() -> None:
 # --- the world ------------------------------------------------------------------------------------
 
 
-def make_world(django_user_model: Any, settings: Any) -> dict[str, Any]:
-    """ann owns a job (with a result row) and a token; bob is another user; root is staff."""
+def make_world(django_user_model: Any, settings: Any, media_root: Path) -> dict[str, Any]:
+    """ann owns a queued job (with one failed result row whose body was saved) and a token; bob is another
+    user; root is staff."""
     settings.CHANNEL_LAYERS = MEMORY_LAYER
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.MEDIA_ROOT = media_root
     ann = django_user_model.objects.create_user(username="ann", password="x")
     bob = django_user_model.objects.create_user(username="bob", password="x")
     staff = django_user_model.objects.create_superuser(username="root", password="x")
-    job = Job.objects.create(owner=ann, concurrency=1, timeout=1.0, total=1)
-    result = Result.objects.create(job=job, position=0, url="http://a.example/")
+    job = Job.objects.create(owner=ann, concurrency=1, timeout=1.0, total=1, failed=1, save_bodies=True)
+    body = default_storage.save(f"bodies/{job.pk}/0", ContentFile(b"not found"))
+    result = Result.objects.create(job=job, position=0, url="http://a.example/", outcome="failed", status_code=404,
+                                   error="http_status: 404 Not Found", error_class="http_status", body=body)
     new = tokens.create_token(user=ann)
     ids = {
         "job": job.pk, "result": result.pk, "apitoken": new.token.pk, "owner": ann.pk, "user": ann.pk,
@@ -164,8 +185,8 @@ def make_world(django_user_model: Any, settings: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-def world(django_user_model: Any, settings: Any) -> dict[str, Any]:
-    return make_world(django_user_model, settings)
+def world(django_user_model: Any, settings: Any, tmp_path: Path) -> dict[str, Any]:
+    return make_world(django_user_model, settings, tmp_path / "media")
 
 
 def answer(response: Any, path: str) -> int | str:
@@ -214,6 +235,23 @@ def test_non_owner_gets_the_same_404_as_an_unknown_id(world: dict[str, Any]) -> 
     assert isinstance(world["ids"]["job"], type(Job().pk)) and Job._meta.pk.get_internal_type() == "UUIDField"
 
 
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("method, suffix", [
+    ("POST", "cancel/"), ("POST", "pause/"), ("POST", "resume/"), ("POST", "rerun-failed/"), ("GET", "stats/"),
+    ("GET", "results/"), ("GET", "results.jsonl"), ("GET", "results.csv"), ("GET", "results/0/body"),
+    ("GET", "bodies.zip"),
+])  # fmt: skip
+def test_every_job_route_answers_a_non_owner_as_an_unknown_id(world: dict[str, Any], method: str, suffix: str) -> None:
+    """Byte for byte, and without touching the job: no route tells "not yours" from "no such job"."""
+    before = list(Job.objects.values_list("pk", "status").order_by("pk"))
+    client = http_client(world, "other")
+    theirs = client.generic(method, f"/api/jobs/{world['ids']['job']}/{suffix}")
+    unknown = client.generic(method, f"/api/jobs/00000000-0000-4000-8000-000000000000/{suffix}")
+    assert (theirs.status_code, theirs.content) == (unknown.status_code, unknown.content) == (404, b'{"error": "not found"}')
+    assert theirs["Content-Type"] == "application/json"
+    assert list(Job.objects.values_list("pk", "status").order_by("pk")) == before
+
+
 async def ws_answer(path: str, role: str, world: dict[str, Any]) -> int:
     headers = [(b"origin", b"http://localhost:8000"), (b"host", b"localhost:8000")]
     if role == "token":
@@ -237,6 +275,6 @@ async def test_websocket_matrix(world_async: dict[str, Any], row: Row) -> None:
 
 
 @pytest.fixture
-def world_async(transactional_db: None, django_user_model: Any, settings: Any) -> dict[str, Any]:
+def world_async(transactional_db: None, django_user_model: Any, settings: Any, tmp_path: Path) -> dict[str, Any]:
     """The world for async tests: created in a committed transaction the consumers' threads can see."""
-    return make_world(django_user_model, settings)
+    return make_world(django_user_model, settings, tmp_path / "media")
