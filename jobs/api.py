@@ -227,7 +227,7 @@ async def job_results(request: HttpRequest, user: AbstractBaseUser, job_id: str)
     start = _int_param(request, "before" if newest else "after", default=-1, lowest=-1, highest=None)
     limit = _int_param(request, "limit", default=RESULTS_DEFAULT_LIMIT, lowest=1, highest=RESULTS_MAX_LIMIT)
     outcomes = _outcomes_param(request)
-    filters = {"status_codes": _status_codes_param(request), "q": request.GET.get("q", "").strip()}
+    filters = {"status_codes": _status_codes_param(request), "q": _search_param(request)}
     page = _newest_page if newest else _result_page
     rows = await sync_to_async(page)(owned.id, start, limit + 1, outcomes, **filters)
     cursor = {("before" if newest else "after"): rows[limit - 1].position} if len(rows) > limit else {}
@@ -372,6 +372,13 @@ def _status_codes_param(request: HttpRequest) -> list[int] | None:
     if not all(code.isdigit() and 100 <= int(code) <= 599 for code in codes):
         raise BadRequest({"status_code": "must be HTTP status codes from 100 to 599, separated by commas"})
     return [int(code) for code in codes]
+
+
+def _search_param(request: HttpRequest) -> str:
+    q = request.GET.get("q", "").strip()
+    if "\x00" in q:  # PostgreSQL text cannot hold NUL, and no stored URL contains one
+        raise BadRequest({"q": "must not contain NUL characters"})
+    return q
 
 
 def _page_url(request: HttpRequest, **params: Any) -> str:

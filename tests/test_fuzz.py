@@ -49,6 +49,13 @@ submissions = st.fixed_dictionaries(
         "name": st.text(max_size=250) | json_values,
         "concurrency": st.integers(-5, 2000) | st.text(max_size=8) | json_values,
         "timeout": st.floats() | st.text(max_size=8) | json_values,
+        "per_host": st.integers(-5, 2000) | st.text(max_size=8) | json_values,
+        "host_delay": st.floats() | st.text(max_size=8) | json_values,
+        "retries": st.integers(-5, 50) | st.text(max_size=8) | json_values,
+        "max_redirects": st.integers(-5, 50) | st.text(max_size=8) | json_values,
+        "max_bytes": st.integers(-5, 2**40) | st.text(max_size=8) | json_values,
+        "respect_robots": st.sampled_from(["on", "off", "yes", "", "maybe"]) | json_values,
+        "save_bodies": st.sampled_from(["on", "off", "yes", "", "maybe"]) | json_values,
         "type": json_values,
     },
 ) | json_values
@@ -115,11 +122,15 @@ def test_fuzzed_raw_bodies(client: Client, body: bytes, content_type: str) -> No
     assert Job.objects.count() == before
 
 
-query_values = st.text(max_size=20) | st.integers(-10**12, 10**12).map(str) | st.sampled_from(["", "-1", "1e3", "0x10"])
+query_values = (
+    st.text(max_size=20) | st.integers(-10**12, 10**12).map(str)
+    | st.sampled_from(["", "-1", "0", "1", "1e3", "0x10", "newest", "position", "404,500", "200,,", "failed,pending"])
+)  # fmt: skip
+query_names = st.sampled_from(["limit", "before", "after", "outcome", "order", "status_code", "q", "x"])
 
 
 @FUZZ
-@given(params=st.dictionaries(st.sampled_from(["limit", "before", "after", "outcome", "x"]), query_values, max_size=4))
+@given(params=st.dictionaries(query_names, query_values, max_size=5))
 def test_fuzzed_query_parameters(client: Client, job: Job, params: dict[str, str]) -> None:
     query = urlencode(params)
     for path, template in (("/api/jobs/", "/api/jobs/"), (f"/api/jobs/{job.id}/results/", "/api/jobs/{job_id}/results/")):
@@ -129,15 +140,40 @@ def test_fuzzed_query_parameters(client: Client, job: Job, params: dict[str, str
         assert_documented(template, "GET", response)
 
 
+JOB_SUFFIXES = ["", "results/", "results.csv", "cancel/", "pause/", "resume/", "rerun-failed/", "stats/",
+                "results/0/body", "bodies.zip"]  # fmt: skip
+POSTED = {"cancel/", "pause/", "resume/", "rerun-failed/"}
+
+
+def test_a_nul_in_the_url_search_is_a_400_naming_q(client: Client, job: Job) -> None:
+    # PostgreSQL refuses NUL in text: passed through, it was a 500 there.
+    response = client.get(f"/api/jobs/{job.id}/results/?q=a%00b")
+    assert response.status_code == 400, response.status_code
+    assert "q" in response.json()["errors"]
+    assert_documented("/api/jobs/{job_id}/results/", "GET", response)
+
+
 @FUZZ
-@given(job_id=st.text(min_size=1, max_size=60), suffix=st.sampled_from(["", "results/", "results.csv", "cancel/"]))
+@given(job_id=st.text(min_size=1, max_size=60), suffix=st.sampled_from(JOB_SUFFIXES))
 def test_fuzzed_job_ids(client: Client, job_id: str, suffix: str) -> None:
-    response = client.generic("POST" if suffix == "cancel/" else "GET", f"/api/jobs/{quote(job_id, safe='')}/{suffix}")
+    response = client.generic("POST" if suffix in POSTED else "GET", f"/api/jobs/{quote(job_id, safe='')}/{suffix}")
     assert_clean(response)
     # An encoded "/" can land on a neighbouring route (then a 405 or another JSON 404); never a job.
     assert response.status_code in (404, 405), (job_id, response.status_code)
     assert response["Content-Type"] == "application/json"
     assert set(response.json()) == {"error"}
+
+
+@FUZZ
+@given(position=st.integers(0, 10**30) | st.text(max_size=12))
+def test_fuzzed_body_positions(client: Client, job: Job, position: int | str) -> None:
+    """No body was kept for the job: any position is a JSON 404 (a huge one too), never a 500."""
+    response = client.get(f"/api/jobs/{job.id}/results/{quote(str(position), safe='')}/body")
+    assert_clean(response)
+    assert response.status_code == 404, (position, response.content)
+    assert response["Content-Type"] == "application/json"
+    if str(position).isdigit() and str(position).isascii():
+        assert_documented("/api/jobs/{job_id}/results/{position}/body", "GET", response)
 
 
 @FUZZ
