@@ -25,15 +25,16 @@ import random
 import ssl
 import time
 import zlib
-from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 import aiohttp
 import httpx
 from aiohttp.abc import AbstractResolver
 
+from .decoding import Decoder
+from .hostslots import HostSlots
 from .netguard import Blocked, Guard, GuardedResolver
 from .transport import LeanAiohttpTransport
 
@@ -43,7 +44,6 @@ MIB = 1024 * 1024
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # Decoded output is produced in pieces of at most this size, so a compression bomb never inflates in memory.
-DECODE_PIECE = 64 * 1024
 USER_AGENT = "batchfetch/1.0"
 """Sent with every request; robots.txt rules for `batchfetch` apply to it."""
 MAX_REASONS = 10
@@ -144,87 +144,6 @@ class BodySink:
 
 
 # --- limits shared by all jobs of a worker -----------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Host:
-    in_flight: int = 0
-    waiters: deque[tuple[asyncio.Future[None], int]] = field(default_factory=deque)
-    next_start: float = 0.0
-
-
-class HostSlots:
-    """In-flight requests per host, FIFO, shared by every job of a worker; plus a minimum delay between starts.
-
-    Each caller brings its own limit (the job's `per_host`): a request starts
-    when fewer than that many requests to the host are in flight, in order of
-    arrival. The registry forgets idle hosts, so it does not grow with the
-    number of hosts ever seen.
-    """
-
-    def __init__(self) -> None:
-        self._hosts: dict[str, _Host] = {}
-
-    def in_flight(self, host: str) -> int:
-        state = self._hosts.get(host)
-        return state.in_flight if state else 0
-
-    @contextlib.asynccontextmanager
-    async def hold(self, host: str, *, limit: int, delay: float = 0.0) -> AsyncIterator[None]:
-        """Hold one of `limit` slots of `host`, after waiting for its pacing delay."""
-        state = self._hosts.setdefault(host, _Host())
-        await self._acquire(state, limit)
-        try:
-            if delay > 0:
-                loop = asyncio.get_running_loop()
-                start = max(loop.time(), state.next_start)
-                state.next_start = start + delay
-                await asyncio.sleep(start - loop.time())
-            yield
-        finally:
-            self._release(host, state)
-
-    async def _acquire(self, state: _Host, limit: int) -> None:
-        if state.in_flight < limit and not state.waiters:
-            state.in_flight += 1
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        state.waiters.append((future, limit))
-        try:
-            await future  # the releasing side counted us in already
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled():
-                state.in_flight -= 1  # granted just as we were cancelled: hand it on
-                self._wake(state)
-            raise
-
-    def _release(self, host: str, state: _Host) -> None:
-        state.in_flight -= 1
-        self._wake(state)
-        self._forget_if_idle(host, state)
-
-    def _forget_if_idle(self, host: str, state: _Host) -> None:
-        if state.in_flight or state.waiters or self._hosts.get(host) is not state:
-            return
-        loop = asyncio.get_running_loop()
-        if state.next_start > loop.time():
-            # Its pacing still matters until then: look again at that time.
-            loop.call_at(state.next_start, self._forget_if_idle, host, state)
-        else:
-            del self._hosts[host]
-
-    @staticmethod
-    def _wake(state: _Host) -> None:
-        while state.waiters:
-            future, limit = state.waiters[0]
-            if future.done():  # cancelled while waiting
-                state.waiters.popleft()
-                continue
-            if state.in_flight >= limit:
-                return
-            state.waiters.popleft()
-            state.in_flight += 1
-            future.set_result(None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -508,7 +427,7 @@ async def _read_body(
 ) -> None:
     """Stream, decode, count and hash the body, stopping at `max_bytes`; hand it to the sink if any."""
     digest = hashlib.sha256()
-    decoder = _Decoder(response.headers.get("content-encoding", ""))
+    decoder = Decoder(response.headers.get("content-encoding", ""))
     store = sink() if sink is not None else None
     complete = False
     try:
@@ -536,39 +455,6 @@ async def _read_body(
         if store is not None and not complete:
             store.discard()
     attempt.sha256 = digest.hexdigest()
-
-
-class _Decoder:
-    """Content decoding in bounded pieces (httpx's decoders inflate a whole chunk at once).
-
-    gzip and deflate are decoded; identity and encodings we never ask for are
-    passed through as they are (httpx sends `Accept-Encoding: gzip, deflate`).
-    """
-
-    def __init__(self, content_encoding: str) -> None:
-        codings = [c.strip().lower() for c in content_encoding.split(",") if c.strip().lower() not in ("", "identity")]
-        self._zlib: zlib._Decompress | None = None  # type: ignore[name-defined]
-        if codings in (["gzip"], ["x-gzip"]):
-            self._zlib = zlib.decompressobj(zlib.MAX_WBITS | 16)
-        elif codings == ["deflate"]:
-            self._zlib = zlib.decompressobj()
-
-    def decode(self, data: bytes) -> Iterator[bytes]:
-        if self._zlib is None:
-            yield data
-            return
-        while data:
-            piece = self._zlib.decompress(data, DECODE_PIECE)
-            data = self._zlib.unconsumed_tail
-            if piece:
-                yield piece
-            if self._zlib.eof:
-                return
-
-    def flush(self) -> Iterator[bytes]:
-        if self._zlib is not None and not self._zlib.eof:
-            if tail := self._zlib.flush():
-                yield tail
 
 
 def _describe(exc: BaseException, timeout: float) -> tuple[str, str]:

@@ -1,0 +1,93 @@
+"""Per-host request slots, shared by every job of a worker: a FIFO cap and a pacing delay.
+
+Pure asyncio (no Django), used by the fetch engine (`fetcher.Slots`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class _Host:
+    in_flight: int = 0
+    waiters: deque[tuple[asyncio.Future[None], int]] = field(default_factory=deque)
+    next_start: float = 0.0
+
+
+class HostSlots:
+    """In-flight requests per host, FIFO, shared by every job of a worker; plus a minimum delay between starts.
+
+    Each caller brings its own limit (the job's `per_host`): a request starts
+    when fewer than that many requests to the host are in flight, in order of
+    arrival. The registry forgets idle hosts, so it does not grow with the
+    number of hosts ever seen.
+    """
+
+    def __init__(self) -> None:
+        self._hosts: dict[str, _Host] = {}
+
+    def in_flight(self, host: str) -> int:
+        state = self._hosts.get(host)
+        return state.in_flight if state else 0
+
+    @contextlib.asynccontextmanager
+    async def hold(self, host: str, *, limit: int, delay: float = 0.0) -> AsyncIterator[None]:
+        """Hold one of `limit` slots of `host`, after waiting for its pacing delay."""
+        state = self._hosts.setdefault(host, _Host())
+        await self._acquire(state, limit)
+        try:
+            if delay > 0:
+                loop = asyncio.get_running_loop()
+                start = max(loop.time(), state.next_start)
+                state.next_start = start + delay
+                await asyncio.sleep(start - loop.time())
+            yield
+        finally:
+            self._release(host, state)
+
+    async def _acquire(self, state: _Host, limit: int) -> None:
+        if state.in_flight < limit and not state.waiters:
+            state.in_flight += 1
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        state.waiters.append((future, limit))
+        try:
+            await future  # the releasing side counted us in already
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                state.in_flight -= 1  # granted just as we were cancelled: hand it on
+                self._wake(state)
+            raise
+
+    def _release(self, host: str, state: _Host) -> None:
+        state.in_flight -= 1
+        self._wake(state)
+        self._forget_if_idle(host, state)
+
+    def _forget_if_idle(self, host: str, state: _Host) -> None:
+        if state.in_flight or state.waiters or self._hosts.get(host) is not state:
+            return
+        loop = asyncio.get_running_loop()
+        if state.next_start > loop.time():
+            # Its pacing still matters until then: look again at that time.
+            loop.call_at(state.next_start, self._forget_if_idle, host, state)
+        else:
+            del self._hosts[host]
+
+    @staticmethod
+    def _wake(state: _Host) -> None:
+        while state.waiters:
+            future, limit = state.waiters[0]
+            if future.done():  # cancelled while waiting
+                state.waiters.popleft()
+                continue
+            if state.in_flight >= limit:
+                return
+            state.waiters.popleft()
+            state.in_flight += 1
+            future.set_result(None)
