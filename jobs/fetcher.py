@@ -430,24 +430,23 @@ async def _read_body(
     decoder = Decoder(response.headers.get("content-encoding", ""))
     store = sink() if sink is not None else None
     complete = False
+
+    def take(piece: bytes) -> None:
+        """Count, cap, hash and keep one decoded piece."""
+        attempt.bytes += len(piece)
+        if attempt.bytes > options.max_bytes:
+            attempt.bytes = options.max_bytes
+            raise _Failure("too_large", f"body larger than {options.max_bytes} bytes (after decoding)")
+        digest.update(piece)
+        if store is not None:
+            store.write(piece)
+
     try:
         async for raw in response.aiter_raw():
             for piece in decoder.decode(raw):
-                attempt.bytes += len(piece)
-                if attempt.bytes > options.max_bytes:
-                    attempt.bytes = options.max_bytes
-                    raise _Failure("too_large", f"body larger than {options.max_bytes} bytes (after decoding)")
-                digest.update(piece)
-                if store is not None:
-                    store.write(piece)
+                take(piece)
         for piece in decoder.flush():
-            attempt.bytes += len(piece)
-            if attempt.bytes > options.max_bytes:
-                attempt.bytes = options.max_bytes
-                raise _Failure("too_large", f"body larger than {options.max_bytes} bytes (after decoding)")
-            digest.update(piece)
-            if store is not None:
-                store.write(piece)
+            take(piece)
         if store is not None:
             attempt.body_path = await store.finish()
         complete = True
