@@ -7,6 +7,9 @@ the reason, so a script learns why nothing happened.
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Awaitable, Callable
+
 from asgiref.sync import sync_to_async
 from django.contrib.auth.models import AbstractBaseUser
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -23,24 +26,24 @@ _SETTLED = frozenset({*Job.TERMINAL, Job.Status.CANCELLING})
 @api_view("POST")
 async def job_pause(request: HttpRequest, user: AbstractBaseUser, job_id: str) -> HttpResponse:
     """Pause: a queued job becomes `paused`, a running one `pausing` (then `paused`). 202, or 409 if settled."""
-    owned = await _get_job(user, job_id)
-    if owned.status in _SETTLED:
-        return error_response(409, f"cannot pause a {owned.status} job (only a queued or running one)")
-    try:
-        job = await submission.apause(owned.id)
-    except Job.DoesNotExist:
-        raise Http404 from None
-    return JsonResponse(serializers.job_to_dict(job), status=202)
+    return await _control(user, job_id, submission.apause, "cannot pause a {} job (only a queued or running one)")
 
 
 @api_view("POST")
 async def job_resume(request: HttpRequest, user: AbstractBaseUser, job_id: str) -> HttpResponse:
     """Resume: a paused job is queued again (a `pausing` one goes on running). 202, or 409 if settled."""
+    return await _control(user, job_id, submission.aresume, "cannot resume a {} job (only a paused one)")
+
+
+async def _control(
+    user: AbstractBaseUser, job_id: str, change: Callable[[uuid.UUID], Awaitable[Job]], refusal: str
+) -> HttpResponse:
+    """Apply `change` to the user's job: 202 with the job, or 409 (`refusal` names its status) if it is settled."""
     owned = await _get_job(user, job_id)
     if owned.status in _SETTLED:
-        return error_response(409, f"cannot resume a {owned.status} job (only a paused one)")
+        return error_response(409, refusal.format(owned.status))
     try:
-        job = await submission.aresume(owned.id)
+        job = await change(owned.id)
     except Job.DoesNotExist:
         raise Http404 from None
     return JsonResponse(serializers.job_to_dict(job), status=202)

@@ -119,16 +119,7 @@ def request_pause(job_id: uuid.UUID | str) -> Job:
     finish, records them, then releases the job as `paused` (no worker holds
     it). Other statuses are left as they are; the caller tells them apart.
     """
-    with transaction.atomic():
-        job = Job.objects.select_for_update().get(pk=job_id)
-        if job.status == Job.Status.QUEUED:
-            job.status = Job.Status.PAUSED
-        elif job.status == Job.Status.RUNNING:
-            job.status = Job.Status.PAUSING
-        else:
-            return job
-        job.save(update_fields=["status"])
-    return job
+    return _move(job_id, {Job.Status.QUEUED: Job.Status.PAUSED, Job.Status.RUNNING: Job.Status.PAUSING})
 
 
 def request_resume(job_id: uuid.UUID | str) -> Job:
@@ -138,15 +129,16 @@ def request_resume(job_id: uuid.UUID | str) -> Job:
     `queued` once its in-flight requests finished, and it is claimed again.
     Other statuses are left as they are.
     """
+    return _move(job_id, {Job.Status.PAUSED: Job.Status.QUEUED, Job.Status.PAUSING: Job.Status.RUNNING})
+
+
+def _move(job_id: uuid.UUID | str, moves: Mapping[str, str]) -> Job:
+    """Change the job's status by `moves` (from -> to) under its row lock; other statuses stay."""
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job_id)
-        if job.status == Job.Status.PAUSED:
-            job.status = Job.Status.QUEUED
-        elif job.status == Job.Status.PAUSING:
-            job.status = Job.Status.RUNNING
-        else:
-            return job
-        job.save(update_fields=["status"])
+        if job.status in moves:
+            job.status = moves[job.status]
+            job.save(update_fields=["status"])
     return job
 
 
