@@ -8,7 +8,7 @@ draws a tqdm bar on stderr until the job is terminal.
 
 from __future__ import annotations
 
-import time
+import threading
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -85,8 +85,15 @@ def resolve_owner(username: str | None) -> AbstractBaseUser:
     return superusers[0]
 
 
-def follow(job: Job, *, stream: IO[str], on_poll: Callable[[Job], None] | None = None) -> Job:
-    """Draw a progress bar until `job` is terminal; return it as it ended."""
+def follow(
+    job: Job, *, stream: IO[str], interrupted: threading.Event, on_poll: Callable[[Job], None] | None = None
+) -> Job:
+    """Draw a progress bar until `job` is terminal or `interrupted` is set; return the job as it was last read.
+
+    Ctrl-C sets `interrupted` (see the command) instead of raising KeyboardInterrupt wherever the
+    main thread happens to be (inside a database call, or tqdm's drawing), so it is noticed here,
+    between two polls, with the connection and the terminal in a clean state.
+    """
     with tqdm(total=job.total, unit="URL", file=stream, dynamic_ncols=True, desc=str(job)[:30]) as bar:
         while True:
             job.refresh_from_db()
@@ -94,9 +101,8 @@ def follow(job: Job, *, stream: IO[str], on_poll: Callable[[Job], None] | None =
             bar.set_postfix_str(f"{job.status}, {job.succeeded} ok, {job.failed} failed, {job.cancelled} cancelled")
             if on_poll is not None:
                 on_poll(job)
-            if job.is_terminal:
+            if job.is_terminal or interrupted.wait(POLL_SECONDS):
                 return job
-            time.sleep(POLL_SECONDS)
 
 
 def summary(job: Job) -> str:

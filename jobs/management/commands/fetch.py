@@ -10,7 +10,9 @@ not a terminal nobody can answer, so the job is left running and that is said.
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -50,13 +52,19 @@ class Command(BaseCommand):
         self.stdout.write(f"Job {job.pk} queued: {job.total} URLs, concurrency {job.concurrency}. Page: {page}")
         if not options["wait"]:
             return
-        while True:
-            try:
-                job = cli.follow(job, stream=self.stderr._out)
-                break
-            except KeyboardInterrupt:
-                if not self._on_interrupt(job, page):
+        interrupted = threading.Event()
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.set())
+        try:
+            while not (job := cli.follow(job, stream=self.stderr._out, interrupted=interrupted)).is_terminal:
+                interrupted.clear()
+                # While asking, Ctrl-C is Python's own again: a second one abandons the question ("no").
+                signal.signal(signal.SIGINT, previous)
+                keep_following = self._on_interrupt(job, page)
+                signal.signal(signal.SIGINT, lambda signum, frame: interrupted.set())
+                if not keep_following:
                     sys.exit(cli.EXIT_INTERRUPTED)
+        finally:
+            signal.signal(signal.SIGINT, previous)
         self.stdout.write(cli.summary(job))
         code = cli.exit_code(job)
         if code:
