@@ -124,8 +124,8 @@ HTML_ROWS = [row for row in ALL_HTTP_ROWS if "GET" in row.answers]
 
 
 @pytest.mark.django_db(transaction=True)
-def test_no_page_has_inline_script_or_style(django_user_model: Any, settings: Any) -> None:
-    world = make_world(django_user_model, settings)
+def test_no_page_has_inline_script_or_style(django_user_model: Any, settings: Any, tmp_path: Path) -> None:
+    world = make_world(django_user_model, settings, tmp_path / "media")
     scanned: dict[str, list[str]] = {}
     for row in HTML_ROWS:
         for role in ("owner", "staff"):
