@@ -236,7 +236,10 @@ class Stack:
     async def _submit(self, urls: list[str], concurrency: int) -> tuple[dict[str, Any], float, float]:
         """POST the job; meanwhile probe the web process every 50 ms. Returns (job, seconds, slowest probe ms)."""
         assert self.session is not None
-        body = json.dumps({"urls": urls, "concurrency": concurrency, "timeout": 30, "name": f"bench {len(urls)}"})
+        # One target host: per_host = C, so the job's concurrency is the only cap (as the baselines have).
+        body = json.dumps({
+            "urls": urls, "concurrency": concurrency, "per_host": concurrency, "timeout": 30, "name": f"bench {len(urls)}",
+        })
         headers = {"X-CSRFToken": self.cookie("csrftoken"), "Content-Type": "application/json"}
         probe = asyncio.create_task(self._probe())
         started = time.perf_counter()
