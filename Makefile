@@ -35,7 +35,7 @@ help:
 	@echo "make run     start Redis (if needed), daphne on http://$(HOST):$(PORT)/ and a worker; Ctrl-C stops all"
 	@echo "make test    run the suite on SQLite and on a throwaway PostgreSQL, with a throwaway Redis"
 	@echo "make bench   benchmark end to end against the bare asyncio scripts; writes bench/results.md (< 10 min)"
-	@echo "make audit   pip-audit the pinned requirements for known vulnerabilities (needs PyPI's JSON API)"
+	@echo "make audit   pip-audit the pinned requirements for known vulnerabilities (needs PyPI's per-release JSON API or OSV; last result: docs/audit.md)"
 	@echo "make clean   remove .venv and build leftovers (keeps var/: the dev database and demo password)"
 	@echo "variables: PYTHON=$(PYTHON) HOST=$(HOST) PORT=$(PORT) PYTEST_ARGS='$(PYTEST_ARGS)'"
 
@@ -116,7 +116,8 @@ clean:
 # pip-audit resolves requirements*.txt (transitive dependencies included) in a temporary
 # virtualenv and looks every package up in PyPI's vulnerability data. --strict: a package it
 # cannot look up fails the audit instead of being skipped silently. Not part of `make test`:
-# it needs PyPI's per-release JSON API (or OSV) over the network.
+# it needs PyPI's per-release JSON API (or OSV) over the network. No registry package ships a
+# current offline database for a standard scanner; docs/audit.md records the last audit by hand.
 AUDIT_VENV ?= .venv-audit
 AUDIT_STAMP := $(AUDIT_VENV)/.requirements.stamp
 
