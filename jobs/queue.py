@@ -262,24 +262,31 @@ def claim_job(
     SQLite serializes writers. `exclude`: jobs the worker already runs.
     """
     lease = _lease(lease_seconds)
-    with transaction.atomic():
-        now = timezone.now()
-        jobs = Job.objects.exclude(pk__in=list(exclude))
-        if connection.features.has_select_for_update_skip_locked:
-            jobs = jobs.select_for_update(skip_locked=True, of=("self",))
-        job = _joinable(jobs, worker_id, now).first()
-        if job is None:
-            return None
-        Share.objects.filter(job=job, lease_expires_at__lte=now).delete()  # their chunks become free (SET NULL)
-        live = Share.objects.filter(job=job).aggregate(count=Count("pk"), used=Sum("slots"))
-        free = job.concurrency - (live["used"] or 0)
-        slots = max(0, min(_fair_slots(job.concurrency, live["count"] + 1, max_slots), free))
-        share = Share.objects.create(job=job, worker_id=worker_id, lease_expires_at=now + lease, slots=slots)
-        if job.status == Job.Status.QUEUED:
-            job.status = Job.Status.RUNNING
-        job.started_at = job.started_at or now
-        job.save(update_fields=["status", "started_at"])
-    return Claim(job=job, token=share.token, worker_id=worker_id, slots=slots)
+    passed = set(exclude)
+    while True:
+        with transaction.atomic():
+            now = timezone.now()
+            jobs = Job.objects.exclude(pk__in=list(passed))
+            if connection.features.has_select_for_update_skip_locked:
+                jobs = jobs.select_for_update(skip_locked=True, of=("self",))
+            job = _joinable(jobs, worker_id, now).first()
+            if job is None:
+                return None
+            # PostgreSQL re-checks a row that was locked while the query ran against its new version, but
+            # evaluates the subqueries (live shares, free chunks) on the query's older snapshot: look again.
+            if not _joinable(Job.objects.filter(pk=job.pk), worker_id, now).exists():
+                passed.add(job.pk)
+                continue
+            Share.objects.filter(job=job, lease_expires_at__lte=now).delete()  # their chunks become free (SET NULL)
+            live = Share.objects.filter(job=job).aggregate(count=Count("pk"), used=Sum("slots"))
+            free = job.concurrency - (live["used"] or 0)
+            slots = max(0, min(_fair_slots(job.concurrency, live["count"] + 1, max_slots), free))
+            share = Share.objects.create(job=job, worker_id=worker_id, lease_expires_at=now + lease, slots=slots)
+            if job.status == Job.Status.QUEUED:
+                job.status = Job.Status.RUNNING
+            job.started_at = job.started_at or now
+            job.save(update_fields=["status", "started_at"])
+        return Claim(job=job, token=share.token, worker_id=worker_id, slots=slots)
 
 
 # --- Working under a share -------------------------------------------------------------
