@@ -12,10 +12,11 @@ import uuid
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Sum
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
+from django.utils import timezone
 from django.utils.http import urlencode
 
 from . import submission
@@ -60,16 +61,14 @@ class JobAdmin(admin.ModelAdmin):
         ("Progress", {"fields": ("progress_display", "total", "succeeded", "failed", "cancelled", "results_links",
                                  "failure_preview")}),
         ("Times", {"fields": ("created_at", "started_at", "finished_at", "duration_display")}),
-        ("Claim", {"classes": ("collapse",),
-                   "fields": ("worker_id", "claim_token", "lease_expires_at", "claims")}),
+        ("Workers", {"fields": ("workers_display",)}),
     )
     # Only the display name is an admin's to change: the options belong to the
     # submission, everything else to the queue and the worker.
     readonly_fields = (
         "id", "owner", "status", "error", "concurrency", "timeout",
         "progress_display", "total", "succeeded", "failed", "cancelled", "results_links", "failure_preview",
-        "created_at", "started_at", "finished_at", "duration_display",
-        "worker_id", "claim_token", "lease_expires_at", "claims",
+        "created_at", "started_at", "finished_at", "duration_display", "workers_display",
     )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -101,6 +100,25 @@ class JobAdmin(admin.ModelAdmin):
         minutes, seconds = divmod(seconds, 60)
         hours, minutes = divmod(minutes, 60)
         return f"{hours}:{minutes:02d}:{seconds:02d}"
+
+    @admin.display(description="workers")
+    def workers_display(self, job: Job) -> str:
+        """Per worker: its live share's slots and lease, and the chunks (URL ranges) it claimed."""
+        chunks = job.chunks.values("worker_id").annotate(
+            count=Count("pk"), done=Count("pk", filter=Q(done=True)), claims=Sum("claims")
+        )
+        shares = {share.worker_id: share for share in job.shares.filter(lease_expires_at__gt=timezone.now())}
+        rows = []
+        for row in chunks.order_by("worker_id"):
+            share = shares.pop(row["worker_id"], None)
+            live = f"{share.slots} slots, lease until {share.lease_expires_at:%H:%M:%S}" if share else "-"
+            rows.append((row["worker_id"] or "(none yet)", row["count"], row["done"], row["claims"], live))
+        rows += [(worker_id, 0, 0, 0, f"{share.slots} slots") for worker_id, share in shares.items()]
+        body = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", rows)
+        return format_html(
+            "<table><thead><tr><th>worker</th><th>chunks</th><th>done</th><th>claims</th><th>share now</th>"
+            "</tr></thead><tbody>{}</tbody></table>", body,
+        )  # fmt: skip
 
     @admin.display(description="results")
     def results_links(self, job: Job) -> str:

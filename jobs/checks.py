@@ -24,6 +24,9 @@ def check_worker_timing(app_configs: Any = None, **kwargs: Any) -> list[Error]:
                 id="jobs.E002",
             )
         )
+    chunk = conf.get("WORKER_CHUNK_SIZE")
+    if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 1:
+        errors.append(Error(f"WORKER_CHUNK_SIZE must be a whole number of URLs >= 1, not {chunk!r}.", id="jobs.E007"))
     if conf.get("JOBS_DEFAULT_CONCURRENCY") > conf.get("JOBS_MAX_CONCURRENCY"):
         errors.append(Error("JOBS_DEFAULT_CONCURRENCY exceeds JOBS_MAX_CONCURRENCY.", id="jobs.E003"))
     statuses = conf.get("FETCH_RETRY_STATUSES")

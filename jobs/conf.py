@@ -41,6 +41,8 @@ DEFAULTS: dict[str, Any] = {
     "WORKER_LEASE_SECONDS": 30.0,
     "WORKER_POLL_SECONDS": 1.0,
     "WORKER_MAX_CLAIMS": 5,
+    # URLs per chunk: the unit a worker claims, so several workers can share one job.
+    "WORKER_CHUNK_SIZE": 500,
     # Progress: at most this many messages per second per job.
     "PROGRESS_MAX_RATE": 10.0,
     # SSRF guard switch (development and tests lift it).

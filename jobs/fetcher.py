@@ -28,6 +28,7 @@ import zlib
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
+from typing import Any
 
 import aiohttp
 import httpx
@@ -150,7 +151,7 @@ class BodySink:
 class Slots:
     """The caps a request runs under: the job's, the host's and the worker's."""
 
-    job: asyncio.Semaphore
+    job: contextlib.AbstractAsyncContextManager[Any]
     worker: asyncio.Semaphore | None = None
     hosts: HostSlots | None = None
     stop: asyncio.Event | None = None
@@ -512,6 +513,7 @@ async def fetch_all(
     guard: Guard | None = None,
     sink: Callable[[int], BodySink] | None = None,
     stop: asyncio.Event | None = None,
+    job_limit: contextlib.AbstractAsyncContextManager[Any] | None = None,
 ) -> None:
     """Fetch every (position, url) of `items`, at most `concurrency` at a time; call `on_result` for each.
 
@@ -529,14 +531,16 @@ async def fetch_all(
     the run stops and that error is raised. Cancelling fetch_all cancels every
     fetch, then re-raises. Once `stop` is set no new request starts (not even a
     queued item, a retry or a redirect hop; such URLs get no result) and
-    fetch_all returns when the requests in flight have finished.
+    fetch_all returns when the requests in flight have finished. `job_limit`
+    replaces the job semaphore (e.g. a `ShareLimit`, whose size changes while
+    the job runs; `concurrency` is then its largest size).
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, not {concurrency}")
     options = options or FetchOptions()
     if timeout is not None:
         options = replace(options, timeout=timeout)
-    slots = Slots(job=asyncio.Semaphore(concurrency), worker=global_limit, hosts=hosts, stop=stop)
+    slots = Slots(job=job_limit or asyncio.Semaphore(concurrency), worker=global_limit, hosts=hosts, stop=stop)
     consumers = concurrency * 2 if options.retries else concurrency
     # Imported here: robots.py builds on this module.
     from .robots import RobotsCache

@@ -1,10 +1,13 @@
 """Jobs and their per-URL results: the durable state of the system.
 
-The database is the source of truth and the queue: a `Job` row is claimed by a
-worker under a lease (`queue.py`), and every URL has exactly one `Result` row,
-created `pending` at submission and turned final once by the worker that holds
-the claim. A job's counters are updated in the same transaction as its rows,
-so they always equal what the rows say.
+The database is the source of truth and the queue (`queue.py`). Every URL has
+exactly one `Result` row, created `pending` at submission and turned final once
+by the worker that holds it. A job's rows are cut into `Chunk`s of positions; a
+worker takes part in a job through a `Share` (a claim token, a lease, and its
+slots of the job's concurrency) and claims chunks under it, so several workers
+can share one large job while its concurrency holds overall. A job's counters
+are updated in the same transaction as its rows, so they always equal what the
+rows say.
 """
 
 from __future__ import annotations
@@ -58,14 +61,6 @@ class Job(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True, help_text="Why the job failed, if it did.")
-
-    # Claim: which worker runs the job, under which token, until when.
-    worker_id = models.CharField(max_length=200, blank=True)
-    claim_token = models.UUIDField(null=True, blank=True)
-    lease_expires_at = models.DateTimeField(null=True, blank=True)
-    claims = models.PositiveIntegerField(
-        default=0, help_text="Claims that did not end in a clean hand-back; too many marks the job failed (poison)."
-    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -121,6 +116,51 @@ class Result(models.Model):
 
     def __str__(self) -> str:
         return f"{self.url} ({self.outcome})"
+
+
+class Share(models.Model):
+    """One worker's part in a started job: its claim token, its lease, and its slots.
+
+    A worker writes results only under a live share (fencing: a share whose
+    lease expired is lost, even if nobody took its chunks yet). The slots of a
+    job's live shares add up to at most the job's concurrency; workers rebalance
+    them as shares come and go (queue.check_share).
+    """
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="shares")
+    worker_id = models.CharField(max_length=200)
+    token = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
+    lease_expires_at = models.DateTimeField()
+    slots = models.PositiveIntegerField(help_text="Requests of the job this worker may have in flight.")
+    joined_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["job", "lease_expires_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.worker_id} ({self.slots} slots)"
+
+
+class Chunk(models.Model):
+    """Positions [start, end) of a job, claimed by one share at a time."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="chunks", db_index=False)
+    start = models.PositiveIntegerField()
+    end = models.PositiveIntegerField()
+    share = models.ForeignKey(Share, on_delete=models.SET_NULL, null=True, blank=True, related_name="chunks")
+    worker_id = models.CharField(max_length=200, blank=True, help_text="The worker that claimed it last.")
+    claims = models.PositiveIntegerField(
+        default=0, help_text="Claims that did not end in a clean hand-back; too many marks the job failed (poison)."
+    )
+    done = models.BooleanField(default=False, help_text="No pending row left.")
+
+    class Meta:
+        ordering = ["job_id", "start"]
+        constraints = [models.UniqueConstraint(fields=["job", "start"], name="chunk_unique_start")]
+        indexes = [models.Index(fields=["job", "done"])]
+
+    def __str__(self) -> str:
+        return f"{self.start}-{self.end - 1}"
 
 
 class ApiToken(models.Model):

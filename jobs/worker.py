@@ -6,13 +6,15 @@ when the queue is empty, it waits for a channel-layer wake-up (a new job
 starts within ~100 ms) or its poll interval (~1 s with jitter: the fallback
 when Redis is down, the database being the source of truth).
 
-Each claimed job is a `JobRun`: pending rows stream from the database in
-pages into `fetcher.fetch_all`, limited by the job's concurrency and by one
-semaphore shared by all jobs of the worker (`concurrency`, also the size of
-the client's connection pool). Results are buffered and written in batches
-(every 200 ms or 500 results), off the event loop; progress is published
-coalesced. A watcher checks the job's status every 0.5 s (at once on a
-wake-up) and renews the lease every WORKER_HEARTBEAT_SECONDS.
+Each claimed job is a `JobRun`, the worker's share of the job (queue.py): it
+claims the job's URLs a chunk at a time and streams them into
+`fetcher.fetch_all`, limited by the share's slots of the job's concurrency
+(other workers may share the job) and by one semaphore shared by all jobs of
+the worker (`concurrency`, also the size of the client's connection pool).
+Results are buffered and written in batches (every 200 ms or 500 results), off
+the event loop; progress is published coalesced. A watcher checks the job's
+status and the share's slots every 0.5 s (at once on a wake-up) and renews
+the lease every WORKER_HEARTBEAT_SECONDS.
 
 Pausing: a `pausing` job starts no new request (its requests pass a
 `PauseGate`), lets those in flight finish, records them and is released as
@@ -41,7 +43,7 @@ import time
 import traceback
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from types import FrameType
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import httpx
 from django.db import DatabaseError
@@ -53,11 +55,12 @@ from .models import Job
 from .netguard import Guard
 from .options import fetch_options
 from .pausegate import PauseGate
+from .queue import Ending
+from .sharelimit import ShareLimit
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Ending = Literal["done", "cancel", "stop", "pause"]
 SignalHandler = Callable[[int, FrameType | None], Any] | int | None
 
 FLUSH_INTERVAL = 0.2
@@ -66,8 +69,6 @@ FLUSH_SIZE = 500
 """Results per batch at most; a full buffer is flushed at once."""
 STATUS_CHECK_INTERVAL = 0.5
 """Seconds between two checks of a running job's status (cancel is honoured within 1 s)."""
-PAGE_SIZE = 1000
-"""Pending rows read from the database at a time."""
 POLL_JITTER = 0.2
 """Poll intervals vary by +-20%, so workers started together do not query in lockstep."""
 ERROR_MAX_CHARS = 4000
@@ -196,7 +197,7 @@ class Worker:
         """Claim jobs until `max_jobs` run or the queue is empty."""
         while len(self._runs) < self.max_jobs and not self._stopping.is_set():
             try:
-                claim = await queue.aclaim_job(self.worker_id)
+                claim = await queue.aclaim_job(self.worker_id, max_slots=self.concurrency, exclude=set(self._runs))
             except dbretry.TRANSIENT_ERRORS as exc:
                 dbretry.outage.failed(exc, "claiming a job")  # logged once per outage; the next poll retries
                 return
@@ -219,6 +220,7 @@ class Worker:
             grace=self.grace,
             hosts=self._hosts,
             guard=self._guard,
+            max_slots=self.concurrency,
         )
         task = asyncio.create_task(self._run_job(run), name=f"job {claim.job_id}")
         self._runs[claim.job_id] = (run, task)
@@ -247,7 +249,7 @@ class Worker:
 
     async def _fail(self, claim: queue.Claim, exc: Exception) -> None:
         try:
-            job = await shielded(queue.afinish_job(claim, error=error_summary(exc)))
+            job = await shielded(queue.aleave_job(claim, "done", error=error_summary(exc)))
         except ClaimLost:
             return
         except DatabaseError:
@@ -308,8 +310,11 @@ class JobRun:
         grace: float,
         hosts: fetcher.HostSlots | None = None,
         guard: Guard | None = None,
+        max_slots: int | None = None,
     ) -> None:
         self.claim = claim
+        self._max_slots = max_slots
+        self._share = ShareLimit(claim.slots)
         self._hosts = hosts
         self._guard = guard
         self.job: Job = claim.job
@@ -369,6 +374,7 @@ class JobRun:
                 guard=self._guard,
                 sink=bodies.sink_factory(self.job),
                 stop=self._stopping,  # a stopping worker starts no new request, even of items already queued
+                job_limit=self._share,  # the share's slots of the job's concurrency, rebalanced by _watch
             ),
             name=f"fetch {self.job.pk}",
         )
@@ -427,15 +433,11 @@ class JobRun:
     async def _conclude(self, ending: Ending) -> Job:
         """Record what was fetched, then finish the job, or hand it back if the worker is stopping."""
         await self._flush()
-        job: Job
-        if ending in ("stop", "pause"):
-            job = await self._retrying(lambda: queue.arelease_job(self.claim), "releasing a job")
-            if job.status == Job.Status.QUEUED:
-                logger.info("Job %s released back to the queue (%d URLs left)", job.pk, job.total - job.done)
-            elif job.status == Job.Status.PAUSED:
-                logger.info("Job %s paused (%d URLs left)", job.pk, job.total - job.done)
-        else:
-            job = await self._retrying(lambda: queue.afinish_job(self.claim), "finishing a job")
+        job = await self._retrying(lambda: queue.aleave_job(self.claim, ending), "leaving a job")
+        if job.status == Job.Status.QUEUED:
+            logger.info("Job %s released back to the queue (%d URLs left)", job.pk, job.total - job.done)
+        elif job.status == Job.Status.PAUSED:
+            logger.info("Job %s paused (%d URLs left)", job.pk, job.total - job.done)
         return job
 
     def _retrying(self, call: Callable[[], Awaitable[T]], doing: str) -> Awaitable[T]:
@@ -445,19 +447,19 @@ class JobRun:
     # --- the pieces running beside fetch_all ----------------------------------------------
 
     async def _items(self) -> AsyncGenerator[tuple[int, str], None]:
-        """Pending (position, url) pairs, read from the database a page at a time."""
-        after = -1
+        """Pending (position, url) pairs, a claimed chunk at a time, until no chunk is left for this share.
+
+        fetch_all asks for the next item only when its queue has room, so the
+        next chunk is claimed while the last one's requests are still in flight.
+        """
         while self._feeding:
-            page = await self._retrying(
-                lambda: queue.apending_items(self.claim, after=after, limit=PAGE_SIZE), "reading pending URLs"
-            )
-            if not page:
+            chunk = await self._retrying(lambda: queue.aclaim_chunk(self.claim), "claiming URLs")
+            if chunk is None:
                 return
-            for item in page:
+            for item in chunk.items:
                 if not self._feeding:
                     return
                 yield item
-            after = page[-1][0]
 
     def _on_result(self, result: FetchResult) -> None:
         self._buffer.append(result)
@@ -488,7 +490,8 @@ class JobRun:
                 self._publisher.update(recorded.job, recorded.results)
 
     async def _watch(self) -> None:
-        """Return once the job is `cancelling`; flag a pause; renew the lease meanwhile. Raises ClaimLost."""
+        """Return once the job is `cancelling` (or ended elsewhere); flag a pause; apply the share's slots;
+        renew the lease meanwhile. Raises ClaimLost."""
         loop = asyncio.get_running_loop()
         heartbeat_every = float(conf.get("WORKER_HEARTBEAT_SECONDS"))
         next_heartbeat = loop.time() + heartbeat_every
@@ -497,12 +500,12 @@ class JobRun:
                 async with asyncio.timeout(STATUS_CHECK_INTERVAL):
                     await self._check_now.wait()
             self._check_now.clear()
+            renew = loop.time() >= next_heartbeat
             try:
-                if loop.time() >= next_heartbeat:
-                    status = await queue.aheartbeat(self.claim)
-                    next_heartbeat = loop.time() + heartbeat_every
-                else:
-                    status = await queue.ajob_status(self.claim)
+                check = await queue.acheck_share(
+                    self.claim, in_flight=self._share.in_flight, applied=self._share.size,
+                    max_slots=self._max_slots, renew=renew,
+                )
             except dbretry.TRANSIENT_ERRORS as exc:
                 # A restarting database: the lease outlasts a few missed checks (logged once per outage).
                 dbretry.outage.failed(exc, "checking a job's status")
@@ -511,7 +514,11 @@ class JobRun:
                 logger.warning("Job %s: status check failed; retrying", self.job.pk, exc_info=True)
                 continue
             dbretry.outage.succeeded()
-            if status == Job.Status.CANCELLING:
+            if renew:
+                next_heartbeat = loop.time() + heartbeat_every
+            self._share.resize(check.slots)
+            status = check.status
+            if status == Job.Status.CANCELLING or status in Job.TERMINAL:
                 logger.info("Job %s: cancel requested; stopping its requests", self.job.pk)
                 self._cancel_requested = True
                 return

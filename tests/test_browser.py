@@ -375,3 +375,18 @@ async def test_a_20000_url_job_keeps_the_page_responsive_with_a_bounded_dom(
     assert await dom_rows(page) <= MAX_DOM_ROWS  # ... but only a window of them is in the DOM
     max_gap = await page.evaluate("window.__maxGap")
     assert max_gap < 2000, f"the page's main thread stalled for {max_gap:.0f} ms"
+
+
+async def test_late_updates_from_another_worker_never_undo_what_the_page_shows(page: Page) -> None:
+    """Workers sharing a job publish independently, so an older update can arrive after a newer one."""
+    stale = "([shown, next]) => window.Batchfetch.isStale(shown, next)"
+    running = {"status": "running", "succeeded": 40, "failed": 2, "cancelled": 0}
+    cases = [
+        (running, {**running, "succeeded": 39}, True),  # counters went back: older
+        (running, {**running, "succeeded": 41}, False),
+        ({**running, "status": "completed"}, running, True),  # a finished job stays finished
+        (running, {**running, "status": "cancelling"}, False),
+        ({**running, "status": "paused"}, {**running, "status": "queued"}, False),  # resumed
+    ]
+    for shown, update, expected in cases:
+        assert await page.evaluate(stale, [shown, update]) is expected, (shown, update)

@@ -1,6 +1,6 @@
 """Fair claim order (queue.fair_order): one user's many jobs cannot starve another's.
 
-Runs on SQLite (conditional UPDATE claim) and on PostgreSQL (SKIP LOCKED claim) under `make test`.
+Runs on SQLite (writers serialized) and on PostgreSQL (SKIP LOCKED claim) under `make test`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from django.utils import timezone
 
 from jobs import queue
-from jobs.models import Job
+from jobs.models import Chunk, Job, Share
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -60,13 +60,16 @@ def test_users_alternate_and_each_user_keeps_oldest_first(django_user_model: Any
 def test_a_crashed_workers_job_does_not_count_as_running(django_user_model: Any) -> None:
     ann, bob = (django_user_model.objects.create_user(username=name) for name in ("ann", "bob"))
     stale = make_jobs(ann, 1, minutes_ago=30)[0]
-    Job.objects.filter(pk=stale.pk).update(
-        status=Job.Status.RUNNING, lease_expires_at=timezone.now() - timedelta(minutes=1), claims=1
+    Job.objects.filter(pk=stale.pk).update(status=Job.Status.RUNNING)
+    crashed = Share.objects.create(
+        job=stale, worker_id="crashed", lease_expires_at=timezone.now() - timedelta(minutes=1), slots=1
     )
+    Chunk.objects.filter(job=stale).update(share=crashed, worker_id="crashed", claims=1)
     make_jobs(ann, 1, minutes_ago=20)
     make_jobs(bob, 1, minutes_ago=10)
 
-    # ann's expired job is claimable again and oldest; ann has no live lease, so it goes first.
+    # ann's expired job is claimable again and oldest; ann has no live share, so it goes first.
     first = queue.claim_job("worker-1")
     assert first is not None and first.job_id == stale.pk
+    assert not Share.objects.filter(pk=crashed.pk).exists()  # the lapsed share was deleted, freeing its chunk
     assert claimed_owner() == "bob"

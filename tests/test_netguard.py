@@ -240,6 +240,8 @@ def test_system_checks_name_bad_fetch_settings(settings: Any) -> None:
     settings.FETCH_DENIED_NETWORKS = "10.0.0.0/8, nope"
     settings.FETCH_RETRY_STATUSES = (503, 99)
     settings.FETCH_BACKOFF_CAP = -1
+    settings.WORKER_CHUNK_SIZE = 0
     errors = {error.id: error.msg for error in check_worker_timing()}
-    assert set(errors) == {"jobs.E004", "jobs.E005", "jobs.E006"}
+    assert set(errors) == {"jobs.E004", "jobs.E005", "jobs.E006", "jobs.E007"}
+    assert "WORKER_CHUNK_SIZE must be a whole number of URLs >= 1, not 0" in errors["jobs.E007"]
     assert "not a network: 'nope'" in errors["jobs.E004"]

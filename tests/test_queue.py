@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 from django.db import IntegrityError, connections, transaction
-from django.db.models import Count
+from django.db.models import Count, Sum
 from django.utils import timezone
 
 from jobs import queue
-from jobs.exceptions import ClaimLost, JobStateError
+from jobs.exceptions import ClaimLost
 from jobs.fetcher import FetchResult
-from jobs.models import Job, Result
+from jobs.models import Chunk, Job, Result, Share
 from tests import services
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -48,8 +48,23 @@ def fetched(position: int, outcome: str = "succeeded", status: int | None = 200)
     )  # fmt: skip
 
 
-def expire_lease(job: Job) -> None:
-    Job.objects.filter(pk=job.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+def expire_shares(job: Job) -> None:
+    """What a crashed worker leaves behind: its share's lease runs out."""
+    Share.objects.filter(job=job).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+
+
+def take_chunks(claim: queue.Claim) -> list[int]:
+    """Claim every chunk left for `claim`; return the pending positions handed over."""
+    positions: list[int] = []
+    while (chunk := queue.claim_chunk(claim)) is not None:
+        positions += [position for position, _ in chunk.items]
+    return positions
+
+
+def joined(worker_id: str, **kwargs: Any) -> queue.Claim:
+    claim = queue.claim_job(worker_id, **kwargs)
+    assert claim is not None
+    return claim
 
 
 def assert_counters_match_rows(job: Job) -> None:
@@ -61,42 +76,46 @@ def assert_counters_match_rows(job: Job) -> None:
     )  # fmt: skip
 
 
-# --- claiming ----------------------------------------------------------------------
+# --- joining jobs ----------------------------------------------------------------------
 
 
-def test_claim_takes_the_oldest_queued_job_and_marks_it(owner: Any) -> None:
-    first, second = make_job(owner), make_job(owner)
+def test_claim_takes_the_oldest_queued_job_and_gives_it_a_share(owner: Any) -> None:
+    first, second = make_job(owner, concurrency=1), make_job(owner, concurrency=1)
     before = timezone.now()
 
     claim = queue.claim_job("w1", lease_seconds=30)
 
-    assert claim is not None and claim.job_id == first.pk
+    assert claim is not None and claim.job_id == first.pk and claim.slots == 1
     first.refresh_from_db()
     assert first.status == Job.Status.RUNNING
-    assert first.worker_id == "w1" and first.claim_token == claim.token and first.claims == 1
     assert first.started_at is not None and first.started_at >= before
-    assert before + timedelta(seconds=29) < first.lease_expires_at <= timezone.now() + timedelta(seconds=30)
-    assert queue.claim_job("w2").job_id == second.pk  # type: ignore[union-attr]
-    assert queue.claim_job("w3") is None
+    share = Share.objects.get(job=first)
+    assert (share.worker_id, share.token, share.slots) == ("w1", claim.token, 1)
+    assert before + timedelta(seconds=29) < share.lease_expires_at <= timezone.now() + timedelta(seconds=30)
+    assert joined("w2").job_id == second.pk
+    assert queue.claim_job("w3") is None  # each job's one slot is taken
 
 
-def test_a_live_lease_is_not_claimable_an_expired_one_is(owner: Any) -> None:
-    job = make_job(owner)
-    old = queue.claim_job("crashed", lease_seconds=30)
-    assert old is not None
+def test_a_live_share_keeps_its_chunk_an_expired_one_is_taken_over(owner: Any) -> None:
+    job = make_job(owner, concurrency=1)
+    old = joined("crashed", lease_seconds=30)
+    assert take_chunks(old) == [0, 1, 2, 3, 4]
     assert queue.claim_job("other") is None
 
-    expire_lease(job)
-    new = queue.claim_job("other")
+    expire_shares(job)
+    new = joined("other")
 
-    assert new is not None and new.job_id == job.pk and new.token != old.token
+    assert new.job_id == job.pk and new.token != old.token and new.slots == 1
+    assert list(Share.objects.filter(job=job).values_list("worker_id", flat=True)) == ["other"]
+    assert take_chunks(new) == [0, 1, 2, 3, 4]
+    chunk = Chunk.objects.get(job=job)
+    assert (chunk.worker_id, chunk.claims) == ("other", 2)
     job.refresh_from_db()
-    assert (job.status, job.worker_id, job.claims) == (Job.Status.RUNNING, "other", 2)
-    assert job.started_at == old.job.started_at  # the first start stays
+    assert job.status == Job.Status.RUNNING and job.started_at == old.job.started_at  # the first start stays
 
 
 def test_threads_never_claim_the_same_job(owner: Any) -> None:
-    jobs = {make_job(owner, 1).pk for _ in range(30)}
+    jobs = {make_job(owner, 1, concurrency=1).pk for _ in range(30)}
     claimed: list[uuid.UUID] = []
     errors: list[BaseException] = []
     start = threading.Barrier(4)
@@ -119,12 +138,12 @@ def test_threads_never_claim_the_same_job(owner: Any) -> None:
 
     assert not errors, errors
     assert sorted(claimed) == sorted(jobs)  # each job once: none twice, none missed
-    assert set(Job.objects.values_list("claims", flat=True)) == {1}
+    assert set(Share.objects.values_list("job").annotate(n=Count("pk")).values_list("n", flat=True)) == {1}
 
 
 CLAIMER = textwrap.dedent(
     """
-    import os, sys
+    import os, sys, time
     import django
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
     django.setup()
@@ -133,12 +152,15 @@ CLAIMER = textwrap.dedent(
     sys.stdin.readline()  # the go signal: all processes start claiming together
     while (claim := queue.claim_job(sys.argv[1])) is not None:
         print(claim.job_id, flush=True)
+        # A worker does work between claims. Without a pause, SQLite's busy handler lets the process
+        # that holds the write lock win every claim, and the race would not be exercised.
+        time.sleep(0.02)
     """
 )
 
 
 def test_processes_never_claim_the_same_job(owner: Any, live_database_url: str) -> None:
-    jobs = {str(make_job(owner, 1).pk) for _ in range(40)}
+    jobs = {str(make_job(owner, 1, concurrency=1).pk) for _ in range(40)}
     env = services.product_env(database_url=live_database_url, redis_url="redis://127.0.0.1:1/0")
     processes = [
         subprocess.Popen(
@@ -173,47 +195,143 @@ def test_processes_never_claim_the_same_job(owner: Any, live_database_url: str) 
     assert sum(1 for out, _ in outputs if out.split()) >= 2
 
 
+# --- sharing one job --------------------------------------------------------------------
+
+
+def test_workers_share_a_large_job_chunk_by_chunk(owner: Any, settings: Any) -> None:
+    settings.WORKER_CHUNK_SIZE = 10
+    job = make_job(owner, 35, concurrency=4)
+    assert list(Chunk.objects.filter(job=job).values_list("start", "end")) == [(0, 10), (10, 20), (20, 30), (30, 35)]
+    a = joined("a")
+    b = joined("b")  # a running job with a free chunk takes a second worker
+
+    assert b.job_id == a.job_id == job.pk and (a.slots, b.slots) == (4, 0)  # b grows into what a gives back
+    taken = {"a": queue.claim_chunk(a), "b": queue.claim_chunk(b)}
+    assert {name: (chunk.start, chunk.end) for name, chunk in taken.items() if chunk} == {"a": (0, 10), "b": (10, 20)}
+    rest_a, rest_b = take_chunks(a), take_chunks(b)
+    handed = sorted([*rest_a, *rest_b, *(p for chunk in taken.values() if chunk for p, _ in chunk.items)])
+    assert handed == list(range(35))  # every URL handed to exactly one worker
+    assert queue.claim_job("c") is None  # nothing left to share
+    assert set(Chunk.objects.filter(job=job).values_list("worker_id", flat=True)) == {"a", "b"}
+
+
+def test_a_worker_already_in_a_job_does_not_join_it_twice(owner: Any, settings: Any) -> None:
+    settings.WORKER_CHUNK_SIZE = 2
+    job = make_job(owner, 6, concurrency=3)
+    assert joined("a").job_id == job.pk
+    assert queue.claim_job("a") is None
+    assert queue.claim_job("a", exclude=[job.pk]) is None
+    assert joined("b").job_id == job.pk
+
+
+def sum_of_slots(job: Job) -> int:
+    return Share.objects.filter(job=job).aggregate(n=Sum("slots"))["n"] or 0
+
+
+def test_slots_are_rebalanced_without_ever_exceeding_the_concurrency(owner: Any, settings: Any) -> None:
+    settings.WORKER_CHUNK_SIZE = 2
+    job = make_job(owner, 20, concurrency=4)
+    a = joined("a")
+    b = joined("b")
+    assert (a.slots, b.slots, sum_of_slots(job)) == (4, 0, 4)
+
+    assert queue.check_share(b, in_flight=0, applied=0).slots == 0  # nothing free yet
+    told = queue.check_share(a, in_flight=4, applied=4)
+    assert told.slots == 2 and sum_of_slots(job) == 4  # a must shrink to its fair part, but 4 are in flight
+    assert queue.check_share(a, in_flight=3, applied=2).slots == 2 and sum_of_slots(job) == 4  # still 3 in flight
+    assert queue.check_share(a, in_flight=2, applied=2).slots == 2
+    assert Share.objects.get(token=a.token).slots == 2  # given back once its requests fit
+    assert queue.check_share(b, in_flight=0, applied=0).slots == 2  # b grows into them
+    assert sum_of_slots(job) == 4
+
+    queue.leave_job(a, "stop")  # a leaves: b may take the whole concurrency
+    assert queue.check_share(b, in_flight=2, applied=2).slots == 4 and sum_of_slots(job) == 4
+
+
+def test_slots_never_exceed_the_workers_own_limit(owner: Any) -> None:
+    job = make_job(owner, 5, concurrency=50)
+    claim = joined("small", max_slots=8)
+    assert claim.slots == 8 and sum_of_slots(job) == 8
+    assert queue.check_share(claim, in_flight=0, applied=8, max_slots=8).slots == 8
+
+
+def test_a_worker_cannot_record_urls_of_a_chunk_it_does_not_hold(owner: Any, settings: Any) -> None:
+    settings.WORKER_CHUNK_SIZE = 3
+    job = make_job(owner, 6, concurrency=2)
+    a, b = joined("a"), joined("b")
+    assert queue.claim_chunk(a) is not None and queue.claim_chunk(b) is not None  # a: 0-2, b: 3-5
+
+    with pytest.raises(ClaimLost, match="URL 1 is no longer held"):
+        queue.record_results(b, [fetched(3), fetched(0)])
+
+    assert not Result.objects.filter(job=job).exclude(outcome="pending").exists()  # all or nothing
+    queue.record_results(b, [fetched(3)])
+    assert_counters_match_rows(job)
+
+
+def test_a_share_whose_lease_expired_is_lost_even_before_a_takeover(owner: Any) -> None:
+    job = make_job(owner, 3)
+    claim = joined("stalled")
+    take_chunks(claim)
+    expire_shares(job)
+
+    for call in (
+        lambda: queue.record_results(claim, [fetched(0)]),
+        lambda: queue.check_share(claim, in_flight=0, applied=2),
+        lambda: queue.claim_chunk(claim),
+        lambda: queue.leave_job(claim, "done"),
+    ):
+        with pytest.raises(ClaimLost):
+            call()
+    assert not Result.objects.filter(job=job).exclude(outcome="pending").exists()
+    assert joined("next").job_id == job.pk  # an orphaned job is taken over
+
+
 def test_claim_then_cancel_keeps_cancelling_for_the_next_worker(owner: Any) -> None:
     job = make_job(owner)
-    queue.claim_job("crashed")
+    joined("crashed")
     queue.request_cancel(job.pk)
-    expire_lease(job)
+    expire_shares(job)
 
-    claim = queue.claim_job("other")
+    claim = joined("other")
 
-    assert claim is not None and claim.job.status == Job.Status.CANCELLING
-    job.refresh_from_db()
-    assert job.status == Job.Status.CANCELLING and job.claims == 2
+    assert claim.job.status == Job.Status.CANCELLING
+    assert list(Share.objects.filter(job=job).values_list("worker_id", flat=True)) == ["other"]
+    assert queue.leave_job(claim, "cancel").status == Job.Status.CANCELLED
 
 
 @pytest.mark.parametrize("max_claims", [1, 3])
-def test_a_job_claimed_too_often_is_failed_as_poison(owner: Any, settings: Any, max_claims: int) -> None:
+def test_a_chunk_claimed_too_often_fails_the_job_as_poison(owner: Any, settings: Any, max_claims: int) -> None:
     settings.WORKER_MAX_CLAIMS = max_claims
     poison, healthy = make_job(owner, 3), make_job(owner, 2)
     for _ in range(max_claims):
-        claim = queue.claim_job("doomed")
-        assert claim is not None and claim.job_id == poison.pk
+        claim = joined("doomed")
+        assert claim.job_id == poison.pk
+        assert queue.claim_chunk(claim) is not None
         queue.record_results(claim, [fetched(0)])  # progress survives the crashes
-        expire_lease(poison)
+        expire_shares(poison)
 
-    claim = queue.claim_job("next")
+    claim = joined("next")  # the orphaned job is taken over, but its chunk is not handed out again
+    assert claim.job_id == poison.pk
+    assert queue.claim_chunk(claim) is None
 
-    assert claim is not None and claim.job_id == healthy.pk  # the poison job was skipped
     poison.refresh_from_db()
-    assert poison.status == Job.Status.FAILED
-    assert f"after {max_claims} claims" in poison.error
-    assert poison.claim_token is None and poison.finished_at is not None
+    assert poison.status == Job.Status.FAILED and poison.finished_at is not None
+    assert f"after {max_claims} claims of URLs 1-3" in poison.error
     assert (poison.succeeded, poison.cancelled) == (1, 2)
     assert_counters_match_rows(poison)
+    assert queue.leave_job(claim, "done").status == Job.Status.FAILED
+    assert not Share.objects.filter(job=poison).exists()
+    assert joined("later").job_id == healthy.pk
 
 
-# --- recording, fenced by the claim token -----------------------------------------------------
+# --- recording, fenced by the share -------------------------------------------------------
 
 
 def test_record_writes_rows_and_counters_in_step(owner: Any) -> None:
     job = make_job(owner, 6)
-    claim = queue.claim_job("w")
-    assert claim is not None
+    claim = joined("w")
+    take_chunks(claim)
 
     recorded = queue.record_results(claim, [fetched(2), fetched(0, "failed", 500), fetched(5, "failed", None)])
 
@@ -228,8 +346,8 @@ def test_record_writes_rows_and_counters_in_step(owner: Any) -> None:
 
 def test_record_only_writes_rows_still_pending(owner: Any) -> None:
     job = make_job(owner, 4)
-    claim = queue.claim_job("w")
-    assert claim is not None
+    claim = joined("w")
+    take_chunks(claim)
     queue.record_results(claim, [fetched(0), fetched(1, "failed", 503)])
 
     again = queue.record_results(claim, [fetched(1), fetched(0, "failed", 500), fetched(2)])
@@ -251,8 +369,8 @@ def test_a_second_row_for_one_url_is_impossible(owner: Any) -> None:
 def test_counters_equal_rows_over_random_batches(owner: Any) -> None:
     rng = random.Random(1234)
     job = make_job(owner, 300)
-    claim = queue.claim_job("w")
-    assert claim is not None
+    claim = joined("w")
+    take_chunks(claim)
     for _ in range(12):
         positions = rng.sample(range(300), 60)  # overlapping batches: some rows answered twice
         batch = [fetched(p, rng.choice(["succeeded", "failed"])) for p in positions]
@@ -261,75 +379,84 @@ def test_counters_equal_rows_over_random_batches(owner: Any) -> None:
     assert job.succeeded + job.failed == Result.objects.filter(job=job).exclude(outcome="pending").count() > 150
 
 
-def test_stale_claim_is_rejected_and_writes_nothing(owner: Any) -> None:
-    job = make_job(owner, 3)
-    stale = queue.claim_job("slow")
-    assert stale is not None
-    expire_lease(job)
-    fresh = queue.claim_job("fast")
-    assert fresh is not None
+def test_stale_share_is_rejected_and_writes_nothing(owner: Any) -> None:
+    job = make_job(owner, 3, concurrency=1)
+    stale = joined("slow")
+    take_chunks(stale)
+    expire_shares(job)
+    fresh = joined("fast")
+    assert take_chunks(fresh) == [0, 1, 2]
 
-    with pytest.raises(ClaimLost):
-        queue.record_results(stale, [fetched(0)])
-    with pytest.raises(ClaimLost):
-        queue.heartbeat(stale)
-    with pytest.raises(ClaimLost):
-        queue.job_status(stale)
-    with pytest.raises(ClaimLost):
-        queue.finish_job(stale)
-    with pytest.raises(ClaimLost):
-        queue.release_job(stale)
+    for call in (
+        lambda: queue.record_results(stale, [fetched(0)]),
+        lambda: queue.check_share(stale, in_flight=0, applied=1, renew=True),
+        lambda: queue.claim_chunk(stale),
+        lambda: queue.leave_job(stale, "done"),
+        lambda: queue.leave_job(stale, "stop"),
+    ):
+        with pytest.raises(ClaimLost):
+            call()
 
     assert not Result.objects.filter(job=job).exclude(outcome="pending").exists()
     job.refresh_from_db()
-    assert (job.status, job.worker_id, job.succeeded) == (Job.Status.RUNNING, "fast", 0)
+    assert (job.status, job.succeeded) == (Job.Status.RUNNING, 0)
+    assert list(Share.objects.filter(job=job).values_list("worker_id", flat=True)) == ["fast"]
     queue.record_results(fresh, [fetched(0)])
     assert_counters_match_rows(job)
 
 
 def test_record_uses_the_same_few_queries_for_any_batch_size(owner: Any, django_assert_max_num_queries: Any) -> None:
     job = make_job(owner, 600)
-    claim = queue.claim_job("w")
-    assert claim is not None
-    # Fence (SELECT ... FOR UPDATE), rows, counters, plus the transaction's own statements.
-    with django_assert_max_num_queries(6):
+    claim = joined("w")
+    take_chunks(claim)
+    # Job lock, share, held chunks, rows, counters, plus the transaction's own statements.
+    with django_assert_max_num_queries(8):
         queue.record_results(claim, [fetched(0)])
-    with django_assert_max_num_queries(6):
+    with django_assert_max_num_queries(8):
         queue.record_results(claim, [fetched(p) for p in range(1, 501)])
     assert_counters_match_rows(job)
 
 
-def test_heartbeat_renews_the_lease_and_reports_the_status(owner: Any) -> None:
+def test_check_renews_the_lease_and_reports_the_status(owner: Any) -> None:
     job = make_job(owner)
-    claim = queue.claim_job("w", lease_seconds=5)
-    assert claim is not None
-    job.refresh_from_db()
-    first_lease = job.lease_expires_at
+    claim = joined("w", lease_seconds=5)
+    first_lease = Share.objects.get(token=claim.token).lease_expires_at
 
-    assert queue.heartbeat(claim, lease_seconds=60) == Job.Status.RUNNING
-    job.refresh_from_db()
-    assert job.lease_expires_at > first_lease + timedelta(seconds=50)
+    assert queue.check_share(claim, in_flight=0, applied=2).status == Job.Status.RUNNING
+    assert Share.objects.get(token=claim.token).lease_expires_at == first_lease  # renewed only when asked
+    assert queue.check_share(claim, in_flight=0, applied=2, renew=True).status == Job.Status.RUNNING
+    assert Share.objects.get(token=claim.token).lease_expires_at > first_lease + timedelta(seconds=20)
 
     queue.request_cancel(job.pk)
-    assert queue.heartbeat(claim) == Job.Status.CANCELLING
-    assert queue.job_status(claim) == Job.Status.CANCELLING
+    assert queue.check_share(claim, in_flight=0, applied=2).status == Job.Status.CANCELLING
 
 
-def test_pending_items_pages_through_what_is_left(owner: Any) -> None:
-    make_job(owner, 7)
-    claim = queue.claim_job("w")
-    assert claim is not None
+def test_a_chunk_is_handed_over_with_only_its_pending_urls(owner: Any) -> None:
+    job = make_job(owner, 7)
+    claim = joined("w")
+    chunk = queue.claim_chunk(claim)
+    assert chunk is not None and (chunk.start, chunk.end) == (0, 7)
+    assert chunk.items[0] == (0, "http://127.0.0.1:9/0")
     queue.record_results(claim, [fetched(1), fetched(4)])
+    queue.leave_job(claim, "stop")
 
-    first = queue.pending_items(claim, after=-1, limit=3)
-    rest = queue.pending_items(claim, after=first[-1][0], limit=3)
-
-    assert [p for p, _ in first + rest] == [0, 2, 3, 5, 6]
-    assert first[0][1] == "http://127.0.0.1:9/0"
-    assert queue.pending_items(claim, after=6) == []
+    again = joined("next")
+    assert take_chunks(again) == [0, 2, 3, 5, 6]
+    assert Chunk.objects.get(job=job).claims == 1  # the clean hand-back did not count
 
 
-# --- finishing, cancelling, releasing ---------------------------------------------------------
+def test_chunks_with_nothing_pending_are_marked_done(owner: Any, settings: Any) -> None:
+    settings.WORKER_CHUNK_SIZE = 2
+    job = make_job(owner, 5)
+    claim = joined("w")
+    take_chunks(claim)
+    queue.record_results(claim, [fetched(0), fetched(1), fetched(2)])
+
+    assert queue.claim_chunk(claim) is None
+    assert list(Chunk.objects.filter(job=job).values_list("start", "done")) == [(0, True), (2, False), (4, False)]
+
+
+# --- leaving: finishing, cancelling, handing back -------------------------------------------
 
 
 def test_cancel_of_a_queued_job_is_immediate(owner: Any) -> None:
@@ -345,86 +472,112 @@ def test_cancel_of_a_queued_job_is_immediate(owner: Any) -> None:
 
 def test_cancel_of_a_running_job_waits_for_its_worker(owner: Any) -> None:
     job = make_job(owner, 4)
-    claim = queue.claim_job("w")
-    assert claim is not None
+    claim = joined("w")
+    take_chunks(claim)
     queue.record_results(claim, [fetched(0)])
 
     assert queue.request_cancel(job.pk).status == Job.Status.CANCELLING
     # The worker still records what was in flight, then finishes the cancel.
     queue.record_results(claim, [fetched(1, "failed", 404)])
-    finished = queue.finish_job(claim)
+    finished = queue.leave_job(claim, "cancel")
 
-    assert finished.status == Job.Status.CANCELLED and finished.claim_token is None
+    assert finished.status == Job.Status.CANCELLED and not Share.objects.filter(job=job).exists()
     assert (finished.succeeded, finished.failed, finished.cancelled) == (1, 1, 2)
+    assert_counters_match_rows(job)
+
+
+def test_a_shared_job_is_cancelled_when_its_last_worker_has_stopped(owner: Any, settings: Any) -> None:
+    settings.WORKER_CHUNK_SIZE = 2
+    job = make_job(owner, 4, concurrency=2)
+    a, b = joined("a"), joined("b")
+    queue.request_cancel(job.pk)
+
+    assert queue.leave_job(a, "cancel").status == Job.Status.CANCELLING  # b may still have requests in flight
+    assert queue.leave_job(b, "cancel").status == Job.Status.CANCELLED
+    assert_counters_match_rows(job)
+
+
+def test_a_shared_job_completes_when_its_last_url_is_recorded(owner: Any, settings: Any) -> None:
+    settings.WORKER_CHUNK_SIZE = 2
+    job = make_job(owner, 4, concurrency=2)
+    a, b = joined("a"), joined("b")
+    assert queue.claim_chunk(a) is not None and queue.claim_chunk(b) is not None
+    queue.record_results(a, [fetched(0), fetched(1)])
+
+    assert queue.leave_job(a, "done").status == Job.Status.RUNNING  # b's URLs are still pending
+    queue.record_results(b, [fetched(2), fetched(3)])
+    done = queue.leave_job(b, "done")
+
+    assert done.status == Job.Status.COMPLETED and done.finished_at is not None
+    assert not Share.objects.filter(job=job).exists()
     assert_counters_match_rows(job)
 
 
 def test_cancel_leaves_terminal_jobs_alone(owner: Any) -> None:
     job = make_job(owner, 1)
-    claim = queue.claim_job("w")
-    assert claim is not None
+    claim = joined("w")
+    take_chunks(claim)
     queue.record_results(claim, [fetched(0)])
-    queue.finish_job(claim)
+    queue.leave_job(claim, "done")
 
     assert queue.request_cancel(job.pk).status == Job.Status.COMPLETED
     job.refresh_from_db()
     assert job.status == Job.Status.COMPLETED and job.cancelled == 0
 
 
-def test_complete_needs_every_row_final(owner: Any) -> None:
+def test_leaving_with_urls_left_queues_the_job_again(owner: Any) -> None:
     job = make_job(owner, 2)
-    claim = queue.claim_job("w")
-    assert claim is not None
+    claim = joined("w")
+    take_chunks(claim)
     queue.record_results(claim, [fetched(0)])
-    with pytest.raises(JobStateError, match="1 URLs are still pending"):
-        queue.finish_job(claim)
 
-    queue.record_results(claim, [fetched(1)])
-    done = queue.finish_job(claim)
+    left = queue.leave_job(claim, "done")  # e.g. a chunk claim whose answer was lost
 
-    assert done.status == Job.Status.COMPLETED and done.finished_at is not None and done.lease_expires_at is None
+    assert left.status == Job.Status.QUEUED and left.finished_at is None
+    again = joined("w")
+    assert take_chunks(again) == [1]
+    queue.record_results(again, [fetched(1)])
+    assert queue.leave_job(again, "done").status == Job.Status.COMPLETED
     assert_counters_match_rows(job)
 
 
 def test_failing_a_job_records_the_error_and_cancels_what_is_left(owner: Any) -> None:
     job = make_job(owner, 3)
-    claim = queue.claim_job("w")
-    assert claim is not None
+    claim = joined("w")
+    take_chunks(claim)
     queue.record_results(claim, [fetched(0)])
 
-    failed = queue.finish_job(claim, error="RuntimeError: boom")
+    failed = queue.leave_job(claim, "done", error="RuntimeError: boom")
 
     assert (failed.status, failed.error, failed.cancelled) == (Job.Status.FAILED, "RuntimeError: boom", 2)
     assert_counters_match_rows(job)
 
 
-def test_release_requeues_with_what_is_left(owner: Any) -> None:
+def test_stopping_requeues_with_what_is_left(owner: Any) -> None:
     job = make_job(owner, 3)
-    claim = queue.claim_job("stopping")
-    assert claim is not None
+    claim = joined("stopping")
+    take_chunks(claim)
     queue.record_results(claim, [fetched(1)])
 
-    released = queue.release_job(claim)
+    released = queue.leave_job(claim, "stop")
 
-    assert (released.status, released.worker_id, released.claim_token, released.lease_expires_at) == (
-        Job.Status.QUEUED, "", None, None
-    )  # fmt: skip
-    assert released.claims == 0  # a clean hand-back is not a crash: no step towards poison
-    again = queue.claim_job("next")
-    assert again is not None and again.job_id == job.pk
-    assert [p for p, _ in queue.pending_items(again)] == [0, 2]
+    assert released.status == Job.Status.QUEUED and not Share.objects.filter(job=job).exists()
+    chunk = Chunk.objects.get(job=job)
+    assert (chunk.share_id, chunk.claims) == (None, 0)  # a clean hand-back is not a crash: no step towards poison
+    again = joined("next")
+    assert again.job_id == job.pk and take_chunks(again) == [0, 2]
     assert_counters_match_rows(job)
 
 
-def test_release_finishes_a_job_with_nothing_left_or_being_cancelled(owner: Any) -> None:
-    done_job, cancel_job = make_job(owner, 1), make_job(owner, 2)
-    done_claim, cancel_claim = queue.claim_job("w"), queue.claim_job("w")
-    assert done_claim is not None and cancel_claim is not None
+def test_stopping_finishes_a_job_with_nothing_left_or_being_cancelled(owner: Any) -> None:
+    done_job, cancel_job = make_job(owner, 1, concurrency=1), make_job(owner, 2, concurrency=1)
+    done_claim, cancel_claim = joined("w"), joined("w")
+    take_chunks(done_claim)
     queue.record_results(done_claim, [fetched(0)])
     queue.request_cancel(cancel_job.pk)
 
-    assert queue.release_job(done_claim).status == Job.Status.COMPLETED
-    assert queue.release_job(cancel_claim).status == Job.Status.CANCELLED
+    assert queue.leave_job(done_claim, "stop").status == Job.Status.COMPLETED
+    assert queue.leave_job(cancel_claim, "stop").status == Job.Status.CANCELLED
     assert_counters_match_rows(done_job)
     assert_counters_match_rows(cancel_job)
 
@@ -432,8 +585,8 @@ def test_release_finishes_a_job_with_nothing_left_or_being_cancelled(owner: Any)
 def test_record_writes_the_fetch_details(owner: Any) -> None:
     """final_url, content_type, sha256, redirects, error_class and the body name reach the row (both SQL paths)."""
     job = make_job(owner, 2)
-    claim = queue.claim_job("w1")
-    assert claim is not None
+    claim = joined("w1")
+    take_chunks(claim)
     done = FetchResult(
         position=0, url="http://127.0.0.1:9/0", outcome="succeeded", status_code=200, bytes=3, elapsed_ms=5,
         attempts=2, error="(attempt 1: timeout: slow)", final_url="http://127.0.0.1:9/final",

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,7 +28,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.db import connection
 
-from jobs.models import Job, Result
+from jobs.models import Chunk, Job, Result, Share
 from tests import services
 from tests.target import TargetServer
 from tests.test_integration import TERMINAL, Client
@@ -89,11 +90,12 @@ def test_sigterm_lets_requests_in_flight_finish_starts_no_new_one_and_exits_0(
     wait_until(lambda: target.stats().in_flight == 0, timeout=2, what="the server sees no request left")
     assert target.stats().requests == started == 4  # no request started after the signal
     job.refresh_from_db()
-    assert (job.status, job.worker_id, job.claim_token) == (Job.Status.QUEUED, "", None)
+    assert job.status == Job.Status.QUEUED and not Share.objects.filter(job=job).exists()
     assert (final_rows(job), job.succeeded) == (4, 4)  # what was in flight finished and was recorded
     assert_counters_match_rows(job)
     waiting.refresh_from_db()
-    assert (waiting.status, waiting.claims) == (Job.Status.QUEUED, 0)  # a stopping worker claims nothing more
+    assert waiting.status == Job.Status.QUEUED  # a stopping worker claims nothing more
+    assert not Share.objects.filter(job=waiting).exists() and not waiting.chunks.filter(claims__gt=0).exists()
 
     run_batch_worker(env)
     job.refresh_from_db()
@@ -121,7 +123,8 @@ def test_requests_outliving_the_grace_are_cancelled_and_the_job_goes_back_to_the
     assert target.stats().requests == 3
     job.refresh_from_db()
     # Released, not failed: nothing was recorded for the cancelled requests, all six URLs are still to do.
-    assert (job.status, job.error, final_rows(job), job.claims) == (Job.Status.QUEUED, "", 0, 0)
+    assert (job.status, job.error, final_rows(job)) == (Job.Status.QUEUED, "", 0)
+    assert list(job.chunks.values_list("claims", flat=True)) == [0]  # a clean hand-back: no step towards poison
 
 
 # --- database outages ----------------------------------------------------------------------------
@@ -331,8 +334,7 @@ def test_a_worker_paused_past_its_lease_gets_no_stale_write_accepted(
         a.signal_group(signal.SIGSTOP)
         b = start_worker(paused_env, tmp_path / "b.log", "--worker-id", "B")
         wait_until(lambda: target.stats().requests == 10, timeout=30, what="B re-sending the five slow requests")
-        job.refresh_from_db()
-        assert job.worker_id == "B"
+        assert list(job.chunks.values_list("worker_id", flat=True)) == ["B"]
         time.sleep(max(0.1, a_sent + slow_ms / 1000 + 1.0 - time.monotonic()))  # A's answers have arrived
         a_elapsed_at_least = (time.monotonic() - a_sent) * 1000
         assert final_rows(job) == 0, "B finished the slow URLs already: A would have nothing stale to write"
@@ -353,7 +355,7 @@ def test_a_worker_paused_past_its_lease_gets_no_stale_write_accepted(
     slow_rows = Result.objects.filter(job=job, position__lt=5)
     # Every slow row holds B's answer: none took as long as A's paused requests.
     assert max(row.elapsed_ms for row in slow_rows) < a_elapsed_at_least, [row.elapsed_ms for row in slow_rows]
-    assert "no longer claimed by A" in a.log_tail(200)  # A noticed it lost the job and stopped working on it
+    assert "stopped working on it" in a.log_tail(200)  # A noticed it lost the job and stopped working on it
 
 
 @pytest.mark.postgres
@@ -381,7 +383,41 @@ def test_four_workers_on_postgresql_share_20_jobs_and_fetch_every_url_exactly_on
     assert sum(counts.values()) == 2000
     doubled = [path for path, n in counts.items() if n != 1]
     assert doubled == [], f"fetched more than once: {doubled[:10]}"
-    ran_on = {Job.objects.get(pk=job.pk).worker_id for job in jobs}
+    ran_on = set(Chunk.objects.filter(job__in=jobs).values_list("worker_id", flat=True))
     assert ran_on == {"w0", "w1", "w2", "w3"}, f"jobs did not spread over the workers: {ran_on}"
     for job in jobs:
         assert_counters_match_rows(job)
+
+
+def test_four_workers_share_one_large_job_and_its_concurrency_holds_overall(
+    owner: Any, target: TargetServer, env: dict[str, str], tmp_path: Path, settings: Any
+) -> None:
+    """One job, four workers: each claims chunks of it, and together they never exceed its concurrency."""
+    settings.WORKER_CHUNK_SIZE = 100
+    concurrency = 12
+    workers = [start_worker(env, tmp_path / f"w{n}.log", "--worker-id", f"w{n}") for n in range(4)]
+    try:
+        for worker in workers:
+            wait_until(lambda w=worker: "started" in w.log_path.read_text(), timeout=60, what="the workers are up")  # type: ignore[misc]
+        job = make_job(owner, [target.url(f"/ok/{i}?delay=50") for i in range(2400)], concurrency=concurrency)
+        wait_until(lambda: Job.objects.get(pk=job.pk).status in Job.TERMINAL, timeout=120, what="the job ends")
+        for worker in workers:
+            assert worker.poll() is None, worker.log_tail()
+    finally:
+        for worker in workers:
+            worker.stop()
+
+    job.refresh_from_db()
+    assert (job.status, job.succeeded) == (Job.Status.COMPLETED, 2400)
+    assert_counters_match_rows(job)
+    counts = target.path_counts()
+    doubled = [path for path, n in counts.items() if n != 1]
+    assert (sum(counts.values()), doubled) == (2400, []), f"fetched more than once: {doubled[:10]}"
+    stats = target.stats()
+    print(f"shared job: peak in flight {stats.peak_in_flight} of {concurrency};"
+          f" chunks per worker {dict(Counter(job.chunks.values_list('worker_id', flat=True)))}")  # fmt: skip
+    assert stats.peak_in_flight <= concurrency  # the job's limit held over all four workers
+    assert stats.peak_in_flight >= concurrency - 2  # and was used, or the limit proves nothing
+    per_worker = Counter(job.chunks.values_list("worker_id", flat=True))
+    assert len(per_worker) == 4 and min(per_worker.values()) >= 2, per_worker  # every worker took a real part
+    assert not Share.objects.filter(job=job).exists()

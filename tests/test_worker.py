@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,13 @@ import pytest
 from channels.db import database_sync_to_async
 from django.core.management import call_command, get_commands
 from django.core.management.base import CommandError
+from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
 
 from jobs import progress, queue
 from jobs.fetcher import FetchResult
-from jobs.models import Job, Result
+from jobs.models import Chunk, Job, Result, Share
 from jobs.worker import Worker
 from tests import services
 from tests.conftest import redis_layer_settings
@@ -65,6 +67,20 @@ async def _status_is(job: Job, status: str) -> bool:
 
 def outcomes(job: Job) -> dict[str, int]:
     return dict(Result.objects.filter(job=job).values_list("outcome").annotate(n=Count("id")))
+
+
+def expire_shares(job: Job) -> None:
+    """Let the job's shares' leases run out, as when their workers crashed or stalled."""
+    Share.objects.filter(job=job).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+
+
+def shares_of(job: Job) -> list[str]:
+    """The workers holding a share of the job (none once every worker has left it)."""
+    return sorted(Share.objects.filter(job=job).values_list("worker_id", flat=True))
+
+
+def chunk_claims(job: Job) -> list[int]:
+    return list(Chunk.objects.filter(job=job).order_by("start").values_list("claims", flat=True))
 
 
 def assert_counters_match_rows(job: Job) -> None:
@@ -136,7 +152,7 @@ def test_batch_run_records_every_url_within_the_job_concurrency(owner: Any, targ
         signal.signal(signal.SIGTERM, previous)
 
     job.refresh_from_db()
-    assert job.status == Job.Status.COMPLETED and job.finished_at is not None and job.claim_token is None
+    assert job.status == Job.Status.COMPLETED and job.finished_at is not None and shares_of(job) == []
     assert (job.succeeded, job.failed, job.cancelled) == (100, 16, 0)
     assert outcomes(job) == {"succeeded": 100, "failed": 16}
     assert_counters_match_rows(job)
@@ -232,15 +248,19 @@ async def test_a_crashed_workers_job_resumes_with_only_its_pending_urls(owner: A
     def crash_after_ten() -> None:
         claim = queue.claim_job("crashed-worker")
         assert claim is not None
+        chunk = queue.claim_chunk(claim)
+        assert chunk is not None and (chunk.start, chunk.end) == (0, 30)
         done = [FetchResult(p, f"/ok/{p}", "succeeded", 200, 64, 1, 1, "") for p in range(10)]
         queue.record_results(claim, done)
-        Job.objects.filter(pk=job.pk).update(lease_expires_at=timezone.now())  # the lease ran out
+        expire_shares(job)  # the lease ran out
 
     await crash_after_ten()
     await Worker(batch=True, handle_signals=False).run()
 
     job = await reload(job)
-    assert (job.status, job.succeeded, job.claims) == (Job.Status.COMPLETED, 30, 2)
+    assert (job.status, job.succeeded) == (Job.Status.COMPLETED, 30)
+    assert await database_sync_to_async(chunk_claims)(job) == [2]  # the crashed claim counts towards poison
+    assert await database_sync_to_async(shares_of)(job) == []  # the lapsed share was deleted, the new one left
     assert target.stats().requests == 20
     await database_sync_to_async(assert_counters_match_rows)(job)
 
@@ -252,34 +272,48 @@ async def test_a_job_left_cancelling_by_a_crashed_worker_is_cancelled_without_re
 
     @database_sync_to_async
     def crash_while_cancelling() -> None:
-        assert queue.claim_job("crashed-worker") is not None
+        claim = queue.claim_job("crashed-worker")
+        assert claim is not None and queue.claim_chunk(claim) is not None
         queue.request_cancel(job.pk)
-        Job.objects.filter(pk=job.pk).update(lease_expires_at=timezone.now())
+        expire_shares(job)
 
     await crash_while_cancelling()
     await Worker(batch=True, handle_signals=False).run()
 
     job = await reload(job)
     assert (job.status, job.cancelled) == (Job.Status.CANCELLED, 5)
+    assert await database_sync_to_async(shares_of)(job) == []
     assert target.stats().requests == 0
 
 
 async def test_the_lease_is_renewed_while_the_job_runs(owner: Any, target: TargetServer, settings: Any) -> None:
+    # The lease is renewed at the status checks (every 0.5 s) once the heartbeat is due: a 1 s lease
+    # leaves room for a slow check; the job lasts well beyond the two leases watched below.
     settings.WORKER_HEARTBEAT_SECONDS = 0.2
-    settings.WORKER_LEASE_SECONDS = 0.6
-    job = await amake_job(owner, [target.url("/delay/100")] * 30, concurrency=2)  # ~1.5 s of work
+    settings.WORKER_LEASE_SECONDS = 1.0
+    job = await amake_job(owner, [target.url("/delay/100")] * 80, concurrency=2)  # ~4 s of work
+
+    @database_sync_to_async
+    def lease() -> Any:
+        return Share.objects.filter(job=job).values_list("lease_expires_at", flat=True).get()
+
     worker = asyncio.create_task(Worker(batch=True, handle_signals=False).run())
     try:
         await eventually(lambda: target.stats().requests >= 2, timeout=10, what="the job is under way")
-        for _ in range(4):  # 1.2 s: twice the lease
+        leases = [await lease()]
+        for _ in range(7):  # 2.1 s: twice the lease
             await asyncio.sleep(0.3)
+            # The job's one chunk is held under a live share: a rival can neither take over nor help.
             assert await database_sync_to_async(queue.claim_job)("rival") is None
+            leases.append(await lease())
         await worker
     finally:
         if not worker.done():
             worker.cancel()
+    assert leases == sorted(leases) and leases[-1] > leases[0]  # renewed: it moved forward
     job = await reload(job)
-    assert (job.status, job.succeeded, job.claims) == (Job.Status.COMPLETED, 30, 1)
+    assert job.status == Job.Status.COMPLETED and job.succeeded == 80
+    assert await database_sync_to_async(chunk_claims)(job) == [1]
 
 
 async def test_a_broken_job_fails_with_its_traceback_and_the_worker_goes_on(owner: Any, target: TargetServer) -> None:
@@ -292,7 +326,7 @@ async def test_a_broken_job_fails_with_its_traceback_and_the_worker_goes_on(owne
     assert broken.status == Job.Status.FAILED
     assert broken.error.startswith("ValueError: concurrency must be at least 1")
     assert "Traceback" in broken.error and "fetch_all" in broken.error
-    assert broken.cancelled == 3 and broken.claim_token is None
+    assert broken.cancelled == 3 and await database_sync_to_async(shares_of)(broken) == []
     assert (healthy.status, healthy.succeeded) == (Job.Status.COMPLETED, 3)
 
 
@@ -301,15 +335,20 @@ async def test_a_worker_that_lost_its_claim_stops_and_writes_nothing(owner: Any,
     worker = asyncio.create_task(Worker(batch=True, handle_signals=False).run())
 
     @database_sync_to_async
-    def steal() -> queue.Claim:
-        Job.objects.filter(pk=job.pk).update(lease_expires_at=timezone.now())
-        claim = queue.claim_job("thief")
+    def steal() -> int:
+        """Expire the worker's share under the job's lock (no fenced write half done); return the rows written."""
+        with transaction.atomic():
+            Job.objects.select_for_update().get(pk=job.pk)
+            expire_shares(job)
+            written = final_rows(job)
+        claim = queue.claim_job("thief")  # the job has no live share: the thief takes it over ...
         assert claim is not None
-        return claim
+        assert queue.claim_chunk(claim) is not None  # ... and its one chunk, so the loser cannot rejoin to help
+        return written
 
     try:
         await eventually(lambda: target.stats().requests >= 8, timeout=10, what="the job is under way")
-        await steal()
+        written = await steal()
         await eventually(lambda: worker.done(), timeout=2, what="the worker lets go of the job")
     finally:
         if not worker.done():
@@ -317,7 +356,10 @@ async def test_a_worker_that_lost_its_claim_stops_and_writes_nothing(owner: Any,
     await worker
     assert target.stats().in_flight == 0
     job = await reload(job)
-    assert (job.status, job.worker_id) == (Job.Status.RUNNING, "thief")  # not failed, not finished
+    assert job.status == Job.Status.RUNNING  # not failed, not finished
+    assert await database_sync_to_async(shares_of)(job) == ["thief"]
+    assert await Chunk.objects.filter(job=job).values_list("worker_id", flat=True).aget() == "thief"
+    assert await database_sync_to_async(final_rows)(job) == written  # nothing written once the share was lost
     await database_sync_to_async(assert_counters_match_rows)(job)
 
 
@@ -348,7 +390,9 @@ def test_sigterm_releases_the_job_and_a_restart_finishes_it(
     assert code == 0, worker.log_tail()
     assert target.stats().in_flight == 0
     job.refresh_from_db()
-    assert (job.status, job.worker_id, job.claim_token, job.lease_expires_at) == (Job.Status.QUEUED, "", None, None)
+    assert (job.status, shares_of(job)) == (Job.Status.QUEUED, [])
+    # Handed back cleanly: the chunk is free and the claim does not count towards poison.
+    assert list(Chunk.objects.filter(job=job).values_list("share", "claims")) == [(None, 0)]
     assert 4 <= final_rows(job) < 40
     assert_counters_match_rows(job)
 

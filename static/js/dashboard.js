@@ -175,7 +175,13 @@
       }
     }
 
+    var shown = {}; // job id -> the last update applied, to drop late ones (B.isStale)
+
     function renderSnapshot(jobs) {
+      shown = {};
+      jobs.forEach(function (job) {
+        shown[job.id] = job;
+      });
       var rows = jobs.slice(0, maxRows).map(buildRow);
       body.replaceChildren.apply(body, rows);
       trim();
@@ -188,6 +194,10 @@
 
     /* Replace the row in place; a job not shown yet goes where its creation time puts it (newest first). */
     function upsert(job) {
+      if (shown[job.id] && B.isStale(shown[job.id], job)) {
+        return;
+      }
+      shown[job.id] = job;
       var row = buildRow(job);
       var existing = findRow(job.id);
       if (existing) {

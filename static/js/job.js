@@ -682,7 +682,9 @@
       socket.healthy();
     } else if (message.type === "progress" && message.job) {
       applyResults(Array.isArray(message.results) ? message.results : []);
-      updateJob(message.job);
+      if (!B.isStale(job, message.job)) {
+        updateJob(message.job);
+      }
     } else if (message.type === "error") {
       showActionMessage("The server reported an error: " + JSON.stringify(message.errors || message));
     }

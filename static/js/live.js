@@ -228,6 +228,17 @@
     return TERMINAL[status] === true;
   }
 
+  function doneOf(job) {
+    return job.done !== undefined ? job.done : job.succeeded + job.failed + job.cancelled;
+  }
+
+  /* Several workers may share a job, each publishing its own updates, so one can arrive after a newer
+     one. A job's counters only grow and a finished job stays finished: an update that would undo
+     either is older than what is shown. */
+  function isStale(shown, next) {
+    return doneOf(next) < doneOf(shown) || (isTerminal(shown.status) && !isTerminal(next.status));
+  }
+
   /** Put a <time> (or a dash) into `cell`, replacing what was there. */
   function setTime(cell, iso) {
     if (iso) {
@@ -276,6 +287,7 @@
     percent: percent,
     statusLabel: statusLabel,
     isTerminal: isTerminal,
+    isStale: isStale,
     setTime: setTime,
     localizeTimes: localizeTimes,
     setProgress: setProgress,
