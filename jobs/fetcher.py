@@ -271,7 +271,10 @@ class FetchClient(httpx.AsyncClient):
         if url.is_relative_url or self.params:
             return super().build_request(method, url, timeout=timeout)
         # What httpx builds for a body-less request: Host first, then the client's headers, an empty body.
-        headers = httpx.Headers([(b"Host", url.netloc), *self.headers.raw])
+        # The encoding is known (the netloc is ASCII; the client's headers cached theirs), so the transport's
+        # reading of the headers does not probe every one of them again.
+        defaults = self.headers
+        headers = httpx.Headers([(b"Host", url.netloc), *defaults.raw], encoding=defaults.encoding)
         extensions = {"timeout": self._timeout_dict(self.timeout if timeout is httpx.USE_CLIENT_DEFAULT else timeout)}
         request = httpx.Request(method, url, headers=headers, stream=httpx.ByteStream(b""), extensions=extensions)
         request.read()
