@@ -13,6 +13,7 @@ publishing resumes on its own when Redis is back.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -32,8 +33,8 @@ from .serializers import job_to_dict, result_to_dict
 logger = logging.getLogger(__name__)
 
 WAKEUP_GROUP = "jobs.wakeup"
-JOB_PROGRESS = "job.progress"  # to job_group(): {"type", "job": {...}, "results": [...]}
-JOB_UPDATE = "job.update"  # to user_group(): {"type", "job": {...}}
+JOB_PROGRESS = "job.progress"  # to job_group(): {"type", "job": {...}, "results": [...], "text"}
+JOB_UPDATE = "job.update"  # to user_group(): {"type", "job": {...}, "text"}
 WORKER_WAKEUP = "worker.wakeup"  # to WAKEUP_GROUP: {"type"}
 
 # A send that takes longer than this counts as an outage (a hung Redis must not stall a worker).
@@ -140,6 +141,18 @@ async def group_send(group: str, message: dict[str, Any]) -> bool:
     return True
 
 
+def progress_message(job: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any]:
+    """A `job.progress` group message. `text` is what the job's sockets send, encoded here once: a
+    consumer forwards it as is instead of encoding the message again for each of its watchers."""
+    text = json.dumps({"type": "progress", "job": job, "results": results})
+    return {"type": JOB_PROGRESS, "job": job, "results": results, "text": text}
+
+
+def update_message(job: dict[str, Any]) -> dict[str, Any]:
+    """A `job.update` group message (`text`: what the list sockets send, as in `progress_message`)."""
+    return {"type": JOB_UPDATE, "job": job, "text": json.dumps({"type": "job", "job": job})}
+
+
 async def wake_workers() -> None:
     """Tell the workers a job is waiting; an idle one claims it within ~100 ms instead of at its next poll."""
     await group_send(WAKEUP_GROUP, {"type": WORKER_WAKEUP})
@@ -152,8 +165,8 @@ async def publish_job_update(job: Job) -> None:
     then checks the job's status at once instead of at its next check (<= 0.5 s).
     """
     data = job_to_dict(job)
-    await group_send(user_group(job.owner_id), {"type": JOB_UPDATE, "job": data})
-    await group_send(job_group(job.pk), {"type": JOB_PROGRESS, "job": data, "results": []})
+    await group_send(user_group(job.owner_id), update_message(data))
+    await group_send(job_group(job.pk), progress_message(data, []))
     if job.status in (Job.Status.CANCELLING, Job.Status.PAUSING):
         await wake_workers()
 
@@ -242,10 +255,10 @@ class JobPublisher:
         self._results.clear()
         if job is None:
             return True
-        sent = await group_send(self._job_group, {"type": JOB_PROGRESS, "job": job, "results": results})
+        sent = await group_send(self._job_group, progress_message(job, results))
         if sent:
             self.messages += 1
-        return await group_send(self._user_group, {"type": JOB_UPDATE, "job": job}) and sent
+        return await group_send(self._user_group, update_message(job)) and sent
 
 
 async def listen_for_wakeups(on_wakeup: Callable[[], None], *, max_backoff: float = 10.0) -> None:
