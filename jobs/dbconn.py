@@ -9,7 +9,8 @@ worker is a long-lived process making a few such calls a second, the case
 persistent connections are for, so while it runs, a max age of 0 becomes
 "unlimited" with Django's health checks on: a connection that broke (e.g. the
 database restarted) fails its check and is replaced on the next call. An
-explicit `DATABASE_CONN_MAX_AGE` > 0 is kept as it is.
+explicit `DATABASE_CONN_MAX_AGE` > 0 is kept as it is, and a pooled database
+(PostgreSQL with `DATABASE_POOL`) needs none of this.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ async def persistent_connections() -> AsyncIterator[None]:
     saved: list[tuple[dict[str, Any], Any, Any]] = []
     for alias in connections:
         settings_dict = connections.settings[alias]
+        if settings_dict.get("OPTIONS", {}).get("pool"):
+            continue  # a pooled connection is handed back to the pool, not closed (and must keep max age 0)
         if not settings_dict.get("CONN_MAX_AGE"):
             saved.append((settings_dict, settings_dict.get("CONN_MAX_AGE"), settings_dict.get("CONN_HEALTH_CHECKS")))
             settings_dict["CONN_MAX_AGE"] = None

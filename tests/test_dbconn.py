@@ -25,6 +25,8 @@ def _is_connected() -> bool:
 def max_age_zero() -> object:
     """The default configuration: DATABASE_CONN_MAX_AGE=0, no health checks."""
     settings_dict = connections.settings["default"]
+    if settings_dict.get("OPTIONS", {}).get("pool"):
+        pytest.skip("the database is pooled (DATABASE_POOL): the pool keeps the connections")
     saved = settings_dict.get("CONN_MAX_AGE"), settings_dict.get("CONN_HEALTH_CHECKS")
     settings_dict["CONN_MAX_AGE"], settings_dict["CONN_HEALTH_CHECKS"] = 0, False
     yield settings_dict
@@ -55,3 +57,18 @@ async def test_an_explicit_max_age_is_kept(max_age_zero: dict) -> None:
     async with persistent_connections():
         assert max_age_zero["CONN_MAX_AGE"] == 30
     assert max_age_zero["CONN_MAX_AGE"] == 30
+
+
+async def test_a_pooled_database_is_left_to_its_pool() -> None:
+    """Django refuses a max age other than 0 with a pool; the pool keeps connections open by itself."""
+    settings_dict = connections.settings["default"]
+    options = settings_dict.setdefault("OPTIONS", {})
+    saved = settings_dict.get("CONN_MAX_AGE"), options.get("pool")
+    settings_dict["CONN_MAX_AGE"], options["pool"] = 0, options.get("pool") or {"max_size": 2}
+    try:
+        async with persistent_connections():
+            assert settings_dict["CONN_MAX_AGE"] == 0
+    finally:
+        settings_dict["CONN_MAX_AGE"] = saved[0]
+        if saved[1] is None:
+            del options["pool"]
