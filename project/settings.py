@@ -129,6 +129,9 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
             "min_size": 1,
             "max_size": int(os.environ.get("DATABASE_POOL_MAX_SIZE", "10")),
         }
+        # The pool then checks a connection as it hands it out (an empty query), so connections broken by
+        # a database restart are replaced instead of failing one request each.
+        DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
