@@ -95,15 +95,19 @@ class JobConsumer(JsonMessageConsumer):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def job_progress(self, event: dict[str, Any]) -> None:
-        """Relay a `job.progress` group message."""
-        await self.send_progress(event["job"], event.get("results") or [])
+        """Relay a `job.progress` group message (its pre-encoded `text` if it has one)."""
+        await self.send_progress(event["job"], event.get("results") or [], text=event.get("text"))
 
-    async def send_progress(self, job: dict[str, Any], results: list[dict[str, Any]]) -> None:
-        """Send a progress message unless it is older than what the client already has."""
+    async def send_progress(self, job: dict[str, Any], results: list[dict[str, Any]], *, text: str | None = None) -> None:
+        """Send a progress message unless it is older than what the client already has.
+
+        `text` is the message already encoded (by the publisher, once for every watching socket)."""
         if self._is_stale(job) or (not results and job == self.last_job):
             return
         self.last_job = job
-        await self.send_json({"type": "progress", "job": job, "results": results})
+        if text is None:
+            text = await self.encode_json({"type": "progress", "job": job, "results": results})
+        await self.send(text_data=text)
 
     def _is_stale(self, job: dict[str, Any]) -> bool:
         # Messages published before the snapshot was read can arrive after it.
@@ -148,8 +152,11 @@ class JobListConsumer(JsonMessageConsumer):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def job_update(self, event: dict[str, Any]) -> None:
-        """Relay a `job.update` group message."""
-        await self.send_json({"type": "job", "job": event["job"]})
+        """Relay a `job.update` group message (its pre-encoded `text` if it has one)."""
+        text = event.get("text")
+        if text is None:
+            text = await self.encode_json({"type": "job", "job": event["job"]})
+        await self.send(text_data=text)
 
     async def receive_json(self, content: dict[str, Any], **kwargs: Any) -> None:
         if content["type"] != "submit":

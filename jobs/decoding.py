@@ -27,6 +27,11 @@ class Decoder:
         elif codings == ["deflate"]:
             self._zlib = zlib.decompressobj()
 
+    @property
+    def active(self) -> bool:
+        """False when bodies pass through unchanged (`decode` would yield its input as is)."""
+        return self._zlib is not None
+
     def decode(self, data: bytes) -> Iterator[bytes]:
         if self._zlib is None:
             yield data

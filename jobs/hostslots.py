@@ -38,17 +38,31 @@ class HostSlots:
     @contextlib.asynccontextmanager
     async def hold(self, host: str, *, limit: int, delay: float = 0.0) -> AsyncIterator[None]:
         """Hold one of `limit` slots of `host`, after waiting for its pacing delay."""
-        state = self._hosts.setdefault(host, _Host())
-        await self._acquire(state, limit)
+        await self.acquire(host, limit=limit, delay=delay)
         try:
-            if delay > 0:
+            yield
+        finally:
+            self.release(host)
+
+    async def acquire(self, host: str, *, limit: int, delay: float = 0.0) -> None:
+        """`hold` without a context manager (the engine's hot path): pair every return with `release(host)`."""
+        state = self._hosts.get(host)
+        if state is None:
+            state = self._hosts[host] = _Host()
+        await self._acquire(state, limit)
+        if delay > 0:
+            try:
                 loop = asyncio.get_running_loop()
                 start = max(loop.time(), state.next_start)
                 state.next_start = start + delay
                 await asyncio.sleep(start - loop.time())
-            yield
-        finally:
-            self._release(host, state)
+            except BaseException:
+                self._release(host, state)
+                raise
+
+    def release(self, host: str) -> None:
+        """Give back a slot taken with `acquire`."""
+        self._release(host, self._hosts[host])
 
     async def _acquire(self, state: _Host, limit: int) -> None:
         if state.in_flight < limit and not state.waiters:

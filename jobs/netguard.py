@@ -17,6 +17,7 @@ DNS error); the engine records it as error class `blocked`.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import socket
@@ -139,15 +140,24 @@ class Guard:
             raise Blocked(f"scheme {parts.scheme!r} is not http or https")
         if not host:
             raise Blocked("URL has no host")
-        host = host.split("%", 1)[0]  # an IPv6 zone id
-        try:
-            literal = ipaddress.ip_address(host)
-        except ValueError:
-            if _NUMERIC_HOST.fullmatch(host):
-                # socket.inet_aton would read it as an address; nobody means a DNS name by it.
-                raise Blocked(f"host {host!r} is an unusual spelling of an IP address") from None
-            return
-        self.check_address(literal)
+        problem = _host_problem(self, host)
+        if problem:
+            raise Blocked(problem)
+
+
+@functools.lru_cache(maxsize=4096)
+def _host_problem(guard: Guard, host: str) -> str | None:
+    """Why `guard` refuses the URL host `host` as such, or None. Cached: every URL of a job is checked, and
+    most share a few hosts (parsing an address and walking the networks is most of a check's cost)."""
+    host = host.split("%", 1)[0]  # an IPv6 zone id
+    try:
+        literal = ipaddress.ip_address(host)
+    except ValueError:
+        if _NUMERIC_HOST.fullmatch(host):
+            # socket.inet_aton would read it as an address; nobody means a DNS name by it.
+            return f"host {host!r} is an unusual spelling of an IP address"
+        return None
+    return guard.address_problem(literal)
 
 
 class GuardedResolver(AbstractResolver):

@@ -16,7 +16,7 @@ import asyncio
 
 
 class PauseGate:
-    """An async context manager around `limit` that can be closed; see the module docstring."""
+    """A closable `limit`, used like it (`acquire()`/`release()` or `async with`); see the module docstring."""
 
     def __init__(self, limit: asyncio.Semaphore) -> None:
         self._limit = limit
@@ -30,7 +30,8 @@ class PauseGate:
         """Requests passed through the gate and not finished yet."""
         return self._in_flight
 
-    async def __aenter__(self) -> None:
+    async def acquire(self) -> None:
+        """Wait for the gate to be open and for the limit (the `asyncio.Semaphore` interface)."""
         if self._closed:
             await self._never.wait()
         await self._limit.acquire()
@@ -39,11 +40,17 @@ class PauseGate:
             await self._never.wait()
         self._in_flight += 1
 
-    async def __aexit__(self, *exc_info: object) -> None:
+    def release(self) -> None:
         self._in_flight -= 1
         self._limit.release()
         if self._closed and self._in_flight == 0:
             self._drained.set()
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.release()
 
     def close(self) -> None:
         """Let no further request start."""

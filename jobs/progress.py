@@ -13,6 +13,8 @@ publishing resumes on its own when Redis is back.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import json
 import logging
 import threading
 import time
@@ -23,6 +25,7 @@ from typing import Any, Self
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from channels_redis.core import RedisChannelLayer
 from redis.exceptions import RedisError
 
 from . import conf
@@ -32,8 +35,8 @@ from .serializers import job_to_dict, result_to_dict
 logger = logging.getLogger(__name__)
 
 WAKEUP_GROUP = "jobs.wakeup"
-JOB_PROGRESS = "job.progress"  # to job_group(): {"type", "job": {...}, "results": [...]}
-JOB_UPDATE = "job.update"  # to user_group(): {"type", "job": {...}}
+JOB_PROGRESS = "job.progress"  # to job_group(): {"type", "job": {...}, "results": [...], "text"}
+JOB_UPDATE = "job.update"  # to user_group(): {"type", "job": {...}, "text"}
 WORKER_WAKEUP = "worker.wakeup"  # to WAKEUP_GROUP: {"type"}
 
 # A send that takes longer than this counts as an outage (a hung Redis must not stall a worker).
@@ -140,6 +143,18 @@ async def group_send(group: str, message: dict[str, Any]) -> bool:
     return True
 
 
+def progress_message(job: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any]:
+    """A `job.progress` group message. `text` is what the job's sockets send, encoded here once: a
+    consumer forwards it as is instead of encoding the message again for each of its watchers."""
+    text = json.dumps({"type": "progress", "job": job, "results": results})
+    return {"type": JOB_PROGRESS, "job": job, "results": results, "text": text}
+
+
+def update_message(job: dict[str, Any]) -> dict[str, Any]:
+    """A `job.update` group message (`text`: what the list sockets send, as in `progress_message`)."""
+    return {"type": JOB_UPDATE, "job": job, "text": json.dumps({"type": "job", "job": job})}
+
+
 async def wake_workers() -> None:
     """Tell the workers a job is waiting; an idle one claims it within ~100 ms instead of at its next poll."""
     await group_send(WAKEUP_GROUP, {"type": WORKER_WAKEUP})
@@ -152,8 +167,8 @@ async def publish_job_update(job: Job) -> None:
     then checks the job's status at once instead of at its next check (<= 0.5 s).
     """
     data = job_to_dict(job)
-    await group_send(user_group(job.owner_id), {"type": JOB_UPDATE, "job": data})
-    await group_send(job_group(job.pk), {"type": JOB_PROGRESS, "job": data, "results": []})
+    await group_send(user_group(job.owner_id), update_message(data))
+    await group_send(job_group(job.pk), progress_message(data, []))
     if job.status in (Job.Status.CANCELLING, Job.Status.PAUSING):
         await wake_workers()
 
@@ -168,6 +183,56 @@ def publish_job_update_sync(job: Job) -> None:
     async_to_sync(publish_job_update)(job)
 
 
+class _SenderThread:
+    """An event loop in a thread of its own, where `JobPublisher`s send (channels-redis keeps one
+    connection pool per loop, so the layer serves both loops).
+
+    On a worker fetching thousands of URLs a second, each turn of the main loop runs
+    hundreds of requests' callbacks (~50 ms), and a channels-redis group_send takes three
+    Redis round trips, each waiting for the next turn: a message took ~250 ms to send
+    (bench/results.md). Here each round trip only waits for the GIL. Started by the first
+    publisher, stopped (its connections closed) when the last one closes.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def acquire(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                threading.Thread(target=self._serve, args=(self._loop,), name="progress sender", daemon=True).start()
+            self._users += 1
+            return self._loop
+
+    def release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users or self._loop is None:
+                return
+            loop, self._loop = self._loop, None
+        loop.call_soon_threadsafe(loop.stop)
+
+    @staticmethod
+    def _serve(loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+            # Stopped by the last release(): anything left (a send abandoned after its timeout) is cancelled.
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()  # channels-redis closes this loop's connections as the loop closes
+
+
+_sender = _SenderThread()
+
+
 class JobPublisher:
     """Coalesces one job's progress into at most PROGRESS_MAX_RATE messages per second.
 
@@ -176,6 +241,10 @@ class JobPublisher:
     previous message, to the job's group (`job.progress`) and to the owner's
     group (`job.update`). `aclose()` sends what is left, the final status
     included, then stops. Use as an async context manager.
+
+    With a channels-redis layer, the task runs on `_SenderThread`'s loop, so a
+    busy worker loop does not hold messages up; with another layer (the in-memory
+    one of tests), on the caller's loop.
     """
 
     def __init__(self, job: Job, *, max_rate: float | None = None) -> None:
@@ -185,14 +254,23 @@ class JobPublisher:
         self._user_group = user_group(job.owner_id)
         self._job: dict[str, Any] | None = None
         self._results: deque[dict[str, Any]] = deque(maxlen=MAX_RESULTS_PER_MESSAGE)
-        self._dirty = asyncio.Event()
+        self._lock = threading.Lock()  # update() and _send() may run on different threads
+        self._dirty = asyncio.Event()  # set on the loop that runs _run (see _poke)
         self._closing = False
-        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._threaded = False
+        self._task: concurrent.futures.Future[None] | asyncio.Task[None] | None = None
         self.messages = 0
         """Progress messages handed to the layer so far."""
 
     async def __aenter__(self) -> Self:
-        self._task = asyncio.create_task(self._run(), name=f"publish {self._job_group}")
+        if isinstance(get_channel_layer(), RedisChannelLayer):
+            self._threaded = True
+            self._loop = _sender.acquire()
+            self._task = asyncio.run_coroutine_threadsafe(self._run(), self._loop)
+        else:
+            self._loop = asyncio.get_running_loop()
+            self._task = self._loop.create_task(self._run(), name=f"publish {self._job_group}")
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -200,28 +278,42 @@ class JobPublisher:
 
     def update(self, job: Job, results: Iterable[Result] = ()) -> None:
         """Queue the job's current state and newly final rows for the next message."""
-        self._job = job_to_dict(job)
+        data = job_to_dict(job)
         # Only the rows the next message can hold are converted (a batch can be 500 rows).
-        self._results.extend(result_to_dict(result) for result in list(results)[-MAX_RESULTS_PER_MESSAGE:])
-        self._dirty.set()
+        rows = [result_to_dict(result) for result in list(results)[-MAX_RESULTS_PER_MESSAGE:]]
+        with self._lock:
+            self._job = data
+            self._results.extend(rows)
+        self._poke()
+
+    def _poke(self) -> None:
+        if self._threaded and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._dirty.set)
+        else:
+            self._dirty.set()
 
     async def aclose(self) -> None:
         """Send the last state (within a few seconds at most) and stop."""
         self._closing = True
-        self._dirty.set()
         task, self._task = self._task, None
         if task is None:
             return
+        self._poke()
+        waiting = asyncio.wrap_future(task) if isinstance(task, concurrent.futures.Future) else task
         try:
             # Shielded so a cancelled caller does not cut the final message short;
             # bounded so a hung layer cannot hold up the worker.
             async with asyncio.timeout(2 * SEND_TIMEOUT + self._interval):
-                await asyncio.shield(task)
+                await asyncio.shield(waiting)
         except TimeoutError:
             task.cancel()
         except asyncio.CancelledError:
             task.cancel()
             raise
+        finally:
+            if self._threaded:
+                self._loop = None  # later update()s only store (their loop may be closed)
+                _sender.release()
 
     async def _run(self) -> None:
         while True:
@@ -238,14 +330,15 @@ class JobPublisher:
 
     async def _send(self) -> bool:
         """Send the latest state; True if both groups got it (or there is nothing to send)."""
-        job, results = self._job, list(self._results)
-        self._results.clear()
+        with self._lock:
+            job, results = self._job, list(self._results)
+            self._results.clear()
         if job is None:
             return True
-        sent = await group_send(self._job_group, {"type": JOB_PROGRESS, "job": job, "results": results})
+        sent = await group_send(self._job_group, progress_message(job, results))
         if sent:
             self.messages += 1
-        return await group_send(self._user_group, {"type": JOB_UPDATE, "job": job}) and sent
+        return await group_send(self._user_group, update_message(job)) and sent
 
 
 async def listen_for_wakeups(on_wakeup: Callable[[], None], *, max_backoff: float = 10.0) -> None:

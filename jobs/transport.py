@@ -6,7 +6,7 @@ path: every URL goes through it once. Compared with `httpx_aiohttp`'s
 what a GET of many URLs needs and skips per-request allocations: the URL goes
 to aiohttp already parsed (`yarl.URL(..., encoded=True)`, no second parse or
 re-quoting), headers go as a plain list of pairs, `ClientTimeout`s are cached
-per distinct timeout, and the body is read with `iter_any()` (the chunks as
+per distinct timeout, and the body is read with `readany()` (the chunks as
 they arrive, no re-chunking). No proxies, no Unix sockets, no HTTP/2 (aiohttp
 speaks HTTP/1.1 only).
 
@@ -18,11 +18,11 @@ as before.
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator
 
 import aiohttp
 import httpx
 from aiohttp.abc import AbstractResolver
+from aiohttp.streams import EofStream
 from yarl import URL
 
 # aiohttp exception -> httpx exception; the first match wins, so subclasses come first.
@@ -45,17 +45,25 @@ def _translate(exc: Exception) -> httpx.TransportError | None:
 
 
 class _Body(httpx.AsyncByteStream):
-    """The response body, as aiohttp receives it."""
+    """The response body, as aiohttp receives it; its own iterator (no generator layers: one step per chunk)."""
 
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
+        self._content = response.content
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    def __aiter__(self) -> _Body:
+        return self
+
+    async def __anext__(self) -> bytes:
         try:
-            async for chunk in self._response.content.iter_any():
-                yield chunk
+            chunk = await self._content.readany()
+        except EofStream:
+            raise StopAsyncIteration from None
         except aiohttp.ClientError as exc:
             raise (_translate(exc) or httpx.ReadError(str(exc))) from exc
+        if not chunk:
+            raise StopAsyncIteration
+        return chunk
 
     async def aclose(self) -> None:
         # release() returns a fully read connection to the pool; an unread one is closed.

@@ -112,6 +112,26 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
     VAR_DIR.mkdir(parents=True, exist_ok=True)
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # A connection pool (psycopg-pool, Django 5.1+): daphne runs every consumer's queries on new
+    # connections otherwise (TCP, authentication, a backend fork), so 200 pages opening their sockets
+    # at once queue for ~seconds behind those connects (bench/results.md). "auto": pooled when
+    # psycopg_pool is installed and DATABASE_CONN_MAX_AGE is 0 (the two cannot be combined).
+    _pool = os.environ.get("DATABASE_POOL", "auto").lower()
+    if _pool not in ("auto", "0", "1"):
+        raise ImproperlyConfigured(f"DATABASE_POOL must be auto, 0 or 1, not {_pool!r}")
+    if _pool == "auto":
+        from importlib.util import find_spec
+
+        _pool = "1" if find_spec("psycopg_pool") is not None and not DATABASES["default"]["CONN_MAX_AGE"] else "0"
+    if _pool == "1":
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": 1,
+            "max_size": int(os.environ.get("DATABASE_POOL_MAX_SIZE", "10")),
+        }
+        # The pool then checks a connection as it hands it out (an empty query), so connections broken by
+        # a database restart are replaced instead of failing one request each.
+        DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

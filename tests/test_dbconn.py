@@ -25,6 +25,8 @@ def _is_connected() -> bool:
 def max_age_zero() -> object:
     """The default configuration: DATABASE_CONN_MAX_AGE=0, no health checks."""
     settings_dict = connections.settings["default"]
+    if settings_dict.get("OPTIONS", {}).get("pool"):
+        pytest.skip("the database is pooled (DATABASE_POOL): connections go back to the pool")
     saved = settings_dict.get("CONN_MAX_AGE"), settings_dict.get("CONN_HEALTH_CHECKS")
     settings_dict["CONN_MAX_AGE"], settings_dict["CONN_HEALTH_CHECKS"] = 0, False
     yield settings_dict
@@ -55,3 +57,21 @@ async def test_an_explicit_max_age_is_kept(max_age_zero: dict) -> None:
     async with persistent_connections():
         assert max_age_zero["CONN_MAX_AGE"] == 30
     assert max_age_zero["CONN_MAX_AGE"] == 30
+
+
+async def test_a_pooled_database_is_not_pooled_in_the_worker() -> None:
+    """The worker keeps one connection of its own; the pool option comes back at the end."""
+    settings_dict = connections.settings["default"]
+    saved = settings_dict.get("CONN_MAX_AGE"), settings_dict.get("OPTIONS")
+    pooled = {**(saved[1] or {}), "pool": {"max_size": 2}}
+    settings_dict["CONN_MAX_AGE"], settings_dict["OPTIONS"] = 0, pooled
+    try:
+        async with persistent_connections():
+            assert "pool" not in settings_dict["OPTIONS"] and settings_dict["CONN_MAX_AGE"] is None
+            if connection.vendor == "postgresql":
+                first = await database_sync_to_async(_backend_connection_id)()
+                assert await database_sync_to_async(_is_connected)()
+                assert first == await database_sync_to_async(_backend_connection_id)()
+        assert settings_dict["OPTIONS"] is pooled and settings_dict["CONN_MAX_AGE"] == 0
+    finally:
+        settings_dict["CONN_MAX_AGE"], settings_dict["OPTIONS"] = saved

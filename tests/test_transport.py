@@ -53,6 +53,56 @@ async def test_fetch_client_refuses_cookies() -> None:
     await client.aclose()
 
 
+@pytest.mark.parametrize(
+    ("method", "url", "options"),
+    [
+        ("GET", "http://h.example:8080/a?b=1", {}),
+        ("get", "https://h.example/", {"timeout": httpx.Timeout(3, read=None)}),
+        ("POST", "http://h.example/", {}),  # httpx adds Content-Length: 0: its own path
+        ("GET", "http://h.example/", {"headers": {"X-A": "1"}}),
+        ("GET", "http://h.example/", {"params": {"q": "1"}}),
+    ],
+)
+async def test_fetch_client_builds_the_request_httpx_builds(method: str, url: str, options: dict) -> None:
+    """The short path of FetchClient.build_request gives what httpx.AsyncClient's would."""
+    settings = {"headers": {"User-Agent": "t/1"}, "timeout": httpx.Timeout(7)}
+    async with FetchClient(transport=httpx.MockTransport(lambda r: httpx.Response(200)), **settings) as ours:
+        mine = ours.build_request(method, url, **options)
+    async with httpx.AsyncClient(**settings) as plain:
+        theirs = plain.build_request(method, url, **options)
+    assert (mine.method, mine.url, mine.headers.multi_items()) == (theirs.method, theirs.url, theirs.headers.multi_items())
+    assert (mine.extensions, mine.content) == (theirs.extensions, theirs.content)
+
+
+async def test_fetch_client_send_keeps_what_httpx_send_does() -> None:
+    """Auth from the URL, event hooks, response.request, and errors naming their request."""
+    seen: list[httpx.Request] = []
+    hooked: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.path == "/down":
+            raise httpx.ConnectError("refused")
+        return httpx.Response(200, content=b"body")
+
+    async def hook(response: httpx.Response) -> None:
+        hooked.append(response.status_code)
+
+    async with FetchClient(transport=httpx.MockTransport(handler)) as client:
+        response = await client.get("http://user:pw@h.example/")
+        assert seen[-1].headers["authorization"] == httpx.BasicAuth("user", "pw")._auth_header
+        plain = await client.send(client.build_request("GET", "http://h.example/"))
+        assert (plain.content, plain.request.url) == (b"body", "http://h.example/")
+        with pytest.raises(httpx.ConnectError) as error:
+            await client.get("http://h.example/down")
+        assert error.value.request.url == "http://h.example/down"
+        client.event_hooks = {"response": [hook]}
+        await client.get("http://h.example/")
+    assert response.status_code == 200 and hooked == [200]
+    with pytest.raises(RuntimeError, match="closed"):
+        await client.get("http://h.example/")
+
+
 async def test_make_client_uses_the_lean_transport(client: httpx.AsyncClient) -> None:
     assert isinstance(client, FetchClient)
     assert isinstance(client._transport, LeanAiohttpTransport)
@@ -61,6 +111,7 @@ async def test_make_client_uses_the_lean_transport(client: httpx.AsyncClient) ->
 async def test_response_status_reason_headers_and_body(server: TargetServer, client: httpx.AsyncClient) -> None:
     response = await client.get(server.url("/ok"))
     assert (response.status_code, response.reason_phrase, response.http_version) == (200, "OK", "HTTP/1.1")
+    assert response.elapsed.total_seconds() > 0  # set once the body is read, as httpx's client does
     assert response.headers["content-length"] == "300"
     assert response.content == b"x" * 300
     missing = await client.get(server.url("/status/404"))
