@@ -23,14 +23,14 @@ def _is_connected() -> bool:
 
 @pytest.fixture
 def max_age_zero() -> object:
-    """The default configuration: DATABASE_CONN_MAX_AGE=0, no health checks."""
+    """The default configuration without a pool: DATABASE_CONN_MAX_AGE=0, no health checks."""
     settings_dict = connections.settings["default"]
-    if settings_dict.get("OPTIONS", {}).get("pool"):
-        pytest.skip("the database is pooled (DATABASE_POOL): connections go back to the pool")
-    saved = settings_dict.get("CONN_MAX_AGE"), settings_dict.get("CONN_HEALTH_CHECKS")
+    saved = settings_dict.get("CONN_MAX_AGE"), settings_dict.get("CONN_HEALTH_CHECKS"), settings_dict.get("OPTIONS")
+    # Without the pool (on by default on PostgreSQL, for the web process): connections really close.
+    settings_dict["OPTIONS"] = {key: value for key, value in (saved[2] or {}).items() if key != "pool"}
     settings_dict["CONN_MAX_AGE"], settings_dict["CONN_HEALTH_CHECKS"] = 0, False
     yield settings_dict
-    settings_dict["CONN_MAX_AGE"], settings_dict["CONN_HEALTH_CHECKS"] = saved
+    settings_dict["CONN_MAX_AGE"], settings_dict["CONN_HEALTH_CHECKS"], settings_dict["OPTIONS"] = saved
 
 
 async def test_without_it_every_call_reconnects(max_age_zero: dict) -> None:
