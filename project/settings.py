@@ -140,7 +140,10 @@ REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": "batchfetch"},
+        # channels-redis waits for a message with BZPOPMIN for up to 5 s, and redis-py's default socket
+        # timeout is 5 s too: every idle wait would then end in "Timeout reading" (closing an idle page's
+        # socket with 1011). Sends have their own, shorter bounds (jobs/progress.py).
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}], "prefix": "batchfetch"},
     }
 }
 

@@ -33,6 +33,7 @@ from django.conf import settings
 from django.db import connection
 from django.test import override_settings
 
+from project.settings import CHANNEL_LAYERS as PROJECT_CHANNEL_LAYERS
 from tests import services
 
 
@@ -52,11 +53,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def redis_layer_settings(redis_url: str) -> dict[str, Any]:
-    """CHANNEL_LAYERS for a channels-redis layer on `redis_url`, keeping the project's other options."""
-    default = settings.CHANNEL_LAYERS.get("default", {})
-    config = dict(default.get("CONFIG", {})) if default.get("BACKEND", "").startswith("channels_redis") else {}
-    config["hosts"] = [redis_url]
-    config.setdefault("prefix", "batchfetch")
+    """CHANNEL_LAYERS for a channels-redis layer on `redis_url`, with the project's options (socket timeout,
+    prefix), whatever layer the test runs with now."""
+    config = dict(PROJECT_CHANNEL_LAYERS["default"]["CONFIG"])
+    config["hosts"] = [{**config["hosts"][0], "address": redis_url}]
     return {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": config}}
 
 

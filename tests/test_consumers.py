@@ -22,6 +22,7 @@ from django.utils import timezone
 from jobs import progress, serializers
 from jobs.models import Job, Result
 from project.asgi import application
+from tests.conftest import redis_layer_settings
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -268,3 +269,19 @@ async def test_submit_over_the_socket_takes_fetch_options(ann: Any) -> None:
     assert (submitted["job"]["retries"], submitted["job"]["per_host"], submitted["job"]["respect_robots"]) == (5, 2, True)
     job = await Job.objects.aget(pk=submitted["job"]["id"])
     assert (job.retries, job.per_host, job.respect_robots, job.save_bodies) == (5, 2, True, False)
+
+
+async def test_an_idle_socket_on_redis_outlives_the_layers_blocking_wait(ann: Any, settings: Any, redis_url: str) -> None:
+    """channels-redis waits for messages 5 s at a time; a socket with nothing to say for longer stays open.
+
+    With redis-py's default socket timeout (also 5 s), each idle wait ended in "Timeout reading from ...",
+    which closed the page's socket with 1011 every few seconds.
+    """
+    settings.CHANNEL_LAYERS = redis_layer_settings(redis_url)
+    job = await make_job(ann, status="queued")
+    async with connected(f"/ws/jobs/{job.id}/", ann) as socket:
+        snapshot = await receive(socket)
+        assert await socket.receive_nothing(timeout=6.5)  # idle past the 5 s wait, and still open
+        running = {**snapshot["job"], "status": "running"}
+        await get_channel_layer().group_send(progress.job_group(job.id), progress.progress_message(running, []))
+        assert (await receive(socket))["job"]["status"] == "running"

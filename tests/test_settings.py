@@ -165,7 +165,7 @@ def test_production_settings_from_the_environment(dump_settings: Dump) -> None:
     assert values["SECRET_KEY"] == "a-real-secret-" + "x" * 40
     assert values["ALLOWED_HOSTS"] == ["fetch.example.com", ".example.org"]
     assert values["CSRF_TRUSTED_ORIGINS"] == ["https://fetch.example.com"]
-    assert values["CHANNEL_HOSTS"] == ["redis://redis.internal:6380/2"]
+    assert values["CHANNEL_HOSTS"] == [{"address": "redis://redis.internal:6380/2", "socket_timeout": 15}]
     # The SSRF guard stays on unless a developer lifts it.
     assert values["FETCH_ALLOW_PRIVATE_ADDRESSES"] is False
 
