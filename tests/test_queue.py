@@ -604,3 +604,21 @@ def test_record_writes_the_fetch_details(owner: Any) -> None:
     )
     assert (rows[0].attempts, rows[0].error, rows[0].error_class) == (2, "(attempt 1: timeout: slow)", "")
     assert (rows[1].outcome, rows[1].error_class, rows[1].attempts) == ("failed", "blocked", 0)
+
+
+def test_a_shared_job_is_paused_when_its_last_worker_has_drained(owner: Any, settings: Any) -> None:
+    settings.WORKER_CHUNK_SIZE = 2
+    job = make_job(owner, 4, concurrency=2)
+    a, b = joined("a"), joined("b")
+    assert queue.claim_chunk(a) is not None and queue.claim_chunk(b) is not None
+    queue.record_results(a, [fetched(0)])
+    assert queue.request_pause(job.pk).status == Job.Status.PAUSING
+
+    assert queue.leave_job(a, "pause").status == Job.Status.PAUSING  # b's requests may still be in flight
+    assert queue.leave_job(b, "pause").status == Job.Status.PAUSED
+    assert queue.claim_job("c") is None  # a paused job is nobody's
+    assert list(Chunk.objects.filter(job=job).values_list("claims", flat=True)) == [0, 0]  # clean hand-backs
+
+    assert queue.request_resume(job.pk).status == Job.Status.QUEUED
+    again = joined("c")
+    assert again.job.status == Job.Status.RUNNING and take_chunks(again) == [1, 2, 3]
