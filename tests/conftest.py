@@ -108,6 +108,22 @@ def redis_channel_layer(settings: Any, redis_url: str) -> Any:
     return get_channel_layer()
 
 
+# Users for the tests; a module that needs another kind (a password, a different name) defines its own.
+@pytest.fixture
+def owner(django_user_model: Any) -> Any:
+    return django_user_model.objects.create_user(username="owner")
+
+
+@pytest.fixture
+def ann(django_user_model: Any) -> Any:
+    return django_user_model.objects.create_user(username="ann")
+
+
+@pytest.fixture
+def bob(django_user_model: Any) -> Any:
+    return django_user_model.objects.create_user(username="bob")
+
+
 @pytest.fixture
 def live_database_url(transactional_db: None) -> str:
     """DATABASE_URL of the test database, for processes the test starts (committed data only)."""

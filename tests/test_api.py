@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from channels.layers import get_channel_layer
-from django.contrib.auth import get_user_model
 from django.test import AsyncClient
 from django.urls import reverse
 from django.utils import timezone
@@ -29,16 +28,6 @@ URLS = ["http://a.example/", "http://b.example/x", "https://c.example/?q=1"]
 @pytest.fixture(autouse=True)
 def memory_layer(settings: Any) -> None:
     settings.CHANNEL_LAYERS = MEMORY_LAYER
-
-
-@pytest.fixture
-async def ann() -> Any:
-    return await get_user_model().objects.acreate(username="ann")
-
-
-@pytest.fixture
-async def bob() -> Any:
-    return await get_user_model().objects.acreate(username="bob")
 
 
 @pytest.fixture

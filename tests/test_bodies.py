@@ -38,11 +38,6 @@ def target() -> Iterator[TargetServer]:
 
 
 @pytest.fixture
-def owner(django_user_model: Any) -> Any:
-    return django_user_model.objects.create_user(username="owner")
-
-
-@pytest.fixture
 def job(owner: Any, target: TargetServer) -> Job:
     urls = [target.url("/bytes/100"), target.url("/gzip-bomb?mb=1"), target.url("/bytes/2000000"), target.url("/hang")]
     job = queue.enqueue_job(

@@ -15,7 +15,6 @@ import pytest
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
-from django.contrib.auth import get_user_model
 from django.test import AsyncClient
 from django.utils import timezone
 
@@ -34,16 +33,6 @@ TIMEOUT = 3
 @pytest.fixture(autouse=True)
 def memory_layer(settings: Any) -> None:
     settings.CHANNEL_LAYERS = MEMORY_LAYER
-
-
-@pytest.fixture
-async def ann() -> Any:
-    return await get_user_model().objects.acreate(username="ann")
-
-
-@pytest.fixture
-async def bob() -> Any:
-    return await get_user_model().objects.acreate(username="bob")
 
 
 async def session_cookie(user: Any) -> bytes:

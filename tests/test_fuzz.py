@@ -14,7 +14,6 @@ from urllib.parse import quote, urlencode
 import pytest
 from asgiref.sync import async_to_sync
 from channels.testing import WebsocketCommunicator
-from django.contrib.auth import get_user_model
 from django.db.models import Count, F
 from django.test import Client
 from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
@@ -67,11 +66,6 @@ def generous_limits(settings: Any) -> None:
     # The fuzzer submits hundreds of jobs; the limits themselves are tested in test_limits.py.
     settings.JOBS_MAX_QUEUED_PER_USER = 100_000
     settings.JOBS_SUBMISSIONS_PER_MINUTE = 100_000
-
-
-@pytest.fixture
-def ann() -> Any:
-    return get_user_model().objects.create_user(username="ann")
 
 
 @pytest.fixture

@@ -36,11 +36,6 @@ def memory_layer(settings: Any) -> None:
 
 
 @pytest.fixture
-async def ann() -> Any:
-    return await get_user_model().objects.acreate(username="ann")
-
-
-@pytest.fixture
 async def client(ann: Any) -> AsyncClient:
     client = AsyncClient()
     await client.aforce_login(ann)

@@ -29,11 +29,6 @@ from tests import services
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def owner(django_user_model: Any) -> Any:
-    return django_user_model.objects.create_user(username="owner")
-
-
 def make_job(owner: Any, n: int = 5, *, concurrency: int = 2) -> Job:
     return queue.enqueue_job(
         owner=owner, urls=[f"http://127.0.0.1:9/{i}" for i in range(n)], name="", concurrency=concurrency, timeout=1

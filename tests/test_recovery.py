@@ -44,11 +44,6 @@ def target() -> Iterator[TargetServer]:
 
 
 @pytest.fixture
-def owner(django_user_model: Any) -> Any:
-    return django_user_model.objects.create_user(username="owner")
-
-
-@pytest.fixture
 def env(live_database_url: str, redis_url: str) -> dict[str, str]:
     return services.product_env(database_url=live_database_url, redis_url=redis_url)
 

@@ -32,11 +32,6 @@ def memory_layer(settings: Any) -> None:
 
 
 @pytest.fixture
-def ann() -> Any:
-    return get_user_model().objects.create_user(username="ann")
-
-
-@pytest.fixture
 def client(ann: Any) -> Client:
     client = Client()
     client.force_login(ann)

@@ -25,11 +25,6 @@ def target() -> Iterator[TargetServer]:
         yield server
 
 
-@pytest.fixture
-def owner(django_user_model: Any) -> Any:
-    return django_user_model.objects.create_user(username="owner")
-
-
 def make_job(owner: Any, urls: list[str], *, concurrency: int = 4, **options: Any) -> Job:
     return queue.enqueue_job(
         owner=owner, urls=urls, name="test", concurrency=concurrency, timeout=5, options=options
