@@ -10,11 +10,7 @@ class JobsError(Exception):
 class ClaimLost(JobsError):
     """The worker no longer holds the job's claim.
 
-    Its lease expired and another worker took the job over, or the job was
-    released or finished elsewhere. Writes under the old claim token are
-    rejected (fencing) and the worker must stop working on the job.
+    Its share's lease expired (another worker may have taken its chunks over)
+    or it no longer holds the chunk of a result. Writes under the lost share
+    are rejected (fencing) and the worker must stop working on the job.
     """
-
-
-class JobStateError(JobsError):
-    """A transition the job's current state does not allow."""

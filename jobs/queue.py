@@ -297,11 +297,15 @@ def _locked_job(job_id: uuid.UUID) -> Job:
     return Job.objects.select_for_update().get(pk=job_id)
 
 
+def _share_lost(claim: Claim) -> ClaimLost:
+    return ClaimLost(f"job {claim.job_id}: the share of {claim.worker_id} is lost (its lease expired)")
+
+
 def _fenced_share(claim: Claim, now: datetime) -> int:
     """The id of `claim`'s share if it is still live; ClaimLost otherwise."""
     share_id = Share.objects.filter(token=claim.token, lease_expires_at__gt=now).values_list("pk", flat=True).first()
     if share_id is None:
-        raise ClaimLost(f"job {claim.job_id}: the share of {claim.worker_id} is lost (its lease expired)")
+        raise _share_lost(claim)
     return share_id
 
 
@@ -380,7 +384,7 @@ def check_share(
         .first()
     )
     if share is None:
-        raise ClaimLost(f"job {claim.job_id}: the share of {claim.worker_id} is lost (its lease expired)")
+        raise _share_lost(claim)
     concurrency, slots = share["job__concurrency"], share["slots"]
     fair = _fair_slots(concurrency, Share.objects.filter(job_id=claim.job_id, lease_expires_at__gt=now).count(),
                        max_slots)
@@ -396,7 +400,7 @@ def check_share(
 
 def _update_share(claim: Claim, now: datetime, **fields: Any) -> None:
     if not Share.objects.filter(token=claim.token, lease_expires_at__gt=now).update(**fields):
-        raise ClaimLost(f"job {claim.job_id}: the share of {claim.worker_id} is lost (its lease expired)")
+        raise _share_lost(claim)
 
 
 def _grow(claim: Claim, share_id: int, slots: int, fair: int, concurrency: int, now: datetime) -> int:
