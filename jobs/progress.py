@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 
 from . import conf
 from .models import Job, Result
+from .resultwrite import FinalRow
 from .serializers import job_to_dict, result_to_dict
 
 logger = logging.getLogger(__name__)
@@ -276,7 +277,7 @@ class JobPublisher:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    def update(self, job: Job, results: Iterable[Result] = ()) -> None:
+    def update(self, job: Job, results: Iterable[Result | FinalRow] = ()) -> None:
         """Queue the job's current state and newly final rows for the next message."""
         data = job_to_dict(job)
         # Only the rows the next message can hold are converted (a batch can be 500 rows).

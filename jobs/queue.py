@@ -54,7 +54,7 @@ from . import conf
 from .bulkinsert import insert_pending_results
 from .exceptions import ClaimLost
 from .models import Chunk, Job, Result, Share
-from .resultwrite import write_results
+from .resultwrite import FinalRow, write_results
 
 if TYPE_CHECKING:
     from .fetcher import FetchResult
@@ -108,7 +108,7 @@ class Recorded:
 
     job: Job
     """The job after the batch (counters included)."""
-    results: list[Result]
+    results: list[FinalRow]
     """The rows that were still pending and are now final, in position order."""
 
 

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from .models import Job, Result
+from .resultwrite import FinalRow
 
 JOB_FIELDS = (
     "name", "status", "concurrency", "timeout", "per_host", "host_delay", "retries", "max_redirects", "max_bytes",
@@ -32,7 +33,7 @@ def job_to_dict(job: Job) -> dict[str, Any]:
     return data
 
 
-def result_to_dict(result: Result) -> dict[str, Any]:
+def result_to_dict(result: Result | FinalRow) -> dict[str, Any]:
     data = {field: getattr(result, field) for field in RESULT_FIELDS}
     data["fetched_at"] = _iso(result.fetched_at)
     return data
