@@ -37,6 +37,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
@@ -292,9 +293,28 @@ def claim_job(
 # --- Working under a share -------------------------------------------------------------
 
 
+# The hot paths (record_results, claim_chunk) run a handful of one-table queries per call: as raw SQL
+# they cost ~25 us of CPU each instead of ~230 us for building and compiling the ORM query.
+
+
+def _db(value: Any, model: type[models.Model], field: str) -> Any:
+    """`value` as `model.field`'s column takes it (SQLite stores UUIDs as hex text)."""
+    return model._meta.get_field(field).get_db_prep_value(value, connection)
+
+
+def _fetch(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
 def _locked_job(job_id: uuid.UUID) -> Job:
     """The job row, locked for the caller's transaction (see "Lock order" above)."""
-    return Job.objects.select_for_update().get(pk=job_id)
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    table = connection.ops.quote_name(Job._meta.db_table)
+    for job in Job.objects.raw(f"SELECT * FROM {table} WHERE id = %s{lock}", [_db(job_id, Job, "id")]):
+        return job
+    raise Job.DoesNotExist(f"job {job_id} does not exist")
 
 
 def _share_lost(claim: Claim) -> ClaimLost:
@@ -303,10 +323,21 @@ def _share_lost(claim: Claim) -> ClaimLost:
 
 def _fenced_share(claim: Claim, now: datetime) -> int:
     """The id of `claim`'s share if it is still live; ClaimLost otherwise."""
-    share_id = Share.objects.filter(token=claim.token, lease_expires_at__gt=now).values_list("pk", flat=True).first()
-    if share_id is None:
+    return _fenced_chunks(claim, now)[0]
+
+
+def _fenced_chunks(claim: Claim, now: datetime) -> tuple[int, list[tuple[int, int]]]:
+    """The id of `claim`'s share if it is still live, and its chunks' (start, end) in order; ClaimLost otherwise."""
+    qn = connection.ops.quote_name
+    rows = _fetch(
+        f"SELECT s.id, c.start, c.{qn('end')} FROM {qn(Share._meta.db_table)} AS s"
+        f" LEFT JOIN {qn(Chunk._meta.db_table)} AS c ON c.share_id = s.id"
+        " WHERE s.token = %s AND s.lease_expires_at > %s ORDER BY c.start",
+        [_db(claim.token, Share, "token"), connection.ops.adapt_datetimefield_value(now)],
+    )
+    if not rows:
         raise _share_lost(claim)
-    return share_id
+    return rows[0][0], [(start, end) for _id, start, end in rows if start is not None]
 
 
 def _pending(job_id: uuid.UUID, start: int, end: int) -> QuerySet[Result]:
@@ -426,20 +457,24 @@ def record_results(claim: Claim, results: Sequence[FetchResult], *, fetched_at: 
     fetched_at = fetched_at or timezone.now()
     with transaction.atomic():
         job = _locked_job(claim.job_id)
-        share_id = _fenced_share(claim, timezone.now())
-        held = list(Chunk.objects.filter(share_id=share_id).values_list("start", "end"))
+        _share_id, held = _fenced_chunks(claim, timezone.now())
+        starts = [start for start, _end in held]  # chunks never overlap: bisect instead of a scan per result
         for result in results:
-            if not any(start <= result.position < end for start, end in held):
+            i = bisect_right(starts, result.position) - 1
+            if i < 0 or result.position >= held[i][1]:
                 raise ClaimLost(f"job {claim.job_id}: URL {result.position + 1} is no longer held by {claim.worker_id}")
-        rows = write_results(job.pk, results, fetched_at) if results else []
+        rows = write_results(job.pk, results, fetched_at)
         if rows:
             counts = Counter(row.outcome for row in rows)
-            job.succeeded += counts[Result.Outcome.SUCCEEDED]
-            job.failed += counts[Result.Outcome.FAILED]
-            Job.objects.filter(pk=job.pk).update(
-                succeeded=F("succeeded") + counts[Result.Outcome.SUCCEEDED],
-                failed=F("failed") + counts[Result.Outcome.FAILED],
-            )
+            succeeded, failed = counts[Result.Outcome.SUCCEEDED], counts[Result.Outcome.FAILED]
+            job.succeeded += succeeded
+            job.failed += failed
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"UPDATE {connection.ops.quote_name(Job._meta.db_table)}"
+                    " SET succeeded = succeeded + %s, failed = failed + %s WHERE id = %s",
+                    [succeeded, failed, _db(job.pk, Job, "id")],
+                )
     return Recorded(job=job, results=rows)
 
 
