@@ -645,8 +645,13 @@ async def _read_body(
         if store is not None:
             store.write(piece)
 
+    stream = response.stream
+    if not isinstance(stream, httpx.AsyncByteStream):
+        raise TypeError("the fetch engine needs an async client: the response body is not an async stream")
     try:
-        async for raw in response.aiter_raw():
+        # The stream itself rather than `aiter_raw()`, whose async generator and byte chunker cost
+        # more than the rest of this loop on a small body; `_attempt` closes the response.
+        async for raw in stream:
             if decoder.active:
                 for piece in decoder.decode(raw):
                     take(piece)
