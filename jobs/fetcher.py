@@ -26,6 +26,7 @@ import logging
 import random
 import ssl
 import time
+import weakref
 import zlib
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -345,18 +346,25 @@ class FetchClient(httpx.AsyncClient):
 
 
 class _Timed(httpx.AsyncByteStream):
-    """A response body that sets `response.elapsed` when closed, as httpx's client does."""
+    """A response body that sets `response.elapsed` when closed, as httpx's client does.
+
+    It refers to its response weakly: the response refers to it (its `stream`), and a
+    reference cycle per request would leave every response, its headers and its request to
+    the cyclic garbage collector (measured: ~13 objects per URL, 12-16% of the engine's CPU).
+    """
 
     def __init__(self, stream: httpx.AsyncByteStream, response: httpx.Response, started: float) -> None:
         self._stream = stream
-        self._response = response
+        self._response = weakref.ref(response)
         self._started = started
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._stream.__aiter__()  # no generator of our own around it: one less step per chunk
 
     async def aclose(self) -> None:
-        self._response.elapsed = timedelta(seconds=time.perf_counter() - self._started)
+        response = self._response()
+        if response is not None:
+            response.elapsed = timedelta(seconds=time.perf_counter() - self._started)
         await self._stream.aclose()
 
 
@@ -637,8 +645,13 @@ async def _read_body(
         if store is not None:
             store.write(piece)
 
+    stream = response.stream
+    if not isinstance(stream, httpx.AsyncByteStream):
+        raise TypeError("the fetch engine needs an async client: the response body is not an async stream")
     try:
-        async for raw in response.aiter_raw():
+        # The stream itself rather than `aiter_raw()`, whose async generator and byte chunker cost
+        # more than the rest of this loop on a small body; `_attempt` closes the response.
+        async for raw in stream:
             if decoder.active:
                 for piece in decoder.decode(raw):
                     take(piece)

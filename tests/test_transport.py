@@ -6,6 +6,7 @@ are covered in test_fetcher.py; these tests pin what the two classes add.
 
 from __future__ import annotations
 
+import gc
 import socket
 from collections.abc import AsyncIterator, Iterator
 
@@ -14,6 +15,7 @@ from aiohttp import web
 import httpx
 import pytest
 
+from jobs import fetcher
 from jobs.fetcher import FetchClient, make_client
 from jobs.transport import LeanAiohttpTransport
 from tests.target import TargetServer
@@ -160,3 +162,20 @@ async def test_streaming_request_bodies_are_refused(server: TargetServer, client
 
     with pytest.raises(httpx.UnsupportedProtocol, match="streaming request bodies"):
         await client.post(server.url("/ok"), content=chunks())
+
+
+async def test_fetching_leaves_no_reference_cycles(server: TargetServer, client: httpx.AsyncClient) -> None:
+    """A response, its body stream and its request are freed by reference counting as soon as they are
+    dropped: cycles would leave them to the cyclic collector, whose passes cost the worker ~10% of its CPU."""
+    urls = [(position, server.url(f"/ok/{position}")) for position in range(20)]
+    results: list[fetcher.FetchResult] = []
+    await fetcher.fetch_all(client, urls[:2], concurrency=2, on_result=results.append)  # connections, caches
+    gc.collect()
+    gc.disable()
+    try:
+        await fetcher.fetch_all(client, urls, concurrency=4, on_result=results.append)
+        unreachable = gc.collect()
+    finally:
+        gc.enable()
+    assert [r.status_code for r in results[2:]] == [200] * 20
+    assert unreachable == 0

@@ -7,6 +7,7 @@ they matter; the database is checked for counters equal to rows.
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from django.utils import timezone
 
 from jobs import progress, queue
 from jobs.fetcher import FetchResult
+from jobs.management.commands import runworker
 from jobs.models import Chunk, Job, Result, Share
 from jobs.worker import Worker
 from tests import services
@@ -129,6 +131,19 @@ def test_our_runworker_wins_over_channels() -> None:
 def test_bad_options_are_refused(args: list[str], message: str) -> None:
     with pytest.raises(CommandError, match=message):
         call_command("runworker", *args)
+
+
+def test_the_command_runs_the_worker_with_rarer_gc_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[int, int]] = []
+
+    async def run(worker: Worker) -> None:
+        seen.append((gc.get_threshold()[0], gc.get_freeze_count()))
+
+    before = gc.get_threshold()
+    monkeypatch.setattr(Worker, "run", run)
+    call_command("runworker", "--batch")
+    assert seen and seen[0][0] == runworker.GC_THRESHOLD and seen[0][1] > 0  # startup objects frozen
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0  # restored: tests run it in-process
 
 
 def test_batch_run_records_every_url_within_the_job_concurrency(owner: Any, target: TargetServer) -> None:
