@@ -528,12 +528,7 @@ async def _attempt(
     seen = {attempt.url}
     deadline: float | None = None
     while True:
-        if guard is not None:
-            try:
-                guard.check_url(attempt.url)
-            except Blocked as exc:
-                raise _Failure("blocked", str(exc)) from exc
-        target = httpx.URL(attempt.url)
+        target = _guarded_url(attempt.url, guard)
         host = target.host
         await slots.acquire(host, options)
         try:
@@ -564,6 +559,27 @@ async def _attempt(
         seen.add(location)
         attempt.url = location
         attempt.redirects += 1
+
+
+def _guarded_url(url: str, guard: Guard | None) -> httpx.URL:
+    """`url` parsed, or _Failure("blocked") if the guard refuses it.
+
+    The guard judges httpx's parse, which is what the transport connects to (no
+    second parse per request). A URL httpx cannot parse is judged as written, so
+    an odd spelling of an address (0177.0.0.1) is reported as blocked.
+    """
+    try:
+        try:
+            target = httpx.URL(url)
+        except httpx.InvalidURL:
+            if guard is not None:
+                guard.check_url(url)
+            raise
+        if guard is not None:
+            guard.check_host(target.scheme, target.host)
+    except Blocked as exc:
+        raise _Failure("blocked", str(exc)) from exc
+    return target
 
 
 def _read_response(response: httpx.Response, wanted: dict[bytes, str], attempt: _Attempt) -> str | None:

@@ -2,7 +2,8 @@
 
 Two places enforce one policy (`Guard`):
 
-- `Guard.check_url()` before every request (redirect hops included): only
+- `Guard.check_url()` (or `check_host()` with the parts of a parsed URL) before
+  every request (redirect hops included): only
   http/https, and an IP-literal host must be allowed. aiohttp never asks the
   resolver about IP literals, so they are judged here.
 - `GuardedResolver`, the resolver of the transport's aiohttp connector: it
@@ -136,8 +137,12 @@ class Guard:
             host = parts.hostname
         except ValueError as exc:
             raise Blocked(f"unparsable URL ({exc})") from exc
-        if parts.scheme.lower() not in ("http", "https"):
-            raise Blocked(f"scheme {parts.scheme!r} is not http or https")
+        self.check_host(parts.scheme, host or "")
+
+    def check_host(self, scheme: str, host: str) -> None:
+        """`check_url` of a URL parsed already: its scheme and its host (an IPv6 literal without brackets)."""
+        if scheme.lower() not in ("http", "https"):
+            raise Blocked(f"scheme {scheme!r} is not http or https")
         if not host:
             raise Blocked("URL has no host")
         problem = _host_problem(self, host)

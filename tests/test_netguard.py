@@ -213,6 +213,24 @@ def test_any_ipv4_in_any_spelling_is_judged_like_its_address(value: int) -> None
         assert not _passes(f"http://{odd}/")  # odd spellings are refused outright
 
 
+@pytest.mark.parametrize(
+    "url", [v.format(port=8080) for v in VECTORS] + ["http://93.184.216.34/", "https://example.com/a?b", "ftp://x/"]
+)
+def test_check_host_on_httpx_parts_agrees_with_check_url(url: str) -> None:
+    """The engine judges httpx's parse of a URL (check_host); a URL httpx cannot parse goes to check_url."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        assert not _passes(url)
+        return
+    try:
+        GUARD.check_host(parsed.scheme, parsed.host)
+    except Blocked:
+        assert not _passes(url)
+    else:
+        assert _passes(url)
+
+
 def _passes(url: str) -> bool:
     try:
         GUARD.check_url(url)
