@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import logging
 import threading
@@ -241,7 +242,8 @@ class JobPublisher:
     background task sends the latest job state with the rows recorded since the
     previous message, to the job's group (`job.progress`) and to the owner's
     group (`job.update`). `aclose()` sends what is left, the final status
-    included, then stops. Use as an async context manager.
+    included, at once (not after the pause between two messages), then stops.
+    Use as an async context manager.
 
     With a channels-redis layer, the task runs on `_SenderThread`'s loop, so a
     busy worker loop does not hold messages up; with another layer (the in-memory
@@ -257,6 +259,7 @@ class JobPublisher:
         self._results: deque[dict[str, Any]] = deque(maxlen=MAX_RESULTS_PER_MESSAGE)
         self._lock = threading.Lock()  # update() and _send() may run on different threads
         self._dirty = asyncio.Event()  # set on the loop that runs _run (see _poke)
+        self._final = asyncio.Event()  # set by aclose() (on that loop too): the last state skips the pause
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._threaded = False
@@ -287,11 +290,13 @@ class JobPublisher:
             self._results.extend(rows)
         self._poke()
 
-    def _poke(self) -> None:
+    def _poke(self, event: asyncio.Event | None = None) -> None:
+        """Set `event` (default: dirty) on the loop that runs `_run`."""
+        event = event or self._dirty
         if self._threaded and self._loop is not None:
-            self._loop.call_soon_threadsafe(self._dirty.set)
+            self._loop.call_soon_threadsafe(event.set)
         else:
-            self._dirty.set()
+            event.set()
 
     async def aclose(self) -> None:
         """Send the last state (within a few seconds at most) and stop."""
@@ -300,6 +305,7 @@ class JobPublisher:
         if task is None:
             return
         self._poke()
+        self._poke(self._final)
         waiting = asyncio.wrap_future(task) if isinstance(task, concurrent.futures.Future) else task
         try:
             # Shielded so a cancelled caller does not cut the final message short;
@@ -327,7 +333,13 @@ class JobPublisher:
                 # A send failed on a connection left over from before a Redis restart, while pages are
                 # connected again: the final state must reach them, so try again until aclose() gives up.
                 self._dirty.set()
-            await asyncio.sleep(self._interval)
+                await asyncio.sleep(self._interval)
+                continue
+            # The pause that keeps to max_rate; the final state (aclose) goes out without waiting for its end:
+            # the job's end is the update watchers wait for most.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval):
+                    await self._final.wait()
 
     async def _send(self) -> bool:
         """Send the latest state; True if both groups got it (or there is nothing to send)."""

@@ -126,6 +126,20 @@ async def test_the_final_state_is_sent_on_close() -> None:
     assert messages[-1]["job"]["status"] == "completed"
 
 
+async def test_the_final_state_does_not_wait_for_the_pause_between_messages() -> None:
+    the_job = job()
+    channel = await subscribe(progress.job_group(the_job.pk))
+    publisher = progress.JobPublisher(the_job, max_rate=0.05)  # 20 s between two progress messages
+    async with asyncio.timeout(5):
+        async with publisher:
+            publisher.update(the_job)
+            await asyncio.sleep(0.05)  # the first message goes out; the pause starts
+            the_job.status = Job.Status.COMPLETED
+            publisher.update(the_job)
+    messages = await drain(channel)
+    assert [m["job"]["status"] for m in messages] == ["running", "completed"]
+
+
 async def test_publish_job_update_reaches_both_groups_and_a_cancel_wakes_workers() -> None:
     running, cancelling = job(), job(Job.Status.CANCELLING)
     channel = await subscribe(
