@@ -38,18 +38,18 @@ from tests import services
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Run tests marked `postgres` only in the PostgreSQL run (`make test` runs the suite on both).
+    """Run tests marked `postgres` only in the PostgreSQL run and those marked `sqlite` only in the SQLite
+    run (`make test` runs the suite on both).
 
-    They are deselected, not skipped, on SQLite: they exercise PostgreSQL itself
-    (its connections, several workers on row locks), and the slow ones would
-    otherwise double the suite's time for no extra coverage.
+    They are deselected, not skipped: they exercise one database itself (PostgreSQL's
+    connections and row locks with several workers; a path or query plan of SQLite), and
+    the slow ones would otherwise double the suite's time for no extra coverage.
     """
-    if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-        return
-    deselected = [item for item in items if item.get_closest_marker("postgres")]
+    other = "sqlite" if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" else "postgres"
+    deselected = [item for item in items if item.get_closest_marker(other)]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
-        items[:] = [item for item in items if not item.get_closest_marker("postgres")]
+        items[:] = [item for item in items if not item.get_closest_marker(other)]
 
 
 def redis_layer_settings(redis_url: str) -> dict[str, Any]:

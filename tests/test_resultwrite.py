@@ -30,12 +30,10 @@ def fetched(position: int, outcome: str = "succeeded", status: int | None = 200,
     )  # fmt: skip
 
 
-@pytest.fixture(params=["single statement", "select then update"])
+@pytest.fixture(params=["single statement", pytest.param("select then update", marks=pytest.mark.sqlite)])
 def path(request: Any, monkeypatch: pytest.MonkeyPatch) -> str:
     """Both SQLite paths (the second one serves SQLite < 3.35); PostgreSQL has one."""
     if request.param == "select then update":
-        if connection.vendor != "sqlite":
-            pytest.skip("only SQLite takes the select-then-update path")
         monkeypatch.setattr(resultwrite, "sqlite_single_statement", lambda: False)
     return str(request.param)
 
@@ -76,7 +74,7 @@ def test_only_the_given_job_is_written(owner: Any, path: str) -> None:
     assert not Result.objects.filter(job=other).exclude(outcome="pending").exists()
 
 
-@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite's query plan")
+@pytest.mark.sqlite
 def test_sqlite_statement_looks_rows_up_by_job_and_position(owner: Any) -> None:
     """Joined naively, SQLite scans the job's pending rows once per batch row: the CTE keeps it on the index."""
     if not resultwrite.sqlite_single_statement():
