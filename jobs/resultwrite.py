@@ -28,10 +28,9 @@ VALUE_FIELDS = (
 COLUMNS = ("outcome", "status_code", "bytes", "elapsed_ms", "attempts", "error", "error_class", "final_url",
            "content_type", "sha256", "redirects", "body")  # fmt: skip
 _values = attrgetter(*VALUE_FIELDS)
-# PostgreSQL's type of each value (VALUE_FIELDS order), named as its column ("position" for the lookup).
-_PG_TYPES = dict(zip(("position", *COLUMNS), (
-    "integer", "text", "integer", "bigint", "integer", "integer", "text", "text", "text", "text", "text", "integer", "text",
-), strict=True))
+PG_TYPES = ("integer", "text", "integer", "bigint", "integer", "integer", "text", "text", "text", "text", "text",
+            "integer", "text")  # fmt: skip
+"""The PostgreSQL type of each of VALUE_FIELDS."""
 Written = tuple[int, int, str]
 """A written row's id, position and url."""
 
@@ -93,7 +92,8 @@ def _write_postgresql(job_id: uuid.UUID, by_position: Mapping[int, FetchResult],
     """One statement: update the still-pending rows of the batch, return which ones."""
     qn = connection.ops.quote_name
     sets = ", ".join(f"{qn(column)} = v.{column}" for column in COLUMNS)
-    values = ", ".join(f"(e->>{i})::{kind} AS {name}" for i, (name, kind) in enumerate(_PG_TYPES.items()))
+    names = ("position", *COLUMNS)
+    values = ", ".join(f"(e->>{i})::{kind} AS {name}" for i, (name, kind) in enumerate(zip(names, PG_TYPES, strict=True)))
     sql = f"""
         UPDATE {qn(Result._meta.db_table)} AS r SET {sets}, fetched_at = %s
         FROM (SELECT {values} FROM json_array_elements(%s::json) AS e) AS v
