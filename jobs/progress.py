@@ -22,7 +22,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -31,8 +31,10 @@ from redis.exceptions import RedisError
 
 from . import conf
 from .models import Job, Result
-from .resultwrite import FinalRow
 from .serializers import job_to_dict, result_to_dict
+
+if TYPE_CHECKING:
+    from .resultwrite import FinalRow
 
 logger = logging.getLogger(__name__)
 
@@ -260,7 +262,6 @@ class JobPublisher:
         self._lock = threading.Lock()  # update() and _send() may run on different threads
         self._dirty = asyncio.Event()  # set on the loop that runs _run (see _poke)
         self._final = asyncio.Event()  # set by aclose() (on that loop too): the last state skips the pause
-        self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._threaded = False
         self._task: concurrent.futures.Future[None] | asyncio.Task[None] | None = None
@@ -292,7 +293,8 @@ class JobPublisher:
 
     def _poke(self, event: asyncio.Event | None = None) -> None:
         """Set `event` (default: dirty) on the loop that runs `_run`."""
-        event = event or self._dirty
+        if event is None:
+            event = self._dirty
         if self._threaded and self._loop is not None:
             self._loop.call_soon_threadsafe(event.set)
         else:
@@ -300,7 +302,6 @@ class JobPublisher:
 
     async def aclose(self) -> None:
         """Send the last state (within a few seconds at most) and stop."""
-        self._closing = True
         task, self._task = self._task, None
         if task is None:
             return
@@ -327,7 +328,9 @@ class JobPublisher:
             await self._dirty.wait()
             self._dirty.clear()
             sent = await self._send()
-            if self._closing and not self._dirty.is_set():
+            # `_final` is set on this loop after the last update()'s `_dirty` (callbacks run in order): a send
+            # that ends just as aclose() starts sees that update pending, not a finished publisher.
+            if self._final.is_set() and not self._dirty.is_set():
                 if sent or not outage.settling:
                     return  # in a real outage pages lose their sockets too, and re-sync when they reconnect
                 # A send failed on a connection left over from before a Redis restart, while pages are

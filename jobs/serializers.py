@@ -4,10 +4,12 @@ consumers and the worker's progress messages (one wire format everywhere)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .models import Job, Result
-from .resultwrite import FinalRow
+
+if TYPE_CHECKING:
+    from .resultwrite import FinalRow
 
 JOB_FIELDS = (
     "name", "status", "concurrency", "timeout", "per_host", "host_delay", "retries", "max_redirects", "max_bytes",
