@@ -34,16 +34,20 @@ def worker_gc() -> Iterator[None]:
     12% of the worker's CPU (bench/results.md). Objects freed by reference
     counting (the engine makes no cycles) never need a pass, so a rarer one
     costs nothing; `gc.freeze()` moves what startup allocated (Django, the app)
-    where no pass walks it. Restored afterwards (tests run the command in-process).
+    where no pass walks it (cyclic garbage among it stays until the run ends).
+    The state found is restored afterwards (tests run the command in-process).
     """
     previous = gc.get_threshold()
-    gc.freeze()
+    freeze = gc.get_freeze_count() == 0  # objects someone else froze stay frozen
+    if freeze:
+        gc.freeze()
     gc.set_threshold(GC_THRESHOLD, *previous[1:])
     try:
         yield
     finally:
         gc.set_threshold(*previous)
-        gc.unfreeze()
+        if freeze:
+            gc.unfreeze()
 
 
 def bounded_int(low: int, high: int) -> Callable[[str], int]:
