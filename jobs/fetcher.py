@@ -666,13 +666,14 @@ async def _read_body(
         raise TypeError("the fetch engine needs an async client: the response body is not an async stream")
     try:
         # The stream itself rather than `aiter_raw()`, whose async generator and byte chunker cost
-        # more than the rest of this loop on a small body; `_attempt` closes the response.
+        # more than the rest of this loop on a small body (`_attempt` closes the response on failure).
         async for raw in stream:
             if decoder.active:
                 for piece in decoder.decode(raw):
                     take(piece)
             else:
                 take(raw)  # identity bodies (most) skip the decoder's generator: this runs for every chunk
+        await response.aclose()  # the connection goes back to the pool before the sink stores the body
         for piece in decoder.flush():
             take(piece)
         if store is not None:
