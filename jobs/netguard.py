@@ -3,9 +3,9 @@
 Two places enforce one policy (`Guard`):
 
 - `Guard.check_url()` (or `check_host()` with the parts of a parsed URL) before
-  every request (redirect hops included): only
-  http/https, and an IP-literal host must be allowed. aiohttp never asks the
-  resolver about IP literals, so they are judged here.
+  every request (redirect hops included): only http/https, and an IP-literal
+  host must be allowed. aiohttp never asks the resolver about IP literals, so
+  they are judged here.
 - `GuardedResolver`, the resolver of the transport's aiohttp connector: it
   resolves a host name, refuses the name unless *every* address is allowed,
   and returns only those checked addresses, which the connector then connects

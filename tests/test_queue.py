@@ -257,7 +257,9 @@ def test_a_worker_cannot_record_urls_of_a_chunk_it_does_not_hold(owner: Any, set
     assert queue.claim_chunk(a) is not None and queue.claim_chunk(b) is not None  # a: 0-2, b: 3-5
 
     with pytest.raises(ClaimLost, match="URL 1 is no longer held"):
-        queue.record_results(b, [fetched(3), fetched(0)])
+        queue.record_results(b, [fetched(3), fetched(0)])  # before b's chunk
+    with pytest.raises(ClaimLost, match="URL 4 is no longer held"):
+        queue.record_results(a, [fetched(2), fetched(3)])  # just past a's chunk (its end is exclusive)
 
     assert not Result.objects.filter(job=job).exclude(outcome="pending").exists()  # all or nothing
     queue.record_results(b, [fetched(3)])

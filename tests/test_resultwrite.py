@@ -67,6 +67,21 @@ def test_writes_exactly_the_pending_rows_and_returns_them_in_position_order(owne
         assert resultwrite.write_results(job.pk, [], at) == []
 
 
+def test_any_text_is_written_as_it_is(owner: Any, path: str) -> None:
+    """The batch travels as JSON (SQLite, PostgreSQL): escapes, non-BMP characters and long values arrive intact."""
+    job = make_job(owner, 2)
+    odd = 'back\\slash \\u00e9 "quoted" \ttab\nnewline 😀 é'
+    long_url = "http://127.0.0.1:9/" + "é/%2F" * 500
+    with transaction.atomic():
+        rows = resultwrite.write_results(
+            job.pk, [fetched(0, "failed", None, error_class="other", final_url=long_url, content_type=odd)],
+            timezone.now(),
+        )
+    stored = Result.objects.get(job=job, position=0)
+    assert (stored.error, stored.final_url, stored.content_type) == ('boom: é "q"', long_url, odd)
+    assert (rows[0].final_url, rows[0].content_type) == (long_url, odd)
+
+
 def test_only_the_given_job_is_written(owner: Any, path: str) -> None:
     job, other = make_job(owner, 3), make_job(owner, 3)
     with transaction.atomic():

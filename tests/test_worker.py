@@ -235,8 +235,8 @@ async def test_cancel_mid_run_stops_requests_within_a_second(owner: Any, target:
         assert cancelling.status == Job.Status.CANCELLING
         await eventually(lambda: _status_is(job, Job.Status.CANCELLED), timeout=2, what="the job reads cancelled")
         took = time.monotonic() - asked
-        # The worker aborted its requests (closed their connections) before the job read `cancelled`: the
-        # server sees them go at once, not after the 5 s its handlers take; and no request starts any more.
+        # The worker aborted its requests (closed their connections): the server sees them go within a second,
+        # not after the 5 s its handlers take; and no request starts any more.
         await eventually(lambda: target.stats().in_flight == 0, timeout=1, what="the requests are aborted")
         requests = target.stats().requests
         await asyncio.sleep(0.3)
