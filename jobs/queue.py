@@ -340,17 +340,21 @@ def _fenced_chunks(claim: Claim, now: datetime) -> tuple[int, list[tuple[int, in
     return rows[0][0], [(start, end) for _id, start, end in rows if start is not None]
 
 
-def _pending(job_id: uuid.UUID, start: int, end: int) -> QuerySet[Result]:
-    return Result.objects.filter(job_id=job_id, outcome=Result.Outcome.PENDING, position__gte=start, position__lt=end)
+def _execute(sql: str, params: Sequence[Any]) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
 
 
-def _mark_done(chunks: QuerySet[Chunk]) -> None:
-    """Mark the chunks with no pending row left as done."""
-    pending = Result.objects.filter(
-        job_id=OuterRef("job_id"), outcome=Result.Outcome.PENDING,
-        position__gte=OuterRef("start"), position__lt=OuterRef("end"),
-    )  # fmt: skip
-    chunks.filter(done=False).exclude(Exists(pending)).update(done=True)
+def _mark_done(share_id: int) -> None:
+    """Mark the share's chunks with no pending row left as done."""
+    qn = connection.ops.quote_name
+    chunk = qn(Chunk._meta.db_table)
+    _execute(
+        f"UPDATE {chunk} SET done = %s WHERE share_id = %s AND NOT done AND NOT EXISTS ("
+        f"SELECT 1 FROM {qn(Result._meta.db_table)} AS r WHERE r.job_id = {chunk}.job_id AND r.outcome = %s"
+        f" AND r.position >= {chunk}.start AND r.position < {chunk}.{qn('end')})",
+        [True, share_id, Result.Outcome.PENDING],
+    )
 
 
 def claim_chunk(claim: Claim) -> ChunkClaim | None:
@@ -362,27 +366,43 @@ def claim_chunk(claim: Claim) -> ChunkClaim | None:
     ClaimLost if the share was lost.
     """
     max_claims = int(conf.get("WORKER_MAX_CLAIMS"))
+    qn = connection.ops.quote_name
+    chunks, shares, results = (qn(model._meta.db_table) for model in (Chunk, Share, Result))
     with transaction.atomic():
         job = _locked_job(claim.job_id)
         now = timezone.now()
         share_id = _fenced_share(claim, now)
-        _mark_done(Chunk.objects.filter(share_id=share_id))
+        _mark_done(share_id)
         if job.is_terminal:
             return None
-        free = Chunk.objects.filter(job=job, done=False).filter(
-            Q(share__isnull=True) | Q(share__lease_expires_at__lte=now)
-        )
-        for chunk in free.order_by("start"):
-            items = list(_pending(job.pk, chunk.start, chunk.end).order_by("position").values_list("position", "url"))
-            if not items:
-                Chunk.objects.filter(pk=chunk.pk).update(done=True)
-                continue
-            if chunk.claims >= max_claims:
-                _fail_poison(job, chunk, now)
+        job_id = _db(job.pk, Chunk, "job")
+        while True:  # each turn claims a chunk, or marks one done (and it is no longer free)
+            free = _fetch(
+                f"SELECT c.id, c.start, c.{qn('end')}, c.claims FROM {chunks} AS c"
+                f" LEFT JOIN {shares} AS s ON s.id = c.share_id"
+                " WHERE c.job_id = %s AND NOT c.done AND (c.share_id IS NULL OR s.lease_expires_at <= %s)"
+                " ORDER BY c.start LIMIT 1",
+                [job_id, connection.ops.adapt_datetimefield_value(now)],
+            )
+            if not free:
                 return None
-            Chunk.objects.filter(pk=chunk.pk).update(share=share_id, worker_id=claim.worker_id, claims=F("claims") + 1)
-            return ChunkClaim(start=chunk.start, end=chunk.end, items=items)
-    return None
+            chunk_id, start, end, claims = free[0]
+            items = _fetch(
+                f"SELECT position, url FROM {results}"
+                " WHERE job_id = %s AND outcome = %s AND position >= %s AND position < %s ORDER BY position",
+                [job_id, Result.Outcome.PENDING, start, end],
+            )
+            if not items:
+                _execute(f"UPDATE {chunks} SET done = %s WHERE id = %s", [True, chunk_id])
+                continue
+            if claims >= max_claims:
+                _fail_poison(job, Chunk(pk=chunk_id, job=job, start=start, end=end, claims=claims), now)
+                return None
+            _execute(
+                f"UPDATE {chunks} SET share_id = %s, worker_id = %s, claims = claims + 1 WHERE id = %s",
+                [share_id, claim.worker_id, chunk_id],
+            )
+            return ChunkClaim(start=start, end=end, items=items)
 
 
 def _fail_poison(job: Job, chunk: Chunk, now: datetime) -> None:
@@ -494,8 +514,8 @@ def leave_job(claim: Claim, ending: Ending, *, error: str | None = None) -> Job:
         job = _locked_job(claim.job_id)
         now = timezone.now()
         share_id = _fenced_share(claim, now)
+        _mark_done(share_id)
         mine = Chunk.objects.filter(share_id=share_id)
-        _mark_done(mine)
         if ending in ("stop", "pause"):
             mine.filter(done=False).update(claims=Greatest(F("claims") - 1, 0))
         mine.update(share=None)

@@ -453,6 +453,28 @@ def test_chunks_with_nothing_pending_are_marked_done(owner: Any, settings: Any) 
     assert list(Chunk.objects.filter(job=job).values_list("start", "done")) == [(0, True), (2, False), (4, False)]
 
 
+def test_a_lapsed_shares_chunk_with_nothing_pending_is_marked_done_and_the_next_one_claimed(
+    owner: Any, settings: Any
+) -> None:
+    settings.WORKER_CHUNK_SIZE = 2
+    job = make_job(owner, 6)
+    a = joined("a")
+    queue.claim_chunk(a), queue.claim_chunk(a)
+    queue.record_results(a, [fetched(0), fetched(1)])  # chunk 0 finished, but not yet marked done
+    b = joined("b")
+    Share.objects.filter(token=a.token).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+
+    chunk = queue.claim_chunk(b)
+
+    assert chunk is not None and (chunk.start, chunk.end) == (2, 4)
+    assert [position for position, _url in chunk.items] == [2, 3]
+    share_b = Share.objects.get(token=b.token).pk
+    assert list(Chunk.objects.filter(job=job).values_list("start", "done", "share_id", "claims")) == [
+        (0, True, Share.objects.get(token=a.token).pk, 1), (2, False, share_b, 2), (4, False, None, 0)
+    ]  # fmt: skip
+    assert take_chunks(b) == [4, 5]
+
+
 # --- leaving: finishing, cancelling, handing back -------------------------------------------
 
 
