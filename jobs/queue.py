@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, models, transaction
+from django.db.transaction import TransactionManagementError
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
@@ -308,8 +309,15 @@ def _fetch(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         return cursor.fetchall()
 
 
+def _execute(sql: str, params: Sequence[Any]) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
 def _locked_job(job_id: uuid.UUID) -> Job:
     """The job row, locked for the caller's transaction (see "Lock order" above)."""
+    if not connection.in_atomic_block:  # as select_for_update() would: outside one, the lock ends at once
+        raise TransactionManagementError("_locked_job() must run inside a transaction")
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
     table = connection.ops.quote_name(Job._meta.db_table)
     for job in Job.objects.raw(f"SELECT * FROM {table} WHERE id = %s{lock}", [_db(job_id, Job, "id")]):
@@ -321,28 +329,36 @@ def _share_lost(claim: Claim) -> ClaimLost:
     return ClaimLost(f"job {claim.job_id}: the share of {claim.worker_id} is lost (its lease expired)")
 
 
+_LIVE_SHARE = "s.token = %s AND s.lease_expires_at > %s"
+
+
+def _live_share_params(claim: Claim, now: datetime) -> list[Any]:
+    """The parameters of _LIVE_SHARE (`claim`'s share, as `s`, while its lease runs)."""
+    return [_db(claim.token, Share, "token"), connection.ops.adapt_datetimefield_value(now)]
+
+
 def _fenced_share(claim: Claim, now: datetime) -> int:
     """The id of `claim`'s share if it is still live; ClaimLost otherwise."""
-    return _fenced_chunks(claim, now)[0]
+    shares = connection.ops.quote_name(Share._meta.db_table)
+    rows = _fetch(f"SELECT s.id FROM {shares} AS s WHERE {_LIVE_SHARE}", _live_share_params(claim, now))
+    if not rows:
+        raise _share_lost(claim)
+    return rows[0][0]
 
 
-def _fenced_chunks(claim: Claim, now: datetime) -> tuple[int, list[tuple[int, int]]]:
-    """The id of `claim`'s share if it is still live, and its chunks' (start, end) in order; ClaimLost otherwise."""
+def _fenced_chunks(claim: Claim, now: datetime, first: int, last: int) -> list[tuple[int, int]]:
+    """The (start, end) of the chunks of `claim`'s share that overlap positions `first`-`last`, in order, if the
+    share is still live; ClaimLost otherwise. (A share keeps its finished chunks until it leaves the job.)"""
     qn = connection.ops.quote_name
     rows = _fetch(
         f"SELECT s.id, c.start, c.{qn('end')} FROM {qn(Share._meta.db_table)} AS s"
-        f" LEFT JOIN {qn(Chunk._meta.db_table)} AS c ON c.share_id = s.id"
-        " WHERE s.token = %s AND s.lease_expires_at > %s ORDER BY c.start",
-        [_db(claim.token, Share, "token"), connection.ops.adapt_datetimefield_value(now)],
+        f" LEFT JOIN {qn(Chunk._meta.db_table)} AS c ON c.share_id = s.id AND c.start <= %s AND c.{qn('end')} > %s"
+        f" WHERE {_LIVE_SHARE} ORDER BY c.start",
+        [last, first, *_live_share_params(claim, now)],
     )
     if not rows:
         raise _share_lost(claim)
-    return rows[0][0], [(start, end) for _id, start, end in rows if start is not None]
-
-
-def _execute(sql: str, params: Sequence[Any]) -> None:
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+    return [(start, end) for _id, start, end in rows if start is not None]
 
 
 def _mark_done(share_id: int) -> None:
@@ -477,7 +493,8 @@ def record_results(claim: Claim, results: Sequence[FetchResult], *, fetched_at: 
     fetched_at = fetched_at or timezone.now()
     with transaction.atomic():
         job = _locked_job(claim.job_id)
-        _share_id, held = _fenced_chunks(claim, timezone.now())
+        positions = [result.position for result in results]
+        held = _fenced_chunks(claim, timezone.now(), min(positions, default=0), max(positions, default=0))
         starts = [start for start, _end in held]  # chunks never overlap: bisect instead of a scan per result
         for result in results:
             i = bisect_right(starts, result.position) - 1
@@ -489,12 +506,11 @@ def record_results(claim: Claim, results: Sequence[FetchResult], *, fetched_at: 
             succeeded, failed = counts[Result.Outcome.SUCCEEDED], counts[Result.Outcome.FAILED]
             job.succeeded += succeeded
             job.failed += failed
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    f"UPDATE {connection.ops.quote_name(Job._meta.db_table)}"
-                    " SET succeeded = succeeded + %s, failed = failed + %s WHERE id = %s",
-                    [succeeded, failed, _db(job.pk, Job, "id")],
-                )
+            _execute(
+                f"UPDATE {connection.ops.quote_name(Job._meta.db_table)}"
+                " SET succeeded = succeeded + %s, failed = failed + %s WHERE id = %s",
+                [succeeded, failed, _db(job.pk, Job, "id")],
+            )
     return Recorded(job=job, results=rows)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from django.db import IntegrityError, connections, transaction
+from django.db.transaction import TransactionManagementError
 from django.db.models import Count, Sum
 from django.utils import timezone
 
@@ -264,6 +265,15 @@ def test_a_worker_cannot_record_urls_of_a_chunk_it_does_not_hold(owner: Any, set
     assert not Result.objects.filter(job=job).exclude(outcome="pending").exists()  # all or nothing
     queue.record_results(b, [fetched(3)])
     assert_counters_match_rows(job)
+
+
+def test_the_job_lock_is_taken_inside_a_transaction_only(owner: Any) -> None:
+    """As select_for_update() would: outside a transaction the row lock would end with the statement."""
+    job = make_job(owner, 1)
+    with pytest.raises(TransactionManagementError):
+        queue._locked_job(job.pk)
+    with transaction.atomic():
+        assert queue._locked_job(job.pk).pk == job.pk
 
 
 def test_a_share_whose_lease_expired_is_lost_even_before_a_takeover(owner: Any) -> None:
