@@ -24,7 +24,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -39,6 +40,9 @@ BODY_BYTES = 1024
 BASELINE_TIME_LIMIT = 30.0
 WORKER_CONCURRENCY = 200
 WATCHERS = 200
+REPEATS = 3
+"""Runs of each cell of up to 10,000 URLs, ours and the aiohttp baseline (this machine's seconds vary by
+~10% from run to run): the table shows the median run of each and the range."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ class Cell:
     c: int
     delay_ms: int
 
+
+T = TypeVar("T")
 
 MATRIX = (Cell(10_000, 50, 50), Cell(10_000, 200, 50), Cell(100_000, 200, 0))
 QUICK_MATRIX = (Cell(2_000, 50, 50), Cell(2_000, 200, 50), Cell(10_000, 200, 0))
@@ -75,6 +81,15 @@ class Target:
     async def peak_in_flight(self) -> int:
         async with aiohttp.ClientSession() as session, session.get(self.base_url + "/stats") as response:
             return int((await response.json())["peak_in_flight"])
+
+
+def repeats(cell: Cell, args: argparse.Namespace) -> int:
+    return 1 if args.quick or cell.n > 10_000 else REPEATS
+
+
+def median_run(runs: list[T], seconds: Callable[[T], float]) -> T:
+    """The run with the median time (the upper one of an even count)."""
+    return sorted(runs, key=seconds)[len(runs) // 2]
 
 
 async def run_baseline(kind: str, target: Target, cell: Cell) -> dict[str, Any]:
@@ -132,7 +147,10 @@ async def main_async(args: argparse.Namespace) -> int:
         baselines: dict[Cell, dict[str, dict[str, Any]]] = {}
         for cell in matrix:
             target = targets[cell.delay_ms]
-            baselines[cell] = {kind: await run_baseline(kind, target, cell) for kind in ("aiohttp", "httpx")}
+            runs = [await run_baseline("aiohttp", target, cell) for _ in range(repeats(cell, args))]
+            baselines[cell] = {"aiohttp": median_run(runs, lambda run: run["seconds"])}
+            baselines[cell]["aiohttp"]["runs"] = [run["seconds"] for run in runs]
+            baselines[cell]["httpx"] = await run_baseline("httpx", target, cell)  # far slower: once is enough
         engine: list[dict[str, Any]] = []
         if not args.no_engine:
             print("the fetch engine alone (bench.engine):", flush=True)
@@ -149,9 +167,10 @@ async def main_async(args: argparse.Namespace) -> int:
                 warm = matrix[0]
                 await stack.run_job(make_urls(targets[warm.delay_ms].base_url, 500), warm.c)  # imports, connections
                 for cell in matrix:
-                    figures, peak = await run_ours(stack, targets[cell.delay_ms], cell)
+                    runs = [await run_ours(stack, targets[cell.delay_ms], cell) for _ in range(repeats(cell, args))]
+                    figures, peak = median_run(runs, lambda run: run[0].seconds)
                     rows.append(report.Row(db=db, delay_ms=cell.delay_ms, ours=figures, peak_in_flight=peak,
-                                           baselines=baselines[cell]))  # fmt: skip
+                                           baselines=baselines[cell], ours_runs=[run[0].seconds for run in runs]))  # fmt: skip
                 if db == "postgresql" or args.only == db:
                     # C=50: the job lasts >= 10 s, so the 200 sockets are all open while it runs.
                     cell = Cell(matrix[0].n, 50, 50)

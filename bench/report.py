@@ -9,7 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -25,8 +25,12 @@ class Row:
     db: str
     delay_ms: int
     ours: JobFigures
+    """The median run of the cell."""
     peak_in_flight: int
     baselines: dict[str, dict[str, Any]]
+    """Per baseline, its (median) run; the aiohttp one's "runs" lists the seconds of each run."""
+    ours_runs: list[float] = field(default_factory=list)
+    """Seconds of each of our runs of the cell."""
 
 
 @dataclass
@@ -80,7 +84,7 @@ def _baseline_s(b: dict[str, Any]) -> str:
 HEADER = (
     "| db | N | C | delay ms | aiohttp s | httpx s | ours s | ours/aiohttp | ideal s | req/s | "
     "CPU s/1k ours | aiohttp | httpx | RSS MB start/peak/end | DB rows/s | submit s | web stall ms | "
-    "msgs/s | latency p50/p95 ms | WS drops | peak in-flight |"
+    "msgs/s | latency p50/p95 ms | WS drops | peak in-flight | runs: ours s, aiohttp s |"
 )
 
 
@@ -96,9 +100,17 @@ def _row(r: Row) -> str:
         f"{o.worker_rss_start_mb:.0f}/{o.worker_rss_peak_mb:.0f}/{o.worker_rss_end_mb:.0f}",
         f"{o.n / o.seconds:,.0f}", _fmt(o.submit_seconds), f"{o.web_stall_ms:.0f}",
         _fmt(o.progress_messages / o.seconds, 1), f"{o.latency_p50:.0f}/{o.latency_p95:.0f}", str(o.reconnects),
-        str(r.peak_in_flight),
+        str(r.peak_in_flight), _runs(r),
     ]  # fmt: skip
     return "| " + " | ".join(cells) + " |"
+
+
+def _runs(r: Row) -> str:
+    """How many runs the cell's figures are the median of, and the range of each side's seconds."""
+    spans = [sorted(seconds) for seconds in (r.ours_runs, r.baselines["aiohttp"].get("runs", [])) if seconds]
+    if not spans or len(spans[0]) < 2:
+        return "1"
+    return f"{len(spans[0])}: " + ", ".join(f"{_fmt(s[0])}-{_fmt(s[-1])}" for s in spans)
 
 
 def render_engine(engine: list[dict[str, Any]]) -> list[str]:
@@ -139,7 +151,8 @@ def render(
         " POST /api/jobs/ until a WebSocket watcher sees the job final (every row written); DB rows/s is final"
         " rows written per second over that span. Latency: the row's fetched_at (stamped when its batch is"
         " written) to the message's arrival at a WebSocket client on the same machine. web stall: the slowest"
-        " GET /api/jobs/?limit=1 sent every 50 ms while the POST ran.\n",
+        " GET /api/jobs/?limit=1 sent every 50 ms while the POST ran. Cells run more than once show their median"
+        " run (ours and the aiohttp baseline each; the httpx baseline runs once) and each side's range.\n",
         HEADER,
         "|" + "---|" * (HEADER.count("|") - 1),
         *(_row(r) for r in rows),

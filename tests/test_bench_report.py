@@ -44,6 +44,7 @@ def test_the_table_has_one_row_per_cell_and_the_watchers_line() -> None:
     assert cells[header.index("ours/aiohttp")] == "0.95"  # 10.5 s / 11.0 s
     assert cells[header.index("httpx s")] == "~160.00"  # extrapolated
     assert cells[header.index("ideal s")] == "10.00"  # ceil(10000 / 50) * 50 ms
+    assert cells[header.index("runs: ours s, aiohttp s")] == "1"
     assert "200/200 ended with the final counts" in text
     assert "| FetchClient+lean | asyncio | 0.50 | 0.300 | 2.50 |" in text
 
@@ -60,3 +61,16 @@ def test_rewriting_results_keeps_the_notes_around_the_block(tmp_path: Path) -> N
     assert "second run" in text and "first run" not in text
     assert text.startswith("# Title\n\nintro\n\n")
     assert text.endswith("\n## Notes\n\nkept\n")
+
+
+def test_a_cell_run_three_times_shows_the_median_run_and_the_ranges() -> None:
+    aiohttp = {**baseline(10.5), "runs": [10.6, 10.4, 10.5]}
+    row = report.Row(db="postgresql", delay_ms=50, ours=figures(), peak_in_flight=50,
+                     baselines={"aiohttp": aiohttp, "httpx": baseline(15.0)}, ours_runs=[11.5, 11.0, 10.8])  # fmt: skip
+    text = report.render([row], [], [], machine="- test machine", elapsed=1.0, quick=False)
+
+    (line,) = [line for line in text.splitlines() if line.startswith("| postgresql")]
+    cells = [cell.strip() for cell in line.strip("|").split("|")]
+    header = [cell.strip() for cell in report.HEADER.strip("|").split("|")]
+    assert cells[header.index("runs: ours s, aiohttp s")] == "3: 10.80-11.50, 10.40-10.60"
+    assert cells[header.index("ours/aiohttp")] == "0.95"  # the median runs: 10.5 s / 11.0 s
