@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,8 +43,9 @@ BASELINE_TIME_LIMIT = 30.0
 WORKER_CONCURRENCY = 200
 WATCHERS = 200
 REPEATS = 3
-"""Runs of each cell of up to 10,000 URLs, ours and the aiohttp baseline (this machine's seconds vary by
-~10% from run to run): the table shows the median run of each and the range."""
+"""Runs of each cell of up to 10,000 URLs, ours and the aiohttp baseline (this machine's seconds and CPU
+times vary by ~10% from run to run): the table shows the median run of each, its CPU time the median
+over the runs, and the range of the seconds."""
 
 
 @dataclass(frozen=True)
@@ -148,8 +151,9 @@ async def main_async(args: argparse.Namespace) -> int:
         for cell in matrix:
             target = targets[cell.delay_ms]
             runs = [await run_baseline("aiohttp", target, cell) for _ in range(repeats(cell, args))]
-            baselines[cell] = {"aiohttp": median_run(runs, lambda run: run["seconds"])}
-            baselines[cell]["aiohttp"]["runs"] = [run["seconds"] for run in runs]
+            cpu = statistics.median(run["cpu_seconds"] for run in runs)
+            median = median_run(runs, lambda run: run["seconds"])
+            baselines[cell] = {"aiohttp": {**median, "cpu_seconds": cpu, "runs": [run["seconds"] for run in runs]}}
             baselines[cell]["httpx"] = await run_baseline("httpx", target, cell)  # far slower: once is enough
         engine: list[dict[str, Any]] = []
         if not args.no_engine:
@@ -169,6 +173,8 @@ async def main_async(args: argparse.Namespace) -> int:
                 for cell in matrix:
                     runs = [await run_ours(stack, targets[cell.delay_ms], cell) for _ in range(repeats(cell, args))]
                     figures, peak = median_run(runs, lambda run: run[0].seconds)
+                    cpu = statistics.median(run[0].worker_cpu_seconds for run in runs)
+                    figures = dataclasses.replace(figures, worker_cpu_seconds=cpu)
                     rows.append(report.Row(db=db, delay_ms=cell.delay_ms, ours=figures, peak_in_flight=peak,
                                            baselines=baselines[cell], ours_runs=[run[0].seconds for run in runs]))  # fmt: skip
                 if db == "postgresql" or args.only == db:

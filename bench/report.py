@@ -152,7 +152,8 @@ def render(
         " rows written per second over that span. Latency: the row's fetched_at (stamped when its batch is"
         " written) to the message's arrival at a WebSocket client on the same machine. web stall: the slowest"
         " GET /api/jobs/?limit=1 sent every 50 ms while the POST ran. Cells run more than once show their median"
-        " run (ours and the aiohttp baseline each; the httpx baseline runs once) and each side's range.\n",
+        " run (ours and the aiohttp baseline each; the httpx baseline runs once), CPU as the median over the runs,"
+        " and each side's range of seconds.\n",
         HEADER,
         "|" + "---|" * (HEADER.count("|") - 1),
         *(_row(r) for r in rows),
