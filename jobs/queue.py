@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connection, models, transaction
+from django.db import connection, transaction
 from django.db.transaction import TransactionManagementError
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce, Greatest
@@ -56,6 +56,7 @@ from . import conf
 from .bulkinsert import insert_pending_results
 from .exceptions import ClaimLost
 from .models import Chunk, Job, Result, Share
+from .rawsql import db_value, execute, fetch, table
 from .resultwrite import FinalRow, write_results
 
 if TYPE_CHECKING:
@@ -294,33 +295,12 @@ def claim_job(
 # --- Working under a share -------------------------------------------------------------
 
 
-# The hot paths (record_results, claim_chunk) run a handful of one-table queries per call: as raw SQL
-# they cost ~25 us of CPU each instead of ~230 us for building and compiling the ORM query.
-
-
-def _db(value: Any, model: type[models.Model], field: str) -> Any:
-    """`value` as `model.field`'s column takes it (SQLite stores UUIDs as hex text)."""
-    return model._meta.get_field(field).get_db_prep_value(value, connection)
-
-
-def _fetch(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
-
-
-def _execute(sql: str, params: Sequence[Any]) -> None:
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-
-
 def _locked_job(job_id: uuid.UUID) -> Job:
     """The job row, locked for the caller's transaction (see "Lock order" above)."""
     if not connection.in_atomic_block:  # as select_for_update() would: outside one, the lock ends at once
         raise TransactionManagementError("_locked_job() must run inside a transaction")
     lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
-    table = connection.ops.quote_name(Job._meta.db_table)
-    for job in Job.objects.raw(f"SELECT * FROM {table} WHERE id = %s{lock}", [_db(job_id, Job, "id")]):
+    for job in Job.objects.raw(f"SELECT * FROM {table(Job)} WHERE id = %s{lock}", [db_value(job_id, Job, "id")]):
         return job
     raise Job.DoesNotExist(f"job {job_id} does not exist")
 
@@ -334,13 +314,12 @@ _LIVE_SHARE = "s.token = %s AND s.lease_expires_at > %s"
 
 def _live_share_params(claim: Claim, now: datetime) -> list[Any]:
     """The parameters of _LIVE_SHARE (`claim`'s share, as `s`, while its lease runs)."""
-    return [_db(claim.token, Share, "token"), connection.ops.adapt_datetimefield_value(now)]
+    return [db_value(claim.token, Share, "token"), connection.ops.adapt_datetimefield_value(now)]
 
 
 def _fenced_share(claim: Claim, now: datetime) -> int:
     """The id of `claim`'s share if it is still live; ClaimLost otherwise."""
-    shares = connection.ops.quote_name(Share._meta.db_table)
-    rows = _fetch(f"SELECT s.id FROM {shares} AS s WHERE {_LIVE_SHARE}", _live_share_params(claim, now))
+    rows = fetch(f"SELECT s.id FROM {table(Share)} AS s WHERE {_LIVE_SHARE}", _live_share_params(claim, now))
     if not rows:
         raise _share_lost(claim)
     return rows[0][0]
@@ -350,9 +329,9 @@ def _fenced_chunks(claim: Claim, now: datetime, first: int, last: int) -> list[t
     """The (start, end) of the chunks of `claim`'s share that overlap positions `first`-`last`, in order, if the
     share is still live; ClaimLost otherwise. (A share keeps its finished chunks until it leaves the job.)"""
     qn = connection.ops.quote_name
-    rows = _fetch(
-        f"SELECT s.id, c.start, c.{qn('end')} FROM {qn(Share._meta.db_table)} AS s"
-        f" LEFT JOIN {qn(Chunk._meta.db_table)} AS c ON c.share_id = s.id AND c.start <= %s AND c.{qn('end')} > %s"
+    rows = fetch(
+        f"SELECT s.id, c.start, c.{qn('end')} FROM {table(Share)} AS s"
+        f" LEFT JOIN {table(Chunk)} AS c ON c.share_id = s.id AND c.start <= %s AND c.{qn('end')} > %s"
         f" WHERE {_LIVE_SHARE} ORDER BY c.start",
         [last, first, *_live_share_params(claim, now)],
     )
@@ -364,10 +343,10 @@ def _fenced_chunks(claim: Claim, now: datetime, first: int, last: int) -> list[t
 def _mark_done(share_id: int) -> None:
     """Mark the share's chunks with no pending row left as done."""
     qn = connection.ops.quote_name
-    chunk = qn(Chunk._meta.db_table)
-    _execute(
+    chunk = table(Chunk)
+    execute(
         f"UPDATE {chunk} SET done = %s WHERE share_id = %s AND NOT done AND NOT EXISTS ("
-        f"SELECT 1 FROM {qn(Result._meta.db_table)} AS r WHERE r.job_id = {chunk}.job_id AND r.outcome = %s"
+        f"SELECT 1 FROM {table(Result)} AS r WHERE r.job_id = {chunk}.job_id AND r.outcome = %s"
         f" AND r.position >= {chunk}.start AND r.position < {chunk}.{qn('end')})",
         [True, share_id, Result.Outcome.PENDING],
     )
@@ -383,7 +362,7 @@ def claim_chunk(claim: Claim) -> ChunkClaim | None:
     """
     max_claims = int(conf.get("WORKER_MAX_CLAIMS"))
     qn = connection.ops.quote_name
-    chunks, shares, results = (qn(model._meta.db_table) for model in (Chunk, Share, Result))
+    chunks, shares, results = table(Chunk), table(Share), table(Result)
     with transaction.atomic():
         job = _locked_job(claim.job_id)
         now = timezone.now()
@@ -391,9 +370,9 @@ def claim_chunk(claim: Claim) -> ChunkClaim | None:
         _mark_done(share_id)
         if job.is_terminal:
             return None
-        job_id = _db(job.pk, Chunk, "job")
+        job_id = db_value(job.pk, Chunk, "job")
         while True:  # each turn claims a chunk, or marks one done (and it is no longer free)
-            free = _fetch(
+            free = fetch(
                 f"SELECT c.id, c.start, c.{qn('end')}, c.claims FROM {chunks} AS c"
                 f" LEFT JOIN {shares} AS s ON s.id = c.share_id"
                 " WHERE c.job_id = %s AND NOT c.done AND (c.share_id IS NULL OR s.lease_expires_at <= %s)"
@@ -403,18 +382,18 @@ def claim_chunk(claim: Claim) -> ChunkClaim | None:
             if not free:
                 return None
             chunk_id, start, end, claims = free[0]
-            items = _fetch(
+            items = fetch(
                 f"SELECT position, url FROM {results}"
                 " WHERE job_id = %s AND outcome = %s AND position >= %s AND position < %s ORDER BY position",
                 [job_id, Result.Outcome.PENDING, start, end],
             )
             if not items:
-                _execute(f"UPDATE {chunks} SET done = %s WHERE id = %s", [True, chunk_id])
+                execute(f"UPDATE {chunks} SET done = %s WHERE id = %s", [True, chunk_id])
                 continue
             if claims >= max_claims:
                 _fail_poison(job, Chunk(pk=chunk_id, job=job, start=start, end=end, claims=claims), now)
                 return None
-            _execute(
+            execute(
                 f"UPDATE {chunks} SET share_id = %s, worker_id = %s, claims = claims + 1 WHERE id = %s",
                 [share_id, claim.worker_id, chunk_id],
             )
@@ -506,10 +485,10 @@ def record_results(claim: Claim, results: Sequence[FetchResult], *, fetched_at: 
             succeeded, failed = counts[Result.Outcome.SUCCEEDED], counts[Result.Outcome.FAILED]
             job.succeeded += succeeded
             job.failed += failed
-            _execute(
-                f"UPDATE {connection.ops.quote_name(Job._meta.db_table)}"
+            execute(
+                f"UPDATE {table(Job)}"
                 " SET succeeded = succeeded + %s, failed = failed + %s WHERE id = %s",
-                [succeeded, failed, _db(job.pk, Job, "id")],
+                [succeeded, failed, db_value(job.pk, Job, "id")],
             )
     return Recorded(job=job, results=rows)
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from django.db import connection
 
 from .models import Result
+from .rawsql import db_value, fetch, table
 
 if TYPE_CHECKING:
     from .fetcher import FetchResult
@@ -96,16 +97,13 @@ def _write_postgresql(job_id: uuid.UUID, by_position: Mapping[int, FetchResult],
     names = ("position", *COLUMNS)
     values = ", ".join(f"(e->>{i})::{kind} AS {name}" for i, (name, kind) in enumerate(zip(names, PG_TYPES, strict=True)))
     sql = f"""
-        UPDATE {qn(Result._meta.db_table)} AS r SET {sets}, fetched_at = %s
+        UPDATE {table(Result)} AS r SET {sets}, fetched_at = %s
         FROM (SELECT {values} FROM json_array_elements(%s::json) AS e) AS v
         WHERE r.job_id = %s AND r.position = ANY(%s::integer[]) AND r.position = v.position AND r.outcome = %s
         RETURNING r.id, r.position, r.url
     """
-    batch = json.dumps(list(map(_values, by_position.values())), ensure_ascii=False)
-    with connection.cursor() as cursor:
-        # The ANY() repeats the positions so the (job, position) index bounds the scan whatever the plan.
-        cursor.execute(sql, [at, batch, job_id, list(by_position), Result.Outcome.PENDING])
-        return cursor.fetchall()
+    # The ANY() repeats the positions so the (job, position) index bounds the scan whatever the plan.
+    return fetch(sql, [at, _batch_json(by_position), job_id, list(by_position), Result.Outcome.PENDING])
 
 
 def sqlite_single_statement() -> bool:
@@ -121,21 +119,24 @@ def _write_sqlite(job_id: uuid.UUID, by_position: Mapping[int, FetchResult], at:
     the UPDATE then goes by primary key. Joined directly, SQLite scans the
     job's pending rows and the JSON array once per row.
     """
-    qn, table = connection.ops.quote_name, connection.ops.quote_name(Result._meta.db_table)
+    qn, results = connection.ops.quote_name, table(Result)
     sets = ", ".join(f"{qn(column)} = json_extract(v.value, '$[{i}]')" for i, column in enumerate(COLUMNS, 1))
     sql = f"""
         WITH v AS MATERIALIZED (
-            SELECT p.id, j.value FROM json_each(%s) AS j CROSS JOIN {table} AS p
+            SELECT p.id, j.value FROM json_each(%s) AS j CROSS JOIN {results} AS p
             WHERE p.job_id = %s AND p.position = json_extract(j.value, '$[0]') AND p.outcome = %s
         )
-        UPDATE {table} SET {sets}, fetched_at = %s FROM v WHERE {table}.id = v.id
+        UPDATE {results} SET {sets}, fetched_at = %s FROM v WHERE {results}.id = v.id
         RETURNING id, position, url
     """
-    batch = json.dumps(list(map(_values, by_position.values())), ensure_ascii=False)
-    job = Result._meta.get_field("job").get_db_prep_value(job_id, connection)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [batch, job, Result.Outcome.PENDING, connection.ops.adapt_datetimefield_value(at)])
-        return cursor.fetchall()
+    job = db_value(job_id, Result, "job")
+    stamp = connection.ops.adapt_datetimefield_value(at)
+    return fetch(sql, [_batch_json(by_position), job, Result.Outcome.PENDING, stamp])
+
+
+def _batch_json(by_position: Mapping[int, FetchResult]) -> str:
+    """The batch as one JSON array of rows, each its VALUE_FIELDS (one parameter whatever the batch size)."""
+    return json.dumps(list(map(_values, by_position.values())), ensure_ascii=False)
 
 
 def _write_generic(job_id: uuid.UUID, by_position: Mapping[int, FetchResult], at: datetime) -> list[Written]:
@@ -155,7 +156,7 @@ def _write_generic(job_id: uuid.UUID, by_position: Mapping[int, FetchResult], at
     if written:
         qn = connection.ops.quote_name
         assignments = ", ".join(f"{qn(name)} = %s" for name in (*COLUMNS, "fetched_at"))
-        sql = f"UPDATE {qn(Result._meta.db_table)} SET {assignments} WHERE {qn('id')} = %s"
+        sql = f"UPDATE {table(Result)} SET {assignments} WHERE {qn('id')} = %s"
         stamp = connection.ops.adapt_datetimefield_value(at)
         params = [(*_values(by_position[position])[1:], stamp, row_id) for row_id, position, _url in written]
         with connection.cursor() as cursor:
