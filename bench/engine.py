@@ -2,7 +2,7 @@
 
     python -m bench.engine --base http://127.0.0.1:P --n N --c C [--loop asyncio|uvloop] [--variant ...]
 
-Runs `jobs.fetcher.fetch_all` (what the worker runs) over the same URLs as the
+Runs `jobs.engine.fetcher.fetch_all` (what the worker runs) over the same URLs as the
 baselines with each client variant, and prints one JSON line per variant:
 seconds and CPU seconds of this process. This is where the client is the
 bottleneck, so it is where transports, pool shapes and event loops are compared
@@ -23,7 +23,7 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from bench.baselines import run_aiohttp, urls
-from jobs import fetcher
+from jobs.engine import fetcher
 
 
 def _httpx_aiohttp(concurrency: int, client_class: type[httpx.AsyncClient]) -> httpx.AsyncClient:

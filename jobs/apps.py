@@ -9,5 +9,7 @@ class JobsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers system checks)
-        from . import bodies  # noqa: F401  (connects the receiver that deletes a deleted job's bodies)
+        from jobs import (
+            bodies,  # noqa: F401  (connects the receiver that deletes a deleted job's bodies)
+            checks,  # noqa: F401  (registers system checks)
+        )

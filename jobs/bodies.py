@@ -23,8 +23,8 @@ from django.db import transaction
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
 
-from .fetcher import BodySink
-from .models import Job
+from jobs.engine.fetcher import BodySink
+from jobs.models import Job
 
 SPOOL_BYTES = 1024 * 1024
 """A body is kept in memory up to this size while it streams, then on disk."""

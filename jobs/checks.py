@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.checks import Error, register
 
-from . import conf
+from jobs import conf
 
 
 @register()
@@ -49,7 +49,7 @@ DAPHNE_MAX_MESSAGE_BYTES = 1024 * 1024
 
 @register()
 def check_limits(app_configs: Any = None, **kwargs: Any) -> list[Error]:
-    """The abuse limits of jobs/limits.py and the WebSocket message cap."""
+    """The abuse limits of jobs/submission/limits.py and the WebSocket message cap."""
     errors: list[Error] = []
     if conf.get("JOBS_MAX_QUEUED_PER_USER") < 0 or conf.get("JOBS_SUBMISSIONS_PER_MINUTE") < 1:
         errors.append(

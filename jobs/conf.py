@@ -6,7 +6,7 @@ from typing import Any
 
 from django.conf import settings
 
-from .netguard import Guard, parse_networks
+from jobs.engine.netguard import Guard, parse_networks
 
 DEFAULTS: dict[str, Any] = {
     # Submission limits
@@ -30,7 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "FETCH_BACKOFF_BASE": 0.5,
     "FETCH_BACKOFF_CAP": 30.0,
     "FETCH_RETRY_AFTER_CAP": 60.0,
-    # Abuse limits (jobs/limits.py)
+    # Abuse limits (jobs/submission/limits.py)
     "JOBS_MAX_QUEUED_PER_USER": 50,
     "JOBS_SUBMISSIONS_PER_MINUTE": 30,
     # Under daphne's hard cap (--websocket_max_message_size, 1 MiB by default), so an oversize

@@ -167,7 +167,7 @@ class ApiToken(models.Model):
     """A user's secret for scripts and the CLI (`Authorization: Bearer <token>`).
 
     Only the SHA-256 digest of the token is stored: the token itself is shown
-    once, when it is created (jobs/tokens.py). `prefix` (its first characters)
+    once, when it is created (jobs/web/tokens.py). `prefix` (its first characters)
     tells tokens apart in lists without revealing them.
     """
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .models import Job, Result
+from jobs.models import Job, Result
 
 if TYPE_CHECKING:
-    from .resultwrite import FinalRow
+    from jobs.queue.resultwrite import FinalRow
 
 JOB_FIELDS = (
     "name", "status", "concurrency", "timeout", "per_host", "host_delay", "retries", "max_redirects", "max_bytes",

@@ -14,7 +14,7 @@ from typing import Any
 from django.db.models import Case, CharField, Count, Q, Value, When
 from django.db.models.functions import StrIndex, Substr, TruncSecond
 
-from .models import Result
+from jobs.models import Result
 
 FETCHED = (Result.Outcome.SUCCEEDED, Result.Outcome.FAILED)
 # Error texts are "<class>: <message>" (fetcher._describe); the class is what the page groups by.

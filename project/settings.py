@@ -64,7 +64,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "jobs.security.ContentSecurityPolicyMiddleware",
+    "jobs.web.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -142,7 +142,7 @@ CHANNEL_LAYERS = {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         # channels-redis waits for a message with BZPOPMIN for up to 5 s, and redis-py's default socket
         # timeout is 5 s too: every idle wait would then end in "Timeout reading" (closing an idle page's
-        # socket with 1011). Sends have their own, shorter bounds (jobs/progress.py).
+        # socket with 1011). Sends have their own, shorter bounds (jobs/progress/publisher.py).
         "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}], "prefix": "batchfetch"},
     }
 }
@@ -155,7 +155,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 # API clients get a JSON 403 on a CSRF failure; pages keep Django's.
-CSRF_FAILURE_VIEW = "jobs.api.csrf_failure"
+CSRF_FAILURE_VIEW = "jobs.web.api.csrf_failure"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
@@ -191,7 +191,7 @@ WORKER_HEARTBEAT_SECONDS = float(os.environ.get("WORKER_HEARTBEAT_SECONDS", "10"
 WORKER_LEASE_SECONDS = float(os.environ.get("WORKER_LEASE_SECONDS", "30"))
 WORKER_MAX_CLAIMS = int(os.environ.get("WORKER_MAX_CLAIMS", "5"))
 WORKER_CHUNK_SIZE = int(os.environ.get("WORKER_CHUNK_SIZE", "500"))
-# Abuse limits (jobs/limits.py); a variable that is unset keeps the default in jobs/conf.py.
+# Abuse limits (jobs/submission/limits.py); a variable that is unset keeps the default in jobs/conf.py.
 for _limit in ("JOBS_MAX_QUEUED_PER_USER", "JOBS_SUBMISSIONS_PER_MINUTE", "WS_MAX_MESSAGE_BYTES"):
     if os.environ.get(_limit, "").strip():
         globals()[_limit] = int(os.environ[_limit])

@@ -84,14 +84,14 @@ def _channel_layer_on_test_redis(redis_url: str) -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _fresh_rate_limits(redis_url: str) -> None:
-    """Start every test with empty submission counters (jobs/limits.py), as in a new minute.
+    """Start every test with empty submission counters (jobs/submission/limits.py), as in a new minute.
 
     User ids repeat between tests (rolled-back sequences), so one test's
     submissions must not count against the next test's user of the same id.
     """
     import redis
 
-    from jobs import limits
+    from jobs.submission import limits
 
     with redis.Redis.from_url(redis_url) as client:
         keys = list(client.scan_iter(match=f"{limits.KEY_PREFIX}:*", count=1000))

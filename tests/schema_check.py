@@ -1,4 +1,4 @@
-"""Validate API responses against the published OpenAPI description (jobs/openapi.json)."""
+"""Validate API responses against the published OpenAPI description (jobs/web/openapi.json)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from jobs import schema
+from jobs.web import schema
 
 DOCUMENT = schema.document()
 

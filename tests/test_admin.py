@@ -14,8 +14,9 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from jobs import progress, queue
 from jobs.models import Job, Result
+from jobs.progress import publisher
+from jobs.queue import claims
 
 pytestmark = pytest.mark.django_db
 
@@ -40,7 +41,7 @@ def bob(django_user_model: Any) -> Any:
 
 def make_job(owner: Any, urls: list[str], name: str, **outcomes: str) -> Job:
     """A job with rows; `outcomes` maps "p<position>" to a final outcome, counters kept in step."""
-    job = queue.enqueue_job(owner=owner, urls=urls, name=name, concurrency=4, timeout=2.5)
+    job = claims.enqueue_job(owner=owner, urls=urls, name=name, concurrency=4, timeout=2.5)
     counts = {"succeeded": 0, "failed": 0, "cancelled": 0}
     for key, outcome in outcomes.items():
         Result.objects.filter(job=job, position=int(key[1:])).update(
@@ -194,12 +195,12 @@ def test_cancel_action(admin_client: Client, alice: Any) -> None:
 
     layer = get_channel_layer()
     channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(progress.user_group(alice.pk), channel)
+    async_to_sync(layer.group_add)(publisher.user_group(alice.pk), channel)
     try:
         response = run_action(admin_client, "cancel_jobs", [queued, running, finished])
         updates = async_to_sync(drain)(layer, channel)
     finally:
-        async_to_sync(layer.group_discard)(progress.user_group(alice.pk), channel)
+        async_to_sync(layer.group_discard)(publisher.user_group(alice.pk), channel)
 
     assert "Cancelled 1 queued job(s); asked 1 running job(s) to stop; 1 already finished." in response.content.decode()
     statuses = {job.name: Job.objects.get(pk=job.pk).status for job in (queued, running, finished)}

@@ -1,4 +1,4 @@
-"""The JSON API (jobs/api.py), driven through Django's async test client."""
+"""The JSON API (jobs/web/api.py), driven through Django's async test client."""
 
 from __future__ import annotations
 
@@ -16,8 +16,10 @@ from django.test import AsyncClient
 from django.urls import reverse
 from django.utils import timezone
 
-from jobs import api, progress, submission
 from jobs.models import Job, Result
+from jobs.progress import publisher
+from jobs.submission import validation
+from jobs.web import api
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -75,8 +77,8 @@ async def test_create_job_returns_201_job_json_and_stores_rows(client: AsyncClie
 async def test_create_job_wakes_the_workers_and_updates_the_list(client: AsyncClient, ann: Any) -> None:
     layer = get_channel_layer()
     listener = await layer.new_channel()
-    await layer.group_add(progress.WAKEUP_GROUP, listener)
-    await layer.group_add(progress.user_group(ann.pk), listener)
+    await layer.group_add(publisher.WAKEUP_GROUP, listener)
+    await layer.group_add(publisher.user_group(ann.pk), listener)
 
     response = await post_json(client, "/api/jobs/", {"urls": URLS})
 
@@ -92,7 +94,7 @@ async def test_bad_input_is_400_naming_each_bad_item_and_nothing_is_created(clie
     assert response.status_code == 400
     assert response.json() == {
         "errors": {
-            "x": f"unknown field (expected {', '.join(submission.FIELDS)})",
+            "x": f"unknown field (expected {', '.join(validation.FIELDS)})",
             "urls": [
                 {"index": 1, "value": "ftp://x.example/", "error": "scheme must be http or https, not 'ftp'"},
                 {"index": 2, "value": "not a url", "error": "contains whitespace"},
@@ -206,7 +208,7 @@ async def test_wrong_method_is_405_json(client: AsyncClient, ann: Any) -> None:
 
 
 async def test_csrf_is_enforced_and_x_csrftoken_passes(ann: Any, settings: Any) -> None:
-    settings.CSRF_FAILURE_VIEW = "jobs.api.csrf_failure"
+    settings.CSRF_FAILURE_VIEW = "jobs.web.api.csrf_failure"
     client = AsyncClient(enforce_csrf_checks=True)
     await client.aforce_login(ann)
 
@@ -271,7 +273,7 @@ async def test_cancel_queued_job_is_202_and_cancelled(client: AsyncClient, ann: 
     job = await make_job(ann)
     layer = get_channel_layer()
     listener = await layer.new_channel()
-    await layer.group_add(progress.user_group(ann.pk), listener)
+    await layer.group_add(publisher.user_group(ann.pk), listener)
 
     response = await client.post(f"/api/jobs/{job.id}/cancel/")
 

@@ -1,6 +1,6 @@
 """The authorization matrix: every HTTP route and WebSocket route × who asks → the answer.
 
-The rows are checked against the URL resolver and jobs.routing, so a route
+The rows are checked against the URL resolver and jobs.web.routing, so a route
 added without a row here fails `test_every_route_has_a_row`.
 
 Who asks: `anon` (nobody), `owner` (ann, who owns the job), `other` (bob),
@@ -34,9 +34,9 @@ from django.core.files.storage import default_storage
 from django.test import AsyncClient, Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
-from jobs import tokens
 from jobs.models import Job, Result
-from jobs.routing import websocket_urlpatterns
+from jobs.web import tokens
+from jobs.web.routing import websocket_urlpatterns
 from project.asgi import application
 
 MEMORY_LAYER = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}

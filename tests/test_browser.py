@@ -11,16 +11,16 @@ A screenshot of the live page mid-job is saved as test-output/live-page.png.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 import time
-import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, expect, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
 from tests.services import BASE_DIR, LiveStack
 from tests.target import TargetServer

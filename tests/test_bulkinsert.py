@@ -1,4 +1,4 @@
-"""Pending rows inserted by jobs.bulkinsert are the rows bulk_create would write (on SQLite and PostgreSQL)."""
+"""Pending rows inserted by jobs.queue.bulkinsert are the rows bulk_create would write (on SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from django.db import transaction
 from django.forms.models import model_to_dict
 
-from jobs.bulkinsert import CHUNK, insert_pending_results
 from jobs.models import Job, Result
+from jobs.queue.bulkinsert import CHUNK, insert_pending_results
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

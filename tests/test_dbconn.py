@@ -1,4 +1,4 @@
-"""The worker keeps one database connection across its database calls (jobs.dbconn)."""
+"""The worker keeps one database connection across its database calls (jobs.worker.dbconn)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.db import connection, connections
 
-from jobs.dbconn import persistent_connections
+from jobs.worker.dbconn import persistent_connections
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 from django.db import IntegrityError, OperationalError
 
-from jobs import dbretry
+from jobs.worker import dbretry
 
 
 def failing(times: int, error: Exception) -> tuple[Callable[[], Awaitable[str]], list[int]]:
@@ -33,7 +33,7 @@ def quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def test_transient_errors_are_retried_and_the_outage_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     call, attempts = failing(4, OperationalError("database is locked"))
-    with caplog.at_level(logging.WARNING, logger="jobs.dbretry"):
+    with caplog.at_level(logging.WARNING, logger="jobs.worker.dbretry"):
         assert await dbretry.retrying(call, doing="testing") == "ok"
     assert len(attempts) == 5
     messages = [record.getMessage() for record in caplog.records]

@@ -17,7 +17,15 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
-from jobs.fetcher import FetchOptions, FetchResult, HostSlots, fetch_all, fetch_one, make_client, parse_retry_after
+from jobs.engine.fetcher import (
+    FetchOptions,
+    FetchResult,
+    HostSlots,
+    fetch_all,
+    fetch_one,
+    make_client,
+    parse_retry_after,
+)
 from tests.target import TargetServer, gzip_bomb
 
 FAST = FetchOptions(timeout=5, retries=2, backoff_base=0.05, backoff_cap=0.2)
@@ -165,7 +173,7 @@ async def test_a_redirect_loop_ends(target: TargetServer, client: httpx.AsyncCli
 
 
 async def test_a_redirect_to_another_scheme_is_blocked(target: TargetServer, client: httpx.AsyncClient) -> None:
-    from jobs.netguard import Guard
+    from jobs.engine.netguard import Guard
 
     url = target.url("/redirect-to?url=file:///etc/passwd")
     result = await fetch_one(client, 0, url, options=FAST, guard=Guard(allow_private=True))

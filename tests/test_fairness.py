@@ -1,4 +1,4 @@
-"""Fair claim order (queue.fair_order): one user's many jobs cannot starve another's.
+"""Fair claim order (claims.fair_order): one user's many jobs cannot starve another's.
 
 Runs on SQLite (writers serialized) and on PostgreSQL (SKIP LOCKED claim) under `make test`.
 """
@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from jobs import queue
 from jobs.models import Chunk, Job, Share
+from jobs.queue import claims
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def make_jobs(owner: Any, count: int, *, minutes_ago: int) -> list[Job]:
     jobs = []
     for i in range(count):
-        job = queue.enqueue_job(owner=owner, urls=["http://a.example/"], name=f"{owner}-{i}", concurrency=1, timeout=1)
+        job = claims.enqueue_job(owner=owner, urls=["http://a.example/"], name=f"{owner}-{i}", concurrency=1, timeout=1)
         job.created_at = timezone.now() - timedelta(minutes=minutes_ago - i)
         job.save(update_fields=["created_at"])
         jobs.append(job)
@@ -28,7 +28,7 @@ def make_jobs(owner: Any, count: int, *, minutes_ago: int) -> list[Job]:
 
 
 def claimed_owner() -> str:
-    claim = queue.claim_job("worker-1")
+    claim = claims.claim_job("worker-1")
     assert claim is not None
     return Job.objects.get(pk=claim.job_id).owner.username
 
@@ -49,12 +49,12 @@ def test_users_alternate_and_each_user_keeps_oldest_first(django_user_model: Any
     ann_jobs = make_jobs(ann, 3, minutes_ago=20)
     bob_jobs = make_jobs(bob, 3, minutes_ago=10)
 
-    claims = [queue.claim_job("worker-1") for _ in range(6)]
+    taken = [claims.claim_job("worker-1") for _ in range(6)]
 
-    assert [claim.job_id for claim in claims if claim] == [
+    assert [claim.job_id for claim in taken if claim] == [
         ann_jobs[0].pk, bob_jobs[0].pk, ann_jobs[1].pk, bob_jobs[1].pk, ann_jobs[2].pk, bob_jobs[2].pk,
     ]
-    assert queue.claim_job("worker-1") is None
+    assert claims.claim_job("worker-1") is None
 
 
 def test_a_crashed_workers_job_does_not_count_as_running(django_user_model: Any) -> None:
@@ -69,7 +69,7 @@ def test_a_crashed_workers_job_does_not_count_as_running(django_user_model: Any)
     make_jobs(bob, 1, minutes_ago=10)
 
     # ann's expired job is claimable again and oldest; ann has no live share, so it goes first.
-    first = queue.claim_job("worker-1")
+    first = claims.claim_job("worker-1")
     assert first is not None and first.job_id == stale.pk
     assert not Share.objects.filter(pk=crashed.pk).exists()  # the lapsed share was deleted, freeing its chunk
     assert claimed_owner() == "bob"

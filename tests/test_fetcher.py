@@ -20,7 +20,7 @@ import httpx
 import pytest
 from aiohttp.client_reqrep import ConnectionKey
 
-from jobs.fetcher import FetchResult, fetch_all, fetch_one, make_client
+from jobs.engine.fetcher import FetchResult, fetch_all, fetch_one, make_client
 from tests.target import Stats, TargetServer
 
 

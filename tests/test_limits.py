@@ -1,4 +1,4 @@
-"""Abuse limits (jobs/limits.py and the WebSocket message cap): clear 429/413-style answers, nothing stored.
+"""Abuse limits (jobs/submission/limits.py and the WebSocket message cap): clear 429/413-style answers, nothing stored.
 
 The per-minute counter lives in the session's real Redis; conftest empties the
 counters before every test.
@@ -18,8 +18,9 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from django.test import AsyncClient, Client
 
-from jobs import limits, tokens
 from jobs.models import Job, Result
+from jobs.submission import limits
+from jobs.web import tokens
 from project.asgi import application
 from tests import services
 from tests.services import LiveStack
@@ -97,7 +98,7 @@ async def test_redis_down_fails_open_with_a_warning(
 ) -> None:
     settings.JOBS_SUBMISSIONS_PER_MINUTE = 1
     settings.REDIS_URL = f"redis://127.0.0.1:{services.free_port()}/0"  # nothing listens there
-    with caplog.at_level(logging.WARNING, logger="jobs.limits"):
+    with caplog.at_level(logging.WARNING, logger="jobs.submission.limits"):
         for _ in range(3):
             assert (await submit(client)).status_code == 201
     assert "failing open" in caplog.text
@@ -230,10 +231,10 @@ def test_limit_settings_are_checked(settings: Any, overrides: dict[str, int], er
 
 
 def test_admin_rerun_is_not_held_to_the_owners_limits(admin_client: Client, django_user_model: Any, settings: Any) -> None:
-    from jobs import queue
+    from jobs.queue import claims
 
     owner = django_user_model.objects.create_user(username="erin")
-    job = queue.enqueue_job(owner=owner, urls=["http://a.example/"], name="n", concurrency=1, timeout=1)
+    job = claims.enqueue_job(owner=owner, urls=["http://a.example/"], name="n", concurrency=1, timeout=1)
     settings.JOBS_MAX_QUEUED_PER_USER = 1  # erin is at her limit
 
     response = admin_client.post("/admin/jobs/job/", {"action": "rerun_jobs", "_selected_action": [job.pk]})

@@ -14,8 +14,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobs.fetcher import FetchOptions, fetch_one, make_client
-from jobs.netguard import Blocked, Guard, parse_networks
+from jobs.engine.fetcher import FetchOptions, fetch_one, make_client
+from jobs.engine.netguard import Blocked, Guard, parse_networks
 from tests.target import TargetServer
 
 GUARD = Guard()

@@ -14,7 +14,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from jobs import progress
+from jobs.progress import publisher as progress
 from jobs.models import Job, Result
 from tests import services
 from tests.conftest import redis_layer_settings

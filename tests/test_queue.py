@@ -17,21 +17,21 @@ from typing import Any
 
 import pytest
 from django.db import IntegrityError, connections, transaction
-from django.db.transaction import TransactionManagementError
 from django.db.models import Count, Sum
+from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
-from jobs import queue
+from jobs.engine.fetcher import FetchResult
 from jobs.exceptions import ClaimLost
-from jobs.fetcher import FetchResult
 from jobs.models import Chunk, Job, Result, Share
+from jobs.queue import claims
 from tests import services
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def make_job(owner: Any, n: int = 5, *, concurrency: int = 2) -> Job:
-    return queue.enqueue_job(
+    return claims.enqueue_job(
         owner=owner, urls=[f"http://127.0.0.1:9/{i}" for i in range(n)], name="", concurrency=concurrency, timeout=1
     )
 
@@ -49,16 +49,16 @@ def expire_shares(job: Job) -> None:
     Share.objects.filter(job=job).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
 
 
-def take_chunks(claim: queue.Claim) -> list[int]:
+def take_chunks(claim: claims.Claim) -> list[int]:
     """Claim every chunk left for `claim`; return the pending positions handed over."""
     positions: list[int] = []
-    while (chunk := queue.claim_chunk(claim)) is not None:
+    while (chunk := claims.claim_chunk(claim)) is not None:
         positions += [position for position, _ in chunk.items]
     return positions
 
 
-def joined(worker_id: str, **kwargs: Any) -> queue.Claim:
-    claim = queue.claim_job(worker_id, **kwargs)
+def joined(worker_id: str, **kwargs: Any) -> claims.Claim:
+    claim = claims.claim_job(worker_id, **kwargs)
     assert claim is not None
     return claim
 
@@ -79,7 +79,7 @@ def test_claim_takes_the_oldest_queued_job_and_gives_it_a_share(owner: Any) -> N
     first, second = make_job(owner, concurrency=1), make_job(owner, concurrency=1)
     before = timezone.now()
 
-    claim = queue.claim_job("w1", lease_seconds=30)
+    claim = claims.claim_job("w1", lease_seconds=30)
 
     assert claim is not None and claim.job_id == first.pk and claim.slots == 1
     first.refresh_from_db()
@@ -89,14 +89,14 @@ def test_claim_takes_the_oldest_queued_job_and_gives_it_a_share(owner: Any) -> N
     assert (share.worker_id, share.token, share.slots) == ("w1", claim.token, 1)
     assert before + timedelta(seconds=29) < share.lease_expires_at <= timezone.now() + timedelta(seconds=30)
     assert joined("w2").job_id == second.pk
-    assert queue.claim_job("w3") is None  # each job's one slot is taken
+    assert claims.claim_job("w3") is None  # each job's one slot is taken
 
 
 def test_a_live_share_keeps_its_chunk_an_expired_one_is_taken_over(owner: Any) -> None:
     job = make_job(owner, concurrency=1)
     old = joined("crashed", lease_seconds=30)
     assert take_chunks(old) == [0, 1, 2, 3, 4]
-    assert queue.claim_job("other") is None
+    assert claims.claim_job("other") is None
 
     expire_shares(job)
     new = joined("other")
@@ -119,7 +119,7 @@ def test_threads_never_claim_the_same_job(owner: Any) -> None:
     def claim_all(name: str) -> None:
         try:
             start.wait()
-            while (claim := queue.claim_job(name)) is not None:
+            while (claim := claims.claim_job(name)) is not None:
                 claimed.append(claim.job_id)
         except Exception as exc:  # noqa: BLE001 - a thread cannot fail the test; the assertion below does
             errors.append(exc)
@@ -143,10 +143,10 @@ CLAIMER = textwrap.dedent(
     import django
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
     django.setup()
-    from jobs import queue
+    from jobs.queue import claims
     print("ready", flush=True)
     sys.stdin.readline()  # the go signal: all processes start claiming together
-    while (claim := queue.claim_job(sys.argv[1])) is not None:
+    while (claim := claims.claim_job(sys.argv[1])) is not None:
         print(claim.job_id, flush=True)
         # A worker does work between claims. Without a pause, SQLite's busy handler lets the process
         # that holds the write lock win every claim, and the race would not be exercised.
@@ -202,12 +202,12 @@ def test_workers_share_a_large_job_chunk_by_chunk(owner: Any, settings: Any) -> 
     b = joined("b")  # a running job with a free chunk takes a second worker
 
     assert b.job_id == a.job_id == job.pk and (a.slots, b.slots) == (4, 0)  # b grows into what a gives back
-    taken = {"a": queue.claim_chunk(a), "b": queue.claim_chunk(b)}
+    taken = {"a": claims.claim_chunk(a), "b": claims.claim_chunk(b)}
     assert {name: (chunk.start, chunk.end) for name, chunk in taken.items() if chunk} == {"a": (0, 10), "b": (10, 20)}
     rest_a, rest_b = take_chunks(a), take_chunks(b)
     handed = sorted([*rest_a, *rest_b, *(p for chunk in taken.values() if chunk for p, _ in chunk.items)])
     assert handed == list(range(35))  # every URL handed to exactly one worker
-    assert queue.claim_job("c") is None  # nothing left to share
+    assert claims.claim_job("c") is None  # nothing left to share
     assert set(Chunk.objects.filter(job=job).values_list("worker_id", flat=True)) == {"a", "b"}
 
 
@@ -215,8 +215,8 @@ def test_a_worker_already_in_a_job_does_not_join_it_twice(owner: Any, settings: 
     settings.WORKER_CHUNK_SIZE = 2
     job = make_job(owner, 6, concurrency=3)
     assert joined("a").job_id == job.pk
-    assert queue.claim_job("a") is None
-    assert queue.claim_job("a", exclude=[job.pk]) is None
+    assert claims.claim_job("a") is None
+    assert claims.claim_job("a", exclude=[job.pk]) is None
     assert joined("b").job_id == job.pk
 
 
@@ -231,39 +231,39 @@ def test_slots_are_rebalanced_without_ever_exceeding_the_concurrency(owner: Any,
     b = joined("b")
     assert (a.slots, b.slots, sum_of_slots(job)) == (4, 0, 4)
 
-    assert queue.check_share(b, in_flight=0, applied=0).slots == 0  # nothing free yet
-    told = queue.check_share(a, in_flight=4, applied=4)
+    assert claims.check_share(b, in_flight=0, applied=0).slots == 0  # nothing free yet
+    told = claims.check_share(a, in_flight=4, applied=4)
     assert told.slots == 2 and sum_of_slots(job) == 4  # a must shrink to its fair part, but 4 are in flight
-    assert queue.check_share(a, in_flight=3, applied=2).slots == 2 and sum_of_slots(job) == 4  # still 3 in flight
-    assert queue.check_share(a, in_flight=2, applied=2).slots == 2
+    assert claims.check_share(a, in_flight=3, applied=2).slots == 2 and sum_of_slots(job) == 4  # still 3 in flight
+    assert claims.check_share(a, in_flight=2, applied=2).slots == 2
     assert Share.objects.get(token=a.token).slots == 2  # given back once its requests fit
-    assert queue.check_share(b, in_flight=0, applied=0).slots == 2  # b grows into them
+    assert claims.check_share(b, in_flight=0, applied=0).slots == 2  # b grows into them
     assert sum_of_slots(job) == 4
 
-    queue.leave_job(a, "stop")  # a leaves: b may take the whole concurrency
-    assert queue.check_share(b, in_flight=2, applied=2).slots == 4 and sum_of_slots(job) == 4
+    claims.leave_job(a, "stop")  # a leaves: b may take the whole concurrency
+    assert claims.check_share(b, in_flight=2, applied=2).slots == 4 and sum_of_slots(job) == 4
 
 
 def test_slots_never_exceed_the_workers_own_limit(owner: Any) -> None:
     job = make_job(owner, 5, concurrency=50)
     claim = joined("small", max_slots=8)
     assert claim.slots == 8 and sum_of_slots(job) == 8
-    assert queue.check_share(claim, in_flight=0, applied=8, max_slots=8).slots == 8
+    assert claims.check_share(claim, in_flight=0, applied=8, max_slots=8).slots == 8
 
 
 def test_a_worker_cannot_record_urls_of_a_chunk_it_does_not_hold(owner: Any, settings: Any) -> None:
     settings.WORKER_CHUNK_SIZE = 3
     job = make_job(owner, 6, concurrency=2)
     a, b = joined("a"), joined("b")
-    assert queue.claim_chunk(a) is not None and queue.claim_chunk(b) is not None  # a: 0-2, b: 3-5
+    assert claims.claim_chunk(a) is not None and claims.claim_chunk(b) is not None  # a: 0-2, b: 3-5
 
     with pytest.raises(ClaimLost, match="URL 1 is no longer held"):
-        queue.record_results(b, [fetched(3), fetched(0)])  # before b's chunk
+        claims.record_results(b, [fetched(3), fetched(0)])  # before b's chunk
     with pytest.raises(ClaimLost, match="URL 4 is no longer held"):
-        queue.record_results(a, [fetched(2), fetched(3)])  # just past a's chunk (its end is exclusive)
+        claims.record_results(a, [fetched(2), fetched(3)])  # just past a's chunk (its end is exclusive)
 
     assert not Result.objects.filter(job=job).exclude(outcome="pending").exists()  # all or nothing
-    queue.record_results(b, [fetched(3)])
+    claims.record_results(b, [fetched(3)])
     assert_counters_match_rows(job)
 
 
@@ -271,9 +271,9 @@ def test_the_job_lock_is_taken_inside_a_transaction_only(owner: Any) -> None:
     """As select_for_update() would: outside a transaction the row lock would end with the statement."""
     job = make_job(owner, 1)
     with pytest.raises(TransactionManagementError):
-        queue._locked_job(job.pk)
+        claims._locked_job(job.pk)
     with transaction.atomic():
-        assert queue._locked_job(job.pk).pk == job.pk
+        assert claims._locked_job(job.pk).pk == job.pk
 
 
 def test_a_share_whose_lease_expired_is_lost_even_before_a_takeover(owner: Any) -> None:
@@ -283,10 +283,10 @@ def test_a_share_whose_lease_expired_is_lost_even_before_a_takeover(owner: Any) 
     expire_shares(job)
 
     for call in (
-        lambda: queue.record_results(claim, [fetched(0)]),
-        lambda: queue.check_share(claim, in_flight=0, applied=2),
-        lambda: queue.claim_chunk(claim),
-        lambda: queue.leave_job(claim, "done"),
+        lambda: claims.record_results(claim, [fetched(0)]),
+        lambda: claims.check_share(claim, in_flight=0, applied=2),
+        lambda: claims.claim_chunk(claim),
+        lambda: claims.leave_job(claim, "done"),
     ):
         with pytest.raises(ClaimLost):
             call()
@@ -297,14 +297,14 @@ def test_a_share_whose_lease_expired_is_lost_even_before_a_takeover(owner: Any) 
 def test_claim_then_cancel_keeps_cancelling_for_the_next_worker(owner: Any) -> None:
     job = make_job(owner)
     joined("crashed")
-    queue.request_cancel(job.pk)
+    claims.request_cancel(job.pk)
     expire_shares(job)
 
     claim = joined("other")
 
     assert claim.job.status == Job.Status.CANCELLING
     assert list(Share.objects.filter(job=job).values_list("worker_id", flat=True)) == ["other"]
-    assert queue.leave_job(claim, "cancel").status == Job.Status.CANCELLED
+    assert claims.leave_job(claim, "cancel").status == Job.Status.CANCELLED
 
 
 @pytest.mark.parametrize("max_claims", [1, 3])
@@ -314,20 +314,20 @@ def test_a_chunk_claimed_too_often_fails_the_job_as_poison(owner: Any, settings:
     for _ in range(max_claims):
         claim = joined("doomed")
         assert claim.job_id == poison.pk
-        assert queue.claim_chunk(claim) is not None
-        queue.record_results(claim, [fetched(0)])  # progress survives the crashes
+        assert claims.claim_chunk(claim) is not None
+        claims.record_results(claim, [fetched(0)])  # progress survives the crashes
         expire_shares(poison)
 
     claim = joined("next")  # the orphaned job is taken over, but its chunk is not handed out again
     assert claim.job_id == poison.pk
-    assert queue.claim_chunk(claim) is None
+    assert claims.claim_chunk(claim) is None
 
     poison.refresh_from_db()
     assert poison.status == Job.Status.FAILED and poison.finished_at is not None
     assert f"after {max_claims} claims of URLs 1-3" in poison.error
     assert (poison.succeeded, poison.cancelled) == (1, 2)
     assert_counters_match_rows(poison)
-    assert queue.leave_job(claim, "done").status == Job.Status.FAILED
+    assert claims.leave_job(claim, "done").status == Job.Status.FAILED
     assert not Share.objects.filter(job=poison).exists()
     assert joined("later").job_id == healthy.pk
 
@@ -340,7 +340,7 @@ def test_record_writes_rows_and_counters_in_step(owner: Any) -> None:
     claim = joined("w")
     take_chunks(claim)
 
-    recorded = queue.record_results(claim, [fetched(2), fetched(0, "failed", 500), fetched(5, "failed", None)])
+    recorded = claims.record_results(claim, [fetched(2), fetched(0, "failed", 500), fetched(5, "failed", None)])
 
     assert [row.position for row in recorded.results] == [0, 2, 5]
     assert (recorded.job.succeeded, recorded.job.failed) == (1, 2)
@@ -355,9 +355,9 @@ def test_record_only_writes_rows_still_pending(owner: Any) -> None:
     job = make_job(owner, 4)
     claim = joined("w")
     take_chunks(claim)
-    queue.record_results(claim, [fetched(0), fetched(1, "failed", 503)])
+    claims.record_results(claim, [fetched(0), fetched(1, "failed", 503)])
 
-    again = queue.record_results(claim, [fetched(1), fetched(0, "failed", 500), fetched(2)])
+    again = claims.record_results(claim, [fetched(1), fetched(0, "failed", 500), fetched(2)])
 
     assert [row.position for row in again.results] == [2]
     assert Result.objects.get(job=job, position=1).outcome == "failed"  # first answer stays
@@ -381,7 +381,7 @@ def test_counters_equal_rows_over_random_batches(owner: Any) -> None:
     for _ in range(12):
         positions = rng.sample(range(300), 60)  # overlapping batches: some rows answered twice
         batch = [fetched(p, rng.choice(["succeeded", "failed"])) for p in positions]
-        queue.record_results(claim, batch)
+        claims.record_results(claim, batch)
         assert_counters_match_rows(job)
     assert job.succeeded + job.failed == Result.objects.filter(job=job).exclude(outcome="pending").count() > 150
 
@@ -395,11 +395,11 @@ def test_stale_share_is_rejected_and_writes_nothing(owner: Any) -> None:
     assert take_chunks(fresh) == [0, 1, 2]
 
     for call in (
-        lambda: queue.record_results(stale, [fetched(0)]),
-        lambda: queue.check_share(stale, in_flight=0, applied=1, renew=True),
-        lambda: queue.claim_chunk(stale),
-        lambda: queue.leave_job(stale, "done"),
-        lambda: queue.leave_job(stale, "stop"),
+        lambda: claims.record_results(stale, [fetched(0)]),
+        lambda: claims.check_share(stale, in_flight=0, applied=1, renew=True),
+        lambda: claims.claim_chunk(stale),
+        lambda: claims.leave_job(stale, "done"),
+        lambda: claims.leave_job(stale, "stop"),
     ):
         with pytest.raises(ClaimLost):
             call()
@@ -408,7 +408,7 @@ def test_stale_share_is_rejected_and_writes_nothing(owner: Any) -> None:
     job.refresh_from_db()
     assert (job.status, job.succeeded) == (Job.Status.RUNNING, 0)
     assert list(Share.objects.filter(job=job).values_list("worker_id", flat=True)) == ["fast"]
-    queue.record_results(fresh, [fetched(0)])
+    claims.record_results(fresh, [fetched(0)])
     assert_counters_match_rows(job)
 
 
@@ -418,9 +418,9 @@ def test_record_uses_the_same_few_queries_for_any_batch_size(owner: Any, django_
     take_chunks(claim)
     # Job lock, share, held chunks, rows, counters, plus the transaction's own statements.
     with django_assert_max_num_queries(8):
-        queue.record_results(claim, [fetched(0)])
+        claims.record_results(claim, [fetched(0)])
     with django_assert_max_num_queries(8):
-        queue.record_results(claim, [fetched(p) for p in range(1, 501)])
+        claims.record_results(claim, [fetched(p) for p in range(1, 501)])
     assert_counters_match_rows(job)
 
 
@@ -429,23 +429,23 @@ def test_check_renews_the_lease_and_reports_the_status(owner: Any) -> None:
     claim = joined("w", lease_seconds=5)
     first_lease = Share.objects.get(token=claim.token).lease_expires_at
 
-    assert queue.check_share(claim, in_flight=0, applied=2).status == Job.Status.RUNNING
+    assert claims.check_share(claim, in_flight=0, applied=2).status == Job.Status.RUNNING
     assert Share.objects.get(token=claim.token).lease_expires_at == first_lease  # renewed only when asked
-    assert queue.check_share(claim, in_flight=0, applied=2, renew=True).status == Job.Status.RUNNING
+    assert claims.check_share(claim, in_flight=0, applied=2, renew=True).status == Job.Status.RUNNING
     assert Share.objects.get(token=claim.token).lease_expires_at > first_lease + timedelta(seconds=20)
 
-    queue.request_cancel(job.pk)
-    assert queue.check_share(claim, in_flight=0, applied=2).status == Job.Status.CANCELLING
+    claims.request_cancel(job.pk)
+    assert claims.check_share(claim, in_flight=0, applied=2).status == Job.Status.CANCELLING
 
 
 def test_a_chunk_is_handed_over_with_only_its_pending_urls(owner: Any) -> None:
     job = make_job(owner, 7)
     claim = joined("w")
-    chunk = queue.claim_chunk(claim)
+    chunk = claims.claim_chunk(claim)
     assert chunk is not None and (chunk.start, chunk.end) == (0, 7)
     assert chunk.items[0] == (0, "http://127.0.0.1:9/0")
-    queue.record_results(claim, [fetched(1), fetched(4)])
-    queue.leave_job(claim, "stop")
+    claims.record_results(claim, [fetched(1), fetched(4)])
+    claims.leave_job(claim, "stop")
 
     again = joined("next")
     assert take_chunks(again) == [0, 2, 3, 5, 6]
@@ -457,9 +457,9 @@ def test_chunks_with_nothing_pending_are_marked_done(owner: Any, settings: Any) 
     job = make_job(owner, 5)
     claim = joined("w")
     take_chunks(claim)
-    queue.record_results(claim, [fetched(0), fetched(1), fetched(2)])
+    claims.record_results(claim, [fetched(0), fetched(1), fetched(2)])
 
-    assert queue.claim_chunk(claim) is None
+    assert claims.claim_chunk(claim) is None
     assert list(Chunk.objects.filter(job=job).values_list("start", "done")) == [(0, True), (2, False), (4, False)]
 
 
@@ -469,12 +469,12 @@ def test_a_lapsed_shares_chunk_with_nothing_pending_is_marked_done_and_the_next_
     settings.WORKER_CHUNK_SIZE = 2
     job = make_job(owner, 6)
     a = joined("a")
-    queue.claim_chunk(a), queue.claim_chunk(a)
-    queue.record_results(a, [fetched(0), fetched(1)])  # chunk 0 finished, but not yet marked done
+    claims.claim_chunk(a), claims.claim_chunk(a)
+    claims.record_results(a, [fetched(0), fetched(1)])  # chunk 0 finished, but not yet marked done
     b = joined("b")
     Share.objects.filter(token=a.token).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
 
-    chunk = queue.claim_chunk(b)
+    chunk = claims.claim_chunk(b)
 
     assert chunk is not None and (chunk.start, chunk.end) == (2, 4)
     assert [position for position, _url in chunk.items] == [2, 3]
@@ -491,24 +491,24 @@ def test_a_lapsed_shares_chunk_with_nothing_pending_is_marked_done_and_the_next_
 def test_cancel_of_a_queued_job_is_immediate(owner: Any) -> None:
     job = make_job(owner, 4)
 
-    cancelled = queue.request_cancel(job.pk)
+    cancelled = claims.request_cancel(job.pk)
 
     assert cancelled.status == Job.Status.CANCELLED and cancelled.finished_at is not None
     assert set(Result.objects.filter(job=job).values_list("outcome", flat=True)) == {"cancelled"}
     assert_counters_match_rows(job)
-    assert queue.claim_job("w") is None
+    assert claims.claim_job("w") is None
 
 
 def test_cancel_of_a_running_job_waits_for_its_worker(owner: Any) -> None:
     job = make_job(owner, 4)
     claim = joined("w")
     take_chunks(claim)
-    queue.record_results(claim, [fetched(0)])
+    claims.record_results(claim, [fetched(0)])
 
-    assert queue.request_cancel(job.pk).status == Job.Status.CANCELLING
+    assert claims.request_cancel(job.pk).status == Job.Status.CANCELLING
     # The worker still records what was in flight, then finishes the cancel.
-    queue.record_results(claim, [fetched(1, "failed", 404)])
-    finished = queue.leave_job(claim, "cancel")
+    claims.record_results(claim, [fetched(1, "failed", 404)])
+    finished = claims.leave_job(claim, "cancel")
 
     assert finished.status == Job.Status.CANCELLED and not Share.objects.filter(job=job).exists()
     assert (finished.succeeded, finished.failed, finished.cancelled) == (1, 1, 2)
@@ -519,10 +519,10 @@ def test_a_shared_job_is_cancelled_when_its_last_worker_has_stopped(owner: Any, 
     settings.WORKER_CHUNK_SIZE = 2
     job = make_job(owner, 4, concurrency=2)
     a, b = joined("a"), joined("b")
-    queue.request_cancel(job.pk)
+    claims.request_cancel(job.pk)
 
-    assert queue.leave_job(a, "cancel").status == Job.Status.CANCELLING  # b may still have requests in flight
-    assert queue.leave_job(b, "cancel").status == Job.Status.CANCELLED
+    assert claims.leave_job(a, "cancel").status == Job.Status.CANCELLING  # b may still have requests in flight
+    assert claims.leave_job(b, "cancel").status == Job.Status.CANCELLED
     assert_counters_match_rows(job)
 
 
@@ -530,12 +530,12 @@ def test_a_shared_job_completes_when_its_last_url_is_recorded(owner: Any, settin
     settings.WORKER_CHUNK_SIZE = 2
     job = make_job(owner, 4, concurrency=2)
     a, b = joined("a"), joined("b")
-    assert queue.claim_chunk(a) is not None and queue.claim_chunk(b) is not None
-    queue.record_results(a, [fetched(0), fetched(1)])
+    assert claims.claim_chunk(a) is not None and claims.claim_chunk(b) is not None
+    claims.record_results(a, [fetched(0), fetched(1)])
 
-    assert queue.leave_job(a, "done").status == Job.Status.RUNNING  # b's URLs are still pending
-    queue.record_results(b, [fetched(2), fetched(3)])
-    done = queue.leave_job(b, "done")
+    assert claims.leave_job(a, "done").status == Job.Status.RUNNING  # b's URLs are still pending
+    claims.record_results(b, [fetched(2), fetched(3)])
+    done = claims.leave_job(b, "done")
 
     assert done.status == Job.Status.COMPLETED and done.finished_at is not None
     assert not Share.objects.filter(job=job).exists()
@@ -546,10 +546,10 @@ def test_cancel_leaves_terminal_jobs_alone(owner: Any) -> None:
     job = make_job(owner, 1)
     claim = joined("w")
     take_chunks(claim)
-    queue.record_results(claim, [fetched(0)])
-    queue.leave_job(claim, "done")
+    claims.record_results(claim, [fetched(0)])
+    claims.leave_job(claim, "done")
 
-    assert queue.request_cancel(job.pk).status == Job.Status.COMPLETED
+    assert claims.request_cancel(job.pk).status == Job.Status.COMPLETED
     job.refresh_from_db()
     assert job.status == Job.Status.COMPLETED and job.cancelled == 0
 
@@ -558,15 +558,15 @@ def test_leaving_with_urls_left_queues_the_job_again(owner: Any) -> None:
     job = make_job(owner, 2)
     claim = joined("w")
     take_chunks(claim)
-    queue.record_results(claim, [fetched(0)])
+    claims.record_results(claim, [fetched(0)])
 
-    left = queue.leave_job(claim, "done")  # e.g. a chunk claim whose answer was lost
+    left = claims.leave_job(claim, "done")  # e.g. a chunk claim whose answer was lost
 
     assert left.status == Job.Status.QUEUED and left.finished_at is None
     again = joined("w")
     assert take_chunks(again) == [1]
-    queue.record_results(again, [fetched(1)])
-    assert queue.leave_job(again, "done").status == Job.Status.COMPLETED
+    claims.record_results(again, [fetched(1)])
+    assert claims.leave_job(again, "done").status == Job.Status.COMPLETED
     assert_counters_match_rows(job)
 
 
@@ -574,9 +574,9 @@ def test_failing_a_job_records_the_error_and_cancels_what_is_left(owner: Any) ->
     job = make_job(owner, 3)
     claim = joined("w")
     take_chunks(claim)
-    queue.record_results(claim, [fetched(0)])
+    claims.record_results(claim, [fetched(0)])
 
-    failed = queue.leave_job(claim, "done", error="RuntimeError: boom")
+    failed = claims.leave_job(claim, "done", error="RuntimeError: boom")
 
     assert (failed.status, failed.error, failed.cancelled) == (Job.Status.FAILED, "RuntimeError: boom", 2)
     assert_counters_match_rows(job)
@@ -586,9 +586,9 @@ def test_stopping_requeues_with_what_is_left(owner: Any) -> None:
     job = make_job(owner, 3)
     claim = joined("stopping")
     take_chunks(claim)
-    queue.record_results(claim, [fetched(1)])
+    claims.record_results(claim, [fetched(1)])
 
-    released = queue.leave_job(claim, "stop")
+    released = claims.leave_job(claim, "stop")
 
     assert released.status == Job.Status.QUEUED and not Share.objects.filter(job=job).exists()
     chunk = Chunk.objects.get(job=job)
@@ -602,11 +602,11 @@ def test_stopping_finishes_a_job_with_nothing_left_or_being_cancelled(owner: Any
     done_job, cancel_job = make_job(owner, 1, concurrency=1), make_job(owner, 2, concurrency=1)
     done_claim, cancel_claim = joined("w"), joined("w")
     take_chunks(done_claim)
-    queue.record_results(done_claim, [fetched(0)])
-    queue.request_cancel(cancel_job.pk)
+    claims.record_results(done_claim, [fetched(0)])
+    claims.request_cancel(cancel_job.pk)
 
-    assert queue.leave_job(done_claim, "stop").status == Job.Status.COMPLETED
-    assert queue.leave_job(cancel_claim, "stop").status == Job.Status.CANCELLED
+    assert claims.leave_job(done_claim, "stop").status == Job.Status.COMPLETED
+    assert claims.leave_job(cancel_claim, "stop").status == Job.Status.CANCELLED
     assert_counters_match_rows(done_job)
     assert_counters_match_rows(cancel_job)
 
@@ -625,7 +625,7 @@ def test_record_writes_the_fetch_details(owner: Any) -> None:
         position=1, url="http://127.0.0.1:9/1", outcome="failed", status_code=None, bytes=0, elapsed_ms=0,
         attempts=0, error="blocked: 127.0.0.1 is a loopback address", error_class="blocked",
     )  # fmt: skip
-    queue.record_results(claim, [done, blocked])
+    claims.record_results(claim, [done, blocked])
 
     rows = {row.position: row for row in Result.objects.filter(job=job)}
     assert (rows[0].final_url, rows[0].content_type, rows[0].sha256, rows[0].redirects, rows[0].body) == (
@@ -639,15 +639,15 @@ def test_a_shared_job_is_paused_when_its_last_worker_has_drained(owner: Any, set
     settings.WORKER_CHUNK_SIZE = 2
     job = make_job(owner, 4, concurrency=2)
     a, b = joined("a"), joined("b")
-    assert queue.claim_chunk(a) is not None and queue.claim_chunk(b) is not None
-    queue.record_results(a, [fetched(0)])
-    assert queue.request_pause(job.pk).status == Job.Status.PAUSING
+    assert claims.claim_chunk(a) is not None and claims.claim_chunk(b) is not None
+    claims.record_results(a, [fetched(0)])
+    assert claims.request_pause(job.pk).status == Job.Status.PAUSING
 
-    assert queue.leave_job(a, "pause").status == Job.Status.PAUSING  # b's requests may still be in flight
-    assert queue.leave_job(b, "pause").status == Job.Status.PAUSED
-    assert queue.claim_job("c") is None  # a paused job is nobody's
+    assert claims.leave_job(a, "pause").status == Job.Status.PAUSING  # b's requests may still be in flight
+    assert claims.leave_job(b, "pause").status == Job.Status.PAUSED
+    assert claims.claim_job("c") is None  # a paused job is nobody's
     assert list(Chunk.objects.filter(job=job).values_list("claims", flat=True)) == [0, 0]  # clean hand-backs
 
-    assert queue.request_resume(job.pk).status == Job.Status.QUEUED
+    assert claims.request_resume(job.pk).status == Job.Status.QUEUED
     again = joined("c")
     assert again.job.status == Job.Status.RUNNING and take_chunks(again) == [1, 2, 3]

@@ -1,4 +1,4 @@
-"""Writing a batch of results onto pending rows (jobs/resultwrite.py), on the real database."""
+"""Writing a batch of results onto pending rows (jobs/queue/resultwrite.py), on the real database."""
 
 from __future__ import annotations
 
@@ -10,16 +10,17 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from jobs import queue, resultwrite, serializers
-from jobs.fetcher import FetchResult
+from jobs import serializers
+from jobs.engine.fetcher import FetchResult
 from jobs.models import Job, Result
+from jobs.queue import claims, resultwrite
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def make_job(owner: Any, n: int) -> Job:
     urls = [f"http://127.0.0.1:9/{i}" for i in range(n)]
-    return queue.enqueue_job(owner=owner, urls=urls, name="", concurrency=2, timeout=1)
+    return claims.enqueue_job(owner=owner, urls=urls, name="", concurrency=2, timeout=1)
 
 
 def fetched(position: int, outcome: str = "succeeded", status: int | None = 200, **details: Any) -> FetchResult:

@@ -15,8 +15,8 @@ from django.test import Client
 from django.urls import get_resolver
 from django.utils import timezone
 
-from jobs import tokens
 from jobs.models import Job, Result
+from jobs.web import tokens
 from tests.schema_check import DOCUMENT, assert_documented, openapi_path
 from tests.test_authorization import http_patterns
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from jobs.sharelimit import ShareLimit
+from jobs.worker.sharelimit import ShareLimit
 
 
 async def hold(limit: ShareLimit, release: asyncio.Event, log: list[str], name: str) -> None:

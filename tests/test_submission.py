@@ -1,4 +1,4 @@
-"""Input validation and submit/cancel (jobs/submission.py)."""
+"""Input validation and submit/cancel (jobs/submission/validation.py)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,16 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from jobs import progress, submission
 from jobs.models import Job, Result
-from jobs.submission import SubmissionError, parse_url_csv, parse_url_file, parse_url_lines, validate_submission
+from jobs.progress import publisher
+from jobs.submission import validation
+from jobs.submission.validation import (
+    SubmissionError,
+    parse_url_csv,
+    parse_url_file,
+    parse_url_lines,
+    validate_submission,
+)
 
 MEMORY_LAYER = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
@@ -100,7 +107,7 @@ def test_file_that_is_not_utf8_names_the_line() -> None:
     ],
 )
 def test_valid_urls(url: str) -> None:
-    assert submission.url_problem(url) is None
+    assert validation.url_problem(url) is None
 
 
 @pytest.mark.parametrize(
@@ -125,15 +132,15 @@ def test_valid_urls(url: str) -> None:
     ],
 )
 def test_invalid_urls(url: str, problem: str) -> None:
-    assert submission.url_problem(url) == problem
+    assert validation.url_problem(url) == problem
 
 
 def test_url_length_limit(settings: Any) -> None:
     settings.JOBS_MAX_URL_LENGTH = 30
     ok = "http://example.com/" + "x" * 11
     assert len(ok) == 30
-    assert submission.url_problem(ok) is None
-    assert submission.url_problem(ok + "x") == "longer than 30 characters"
+    assert validation.url_problem(ok) is None
+    assert validation.url_problem(ok + "x") == "longer than 30 characters"
 
 
 # --- the other fields ------------------------------------------------------------------------
@@ -143,7 +150,7 @@ def test_defaults_apply_to_missing_and_null_fields(settings: Any) -> None:
     settings.JOBS_DEFAULT_CONCURRENCY = 7
     settings.JOBS_DEFAULT_TIMEOUT = 2.5
     request = validate_submission({"urls": ["http://a.example/"], "name": None, "timeout": None})
-    assert request == submission.JobRequest(
+    assert request == validation.JobRequest(
         urls=("http://a.example/",), name="", concurrency=7, timeout=2.5,
         options={"per_host": 8, "host_delay": 0.0, "retries": 2, "max_redirects": 10, "max_bytes": 10 * 1024 * 1024,
                  "respect_robots": False, "save_bodies": False},
@@ -204,7 +211,7 @@ def test_every_problem_is_reported_at_once() -> None:
         {"urls": ["http://ok.example/", 42, "nope"], "concurrency": True, "timeout": 0, "name": "n" * 201, "retry": 3}
     )
     assert errors == {
-        "retry": f"unknown field (expected {', '.join(submission.FIELDS)})",
+        "retry": f"unknown field (expected {', '.join(validation.FIELDS)})",
         "urls": [
             {"index": 1, "value": None, "error": "must be a string, not a number"},
             {"index": 2, "value": "nope", "error": "not an absolute URL (must start with http:// or https://)"},
@@ -220,10 +227,10 @@ def test_body_that_is_not_an_object() -> None:
 
 
 def test_error_list_is_capped_with_a_summary() -> None:
-    count = submission.MAX_REPORTED_URL_ERRORS + 5
+    count = validation.MAX_REPORTED_URL_ERRORS + 5
     errors = errors_of({"urls": ["bad"] * count})["urls"]
-    assert len(errors) == submission.MAX_REPORTED_URL_ERRORS + 1
-    assert errors[-2]["index"] == submission.MAX_REPORTED_URL_ERRORS - 1
+    assert len(errors) == validation.MAX_REPORTED_URL_ERRORS + 1
+    assert errors[-2]["index"] == validation.MAX_REPORTED_URL_ERRORS - 1
     assert errors[-1] == {"error": "5 more invalid URLs not listed"}
 
 
@@ -231,7 +238,7 @@ def test_long_values_are_echoed_shortened(settings: Any) -> None:
     settings.JOBS_MAX_URL_LENGTH = 10_000
     url = "ftp://example.com/" + "x" * 5000
     (item,) = errors_of({"urls": [url]})["urls"]
-    assert len(item["value"]) == submission.MAX_ECHOED_VALUE
+    assert len(item["value"]) == validation.MAX_ECHOED_VALUE
     assert url.startswith(item["value"][:-1])
 
 
@@ -275,16 +282,16 @@ garbage = st.one_of(
 @given(st.lists(valid_urls(), min_size=1, max_size=30))
 def test_any_valid_url_list_is_accepted(urls: list[str]) -> None:
     request = validate_submission({"urls": urls})
-    assert request.urls == tuple(submission.normalise_url(url) for url in urls)
+    assert request.urls == tuple(validation.normalise_url(url) for url in urls)
     assert request.duplicates == len(urls) - len(set(request.urls))
 
 
 @hsettings(deadline=None, max_examples=300)
 @given(valid_urls(), st.text(" \t", max_size=3), st.text(" \t\r\n", max_size=3))
 def test_normalisation_is_idempotent_valid_and_ascii(url: str, before: str, after: str) -> None:
-    normal = submission.normalise_url(before + url + after)
-    assert submission.normalise_url(normal) == normal
-    assert submission.url_problem(normal) is None
+    normal = validation.normalise_url(before + url + after)
+    assert validation.normalise_url(normal) == normal
+    assert validation.url_problem(normal) is None
     parts = urlsplit(normal)
     assert parts.scheme in ("http", "https") and parts.hostname is not None and parts.hostname.isascii()
     assert parts.hostname == parts.hostname.lower() and not parts.fragment and parts.path.startswith("/")
@@ -341,7 +348,7 @@ def owner(db: None) -> Any:
 
 def test_submit_stores_job_and_pending_rows_in_order(owner: Any) -> None:
     urls = ["http://b.example/", "http://a.example/", "http://b.example/"]
-    job = submission.submit(owner, validate_submission({"urls": urls, "name": "x"}))
+    job = validation.submit(owner, validate_submission({"urls": urls, "name": "x"}))
     job.refresh_from_db()
     assert (job.owner, job.name, job.status, job.total) == (owner, "x", "queued", 3)
     assert (job.concurrency, job.timeout) == (10, 10.0)
@@ -354,8 +361,8 @@ def test_submit_stores_job_and_pending_rows_in_order(owner: Any) -> None:
 
 
 def test_cancel_queued_job(owner: Any) -> None:
-    job = submission.submit(owner, validate_submission({"urls": ["http://a.example/", "http://b.example/"]}))
-    cancelled = submission.cancel(job.id)
+    job = validation.submit(owner, validate_submission({"urls": ["http://a.example/", "http://b.example/"]}))
+    cancelled = validation.cancel(job.id)
     assert (cancelled.status, cancelled.cancelled) == ("cancelled", 2)
     assert set(Result.objects.filter(job=job).values_list("outcome", flat=True)) == {"cancelled"}
 
@@ -365,10 +372,10 @@ async def test_asubmit_wakes_workers_and_updates_the_owner_pages() -> None:
     user = await get_user_model().objects.acreate(username="bob")
     layer = get_channel_layer()
     listener = await layer.new_channel()
-    await layer.group_add(progress.WAKEUP_GROUP, listener)
-    await layer.group_add(progress.user_group(user.pk), listener)
+    await layer.group_add(publisher.WAKEUP_GROUP, listener)
+    await layer.group_add(publisher.user_group(user.pk), listener)
 
-    job = await submission.asubmit(user, validate_submission({"urls": ["http://a.example/"]}))
+    job = await validation.asubmit(user, validate_submission({"urls": ["http://a.example/"]}))
 
     assert await Job.objects.filter(pk=job.pk, status="queued").aexists()
     received = [await receive(layer, listener), await receive(layer, listener)]
@@ -381,12 +388,12 @@ async def test_asubmit_wakes_workers_and_updates_the_owner_pages() -> None:
 @pytest.mark.django_db(transaction=True)
 async def test_acancel_publishes_the_new_state() -> None:
     user = await get_user_model().objects.acreate(username="cid")
-    job = await submission.asubmit(user, validate_submission({"urls": ["http://a.example/"]}))
+    job = await validation.asubmit(user, validate_submission({"urls": ["http://a.example/"]}))
     layer = get_channel_layer()
     listener = await layer.new_channel()
-    await layer.group_add(progress.user_group(user.pk), listener)
+    await layer.group_add(publisher.user_group(user.pk), listener)
 
-    cancelled = await submission.acancel(job.id)
+    cancelled = await validation.acancel(job.id)
 
     assert cancelled.status == "cancelled"
     message = await receive(layer, listener)

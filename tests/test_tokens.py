@@ -1,4 +1,4 @@
-"""API tokens (jobs/tokens.py): Bearer auth on the JSON API, CSRF for sessions only, the
+"""API tokens (jobs/web/tokens.py): Bearer auth on the JSON API, CSRF for sessions only, the
 `apitoken` command and the admin."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from django.core.management import CommandError, call_command
 from django.test import AsyncClient, Client
 from django.utils import timezone
 
-from jobs import tokens
 from jobs.models import ApiToken, Job
+from jobs.web import tokens
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -11,13 +11,13 @@ import socket
 from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
-from aiohttp import web
 import httpx
 import pytest
+from aiohttp import web
 
-from jobs import fetcher
-from jobs.fetcher import FetchClient, make_client
-from jobs.transport import LeanAiohttpTransport
+from jobs.engine import fetcher
+from jobs.engine.fetcher import FetchClient, make_client
+from jobs.engine.transport import LeanAiohttpTransport
 from tests.target import TargetServer
 
 

@@ -25,11 +25,12 @@ from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from jobs import progress, queue
-from jobs.fetcher import FetchResult
+from jobs.engine.fetcher import FetchResult
 from jobs.management.commands import runworker
 from jobs.models import Chunk, Job, Result, Share
-from jobs.worker import Worker
+from jobs.progress import publisher
+from jobs.queue import claims
+from jobs.worker.runner import Worker
 from tests import services
 from tests.conftest import redis_layer_settings
 from tests.target import TargetServer
@@ -46,7 +47,7 @@ def target() -> Iterator[TargetServer]:
 
 
 def make_job(owner: Any, urls: list[str], *, concurrency: int, timeout: float = 5) -> Job:
-    return queue.enqueue_job(owner=owner, urls=urls, name="test", concurrency=concurrency, timeout=timeout)
+    return claims.enqueue_job(owner=owner, urls=urls, name="test", concurrency=concurrency, timeout=timeout)
 
 
 amake_job = database_sync_to_async(make_job)
@@ -212,7 +213,7 @@ async def test_a_wakeup_starts_a_new_job_at_once(owner: Any, target: TargetServe
         await asyncio.sleep(0.5)  # idle: it has polled once and joined the wake-up group
         job = await amake_job(owner, [target.url("/ok")] * 3, concurrency=1)
         sent = time.monotonic()
-        await progress.wake_workers()
+        await publisher.wake_workers()
         await eventually(lambda: target.stats().requests > 0, timeout=5, what="the first request")
         started_after = time.monotonic() - sent
         await eventually(lambda: _status_is(job, Job.Status.COMPLETED), timeout=5, what="the job completes")
@@ -229,9 +230,9 @@ async def test_cancel_mid_run_stops_requests_within_a_second(owner: Any, target:
     try:
         await eventually(lambda: target.stats().in_flight == 8, timeout=10, what="the job is under way")
         asked = time.monotonic()
-        cancelling = await database_sync_to_async(queue.request_cancel)(job.pk)
+        cancelling = await database_sync_to_async(claims.request_cancel)(job.pk)
         if announced:
-            await progress.publish_job_update(cancelling)
+            await publisher.publish_job_update(cancelling)
         assert cancelling.status == Job.Status.CANCELLING
         await eventually(lambda: _status_is(job, Job.Status.CANCELLED), timeout=2, what="the job reads cancelled")
         took = time.monotonic() - asked
@@ -257,12 +258,12 @@ async def test_a_crashed_workers_job_resumes_with_only_its_pending_urls(owner: A
 
     @database_sync_to_async
     def crash_after_ten() -> None:
-        claim = queue.claim_job("crashed-worker")
+        claim = claims.claim_job("crashed-worker")
         assert claim is not None
-        chunk = queue.claim_chunk(claim)
+        chunk = claims.claim_chunk(claim)
         assert chunk is not None and (chunk.start, chunk.end) == (0, 30)
         done = [FetchResult(p, f"/ok/{p}", "succeeded", 200, 64, 1, 1, "") for p in range(10)]
-        queue.record_results(claim, done)
+        claims.record_results(claim, done)
         expire_shares(job)  # the lease ran out
 
     await crash_after_ten()
@@ -283,9 +284,9 @@ async def test_a_job_left_cancelling_by_a_crashed_worker_is_cancelled_without_re
 
     @database_sync_to_async
     def crash_while_cancelling() -> None:
-        claim = queue.claim_job("crashed-worker")
-        assert claim is not None and queue.claim_chunk(claim) is not None
-        queue.request_cancel(job.pk)
+        claim = claims.claim_job("crashed-worker")
+        assert claim is not None and claims.claim_chunk(claim) is not None
+        claims.request_cancel(job.pk)
         expire_shares(job)
 
     await crash_while_cancelling()
@@ -315,7 +316,7 @@ async def test_the_lease_is_renewed_while_the_job_runs(owner: Any, target: Targe
         for _ in range(7):  # 2.1 s: twice the lease
             await asyncio.sleep(0.3)
             # The job's one chunk is held under a live share: a rival can neither take over nor help.
-            assert await database_sync_to_async(queue.claim_job)("rival") is None
+            assert await database_sync_to_async(claims.claim_job)("rival") is None
             leases.append(await lease())
         await worker
     finally:
@@ -352,9 +353,9 @@ async def test_a_worker_that_lost_its_claim_stops_and_writes_nothing(owner: Any,
             Job.objects.select_for_update().get(pk=job.pk)
             expire_shares(job)
             written = final_rows(job)
-        claim = queue.claim_job("thief")  # the job has no live share: the thief takes it over ...
+        claim = claims.claim_job("thief")  # the job has no live share: the thief takes it over ...
         assert claim is not None
-        assert queue.claim_chunk(claim) is not None  # ... and its one chunk, so the loser cannot rejoin to help
+        assert claims.claim_chunk(claim) is not None  # ... and its one chunk, so the loser cannot rejoin to help
         return written
 
     try:

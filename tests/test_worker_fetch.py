@@ -11,9 +11,9 @@ import pytest
 from channels.db import database_sync_to_async
 from django.core.management import call_command
 
-from jobs import queue
 from jobs.models import Job, Result
-from jobs.worker import Worker
+from jobs.queue import claims
+from jobs.worker.runner import Worker
 from tests.target import TargetServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -26,7 +26,7 @@ def target() -> Iterator[TargetServer]:
 
 
 def make_job(owner: Any, urls: list[str], *, concurrency: int = 4, **options: Any) -> Job:
-    return queue.enqueue_job(
+    return claims.enqueue_job(
         owner=owner, urls=urls, name="test", concurrency=concurrency, timeout=5, options=options
     )
 

@@ -14,8 +14,8 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import QuerySet
 
-from jobs import tokens
 from jobs.models import ApiToken
+from jobs.web import tokens
 
 
 class Command(BaseCommand):

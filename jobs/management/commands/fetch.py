@@ -1,6 +1,6 @@
 """`manage.py fetch urls.txt|- [--name --concurrency --timeout --user] [--wait]`: submit a job from the shell.
 
-A thin shim over jobs.cli and jobs.submission (the rules every entry point
+A thin shim over jobs.cli and jobs.submission.validation (the rules every entry point
 shares). Without --wait it prints the job id and returns; with --wait it draws
 a progress bar until the job ends and exits 0 when every URL succeeded, 1 when
 some failed, 3 when the job was cancelled or failed. Bad input exits 2.
@@ -18,8 +18,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.urls import reverse
 
-from jobs import cli, submission
-from jobs.submission import SubmissionError
+from jobs import cli
+from jobs.submission import validation
+from jobs.submission.validation import SubmissionError
 
 
 class Command(BaseCommand):
@@ -39,7 +40,7 @@ class Command(BaseCommand):
             owner = cli.resolve_owner(options["user"])
             urls = cli.read_urls(source, stdin=sys.stdin.buffer)
             name = options["name"] if options["name"] is not None else ("" if source == "-" else source[-200:])
-            request = submission.validate_submission(
+            request = validation.validate_submission(
                 {"urls": urls, "name": name, "concurrency": options["concurrency"], "timeout": options["timeout"]}
             )
         except cli.InputError as exc:
@@ -47,7 +48,7 @@ class Command(BaseCommand):
         except SubmissionError as exc:
             raise CommandError("the job was not created:\n" + cli.describe_errors(exc.errors, source),
                                returncode=2) from exc
-        job = submission.submit(owner, request)
+        job = validation.submit(owner, request)
         page = reverse("job_detail", kwargs={"job_id": job.pk})
         self.stdout.write(f"Job {job.pk} queued: {job.total} URLs, concurrency {job.concurrency}. Page: {page}")
         if not options["wait"]:
@@ -78,7 +79,7 @@ class Command(BaseCommand):
                               f"running: {page}")
             return False
         if answer:
-            submission.cancel(job.pk)
+            validation.cancel(job.pk)
             self.stdout.write(f"Cancel requested for job {job.pk}.")
             return True
         self.stdout.write(f"Job {job.pk} keeps running: {page}")

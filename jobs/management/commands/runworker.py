@@ -1,4 +1,4 @@
-"""`manage.py runworker`: run a Batchfetch worker (a thin shim over jobs.worker).
+"""`manage.py runworker`: run a Batchfetch worker (a thin shim over jobs.worker.runner).
 
 This app is listed before `channels` in INSTALLED_APPS, so this command wins
 over Channels' own `runworker` (Django uses the first app's command).
@@ -16,7 +16,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from jobs.worker import Worker
+from jobs.worker.runner import Worker
 
 # --verbosity -> level of the `jobs` loggers; 1 (the default) keeps the configured level.
 VERBOSITY_LEVELS = {0: logging.WARNING, 2: logging.DEBUG, 3: logging.DEBUG}

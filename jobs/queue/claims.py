@@ -47,20 +47,20 @@ from typing import TYPE_CHECKING, Any, Literal
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
-from django.db.transaction import TransactionManagementError
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce, Greatest
+from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
-from . import conf
-from .bulkinsert import insert_pending_results
-from .exceptions import ClaimLost
-from .models import Chunk, Job, Result, Share
-from .rawsql import db_value, execute, fetch, table
-from .resultwrite import FinalRow, write_results
+from jobs import conf
+from jobs.exceptions import ClaimLost
+from jobs.models import Chunk, Job, Result, Share
+from jobs.queue.bulkinsert import insert_pending_results
+from jobs.queue.rawsql import db_value, execute, fetch, table
+from jobs.queue.resultwrite import FinalRow, write_results
 
 if TYPE_CHECKING:
-    from .fetcher import FetchResult
+    from jobs.engine.fetcher import FetchResult
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def enqueue_job(
         job = Job.objects.create(
             owner=owner, name=name, concurrency=concurrency, timeout=timeout, total=len(urls), **(options or {})
         )
-        insert_pending_results(job, urls)  # bulk_create measured 5-8x slower for 100k URLs (jobs/bulkinsert.py)
+        insert_pending_results(job, urls)  # bulk_create measured 5-8x slower for 100k URLs (jobs/queue/bulkinsert.py)
         size = int(conf.get("WORKER_CHUNK_SIZE"))
         Chunk.objects.bulk_create(
             Chunk(job=job, start=start, end=min(start + size, len(urls))) for start in range(0, len(urls), size)

@@ -12,8 +12,8 @@ from django.forms import ModelForm
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
-from . import tokens
-from .models import ApiToken
+from jobs.models import ApiToken
+from jobs.web import tokens
 
 # Where save_model() leaves the new secret for response_add() (same request only).
 _SECRET_ATTRIBUTE = "_batchfetch_new_api_token"

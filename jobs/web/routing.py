@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path, re_path
 
-from . import consumers
+from jobs.web import consumers
 
 websocket_urlpatterns = [
     path("ws/jobs/", consumers.JobListConsumer.as_asgi()),

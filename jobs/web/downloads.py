@@ -21,8 +21,8 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.storage import default_storage
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 
-from .api import _get_job, api_view, export_filename
-from .models import Result
+from jobs.models import Result
+from jobs.web.api import _get_job, api_view, export_filename
 
 CHUNK = 64 * 1024
 

@@ -15,12 +15,12 @@ from django.contrib import admin, messages
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Sum
 from django.http import HttpRequest
 from django.urls import reverse
-from django.utils.html import format_html, format_html_join
 from django.utils import timezone
+from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
-from . import submission
-from .models import Job, Result
+from jobs.models import Job, Result
+from jobs.submission import validation
 
 FAILURE_PREVIEW_ROWS = 10
 
@@ -72,7 +72,7 @@ class JobAdmin(admin.ModelAdmin):
     )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
-        # A job needs its Result rows; submission.submit (the dashboard or the API) creates both.
+        # A job needs its Result rows; validation.submit (the dashboard or the API) creates both.
         return False
 
     def save_model(self, request: HttpRequest, obj: Job, form: Any, change: bool) -> None:
@@ -184,8 +184,8 @@ class JobAdmin(admin.ModelAdmin):
             if status in Job.TERMINAL:
                 skipped += 1
                 continue
-            # submission.cancel = queue.request_cancel + an update to the owner's open pages.
-            updated.append(submission.cancel(job_id))
+            # validation.cancel = queue.request_cancel + an update to the owner's open pages.
+            updated.append(validation.cancel(job_id))
         cancelled = sum(job.status == Job.Status.CANCELLED for job in updated)
         stopping = sum(job.status == Job.Status.CANCELLING for job in updated)
         self.message_user(
@@ -197,7 +197,7 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.action(description="Re-run selected jobs (all URLs)")
     def rerun_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        reruns = (submission.rerun(job, failed_only=False, check_limits=False) for job in queryset.select_related("owner"))
+        reruns = (validation.rerun(job, failed_only=False, check_limits=False) for job in queryset.select_related("owner"))
         created = [job for job in reruns if job is not None]
         self.message_user(request, f"Queued {len(created)} new job(s).", messages.SUCCESS)
 
@@ -206,8 +206,8 @@ class JobAdmin(admin.ModelAdmin):
         created: list[Job] = []
         without_failures = 0
         for job in queryset.select_related("owner"):
-            # submission.rerun stores the new job, wakes the workers and updates the owner's dashboard.
-            new_job = submission.rerun(job, failed_only=True, check_limits=False)
+            # validation.rerun stores the new job, wakes the workers and updates the owner's dashboard.
+            new_job = validation.rerun(job, failed_only=True, check_limits=False)
             if new_job is None:
                 without_failures += 1
                 continue
@@ -256,6 +256,3 @@ class ResultAdmin(admin.ModelAdmin):
         return format_html(
             '<a href="{}">{}</a>', reverse("admin:jobs_job_change", args=[result.job_id]), result.job
         )
-
-# API tokens have their own admin module; importing it registers it.
-from . import token_admin  # noqa: E402, F401

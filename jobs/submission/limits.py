@@ -27,9 +27,9 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 
-from . import conf
-from .exceptions import JobsError
-from .models import Job
+from jobs import conf
+from jobs.exceptions import JobsError
+from jobs.models import Job
 
 logger = logging.getLogger(__name__)
 

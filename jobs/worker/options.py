@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from . import conf
-from .fetcher import FetchOptions
-from .models import Job
+from jobs import conf
+from jobs.engine.fetcher import FetchOptions
+from jobs.models import Job
 
 
 def fetch_options(job: Job) -> FetchOptions:

@@ -29,7 +29,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.utils import timezone
 
-from .models import ApiToken
+from jobs.models import ApiToken
 
 TOKEN_PREFIX = "bf_"
 PREFIX_LENGTH = len(TOKEN_PREFIX) + 8

@@ -37,10 +37,10 @@ import aiohttp
 import httpx
 from aiohttp.abc import AbstractResolver
 
-from .decoding import Decoder
-from .hostslots import HostSlots
-from .netguard import Blocked, Guard, GuardedResolver
-from .transport import LeanAiohttpTransport
+from jobs.engine.decoding import Decoder
+from jobs.engine.hostslots import HostSlots
+from jobs.engine.netguard import Blocked, Guard, GuardedResolver
+from jobs.engine.transport import LeanAiohttpTransport
 
 if TYPE_CHECKING:
     from httpx._client import UseClientDefault  # httpx exports only its instance, USE_CLIENT_DEFAULT
@@ -771,7 +771,7 @@ async def fetch_all(
     slots = Slots(job=job_limit or asyncio.Semaphore(concurrency), worker=global_limit, hosts=hosts, stop=stop)
     consumers = concurrency * 2 if options.retries else concurrency
     # Imported here: robots.py builds on this module.
-    from .robots import RobotsCache
+    from jobs.engine.robots import RobotsCache
 
     robots = RobotsCache(client, options=options, slots=slots, guard=guard) if options.respect_robots else None
     queue: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue(maxsize=concurrency)

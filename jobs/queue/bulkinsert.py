@@ -18,7 +18,7 @@ from typing import Any
 
 from django.db import connection
 
-from .models import Job, Result
+from jobs.models import Job, Result
 
 CHUNK = 5000
 """Rows per executemany call (bounds the memory of the parameter list)."""

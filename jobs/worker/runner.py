@@ -6,7 +6,7 @@ when the queue is empty, it waits for a channel-layer wake-up (a new job
 starts within ~100 ms) or its poll interval (~1 s with jitter: the fallback
 when Redis is down, the database being the source of truth).
 
-Each claimed job is a `JobRun`, the worker's share of the job (queue.py): it
+Each claimed job is a `JobRun`, the worker's share of the job (claims.py): it
 claims the job's URLs a chunk at a time and streams them into
 `fetcher.fetch_all`, limited by the share's slots of the job's concurrency
 (other workers may share the job) and by one semaphore shared by all jobs of
@@ -48,15 +48,19 @@ from typing import Any, TypeVar, cast
 import httpx
 from django.db import DatabaseError
 
-from . import bodies, conf, dbconn, dbretry, fetcher, progress, queue
-from .exceptions import ClaimLost
-from .fetcher import FetchResult
-from .models import Job
-from .netguard import Guard
-from .options import fetch_options
-from .pausegate import PauseGate
-from .queue import Ending
-from .sharelimit import ShareLimit
+from jobs import bodies, conf
+from jobs.engine import fetcher
+from jobs.engine.fetcher import FetchResult
+from jobs.engine.netguard import Guard
+from jobs.exceptions import ClaimLost
+from jobs.models import Job
+from jobs.progress import publisher
+from jobs.queue import claims
+from jobs.queue.claims import Ending
+from jobs.worker import dbconn, dbretry
+from jobs.worker.options import fetch_options
+from jobs.worker.pausegate import PauseGate
+from jobs.worker.sharelimit import ShareLimit
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +161,7 @@ class Worker:
                 fetcher.make_client(max_connections=self.concurrency, guard=self._guard) as client,
             ):
                 self._client = client
-                listener = asyncio.create_task(progress.listen_for_wakeups(self._on_wakeup), name="wake-ups")
+                listener = asyncio.create_task(publisher.listen_for_wakeups(self._on_wakeup), name="wake-ups")
                 try:
                     await self._serve()
                 except asyncio.CancelledError:
@@ -197,7 +201,7 @@ class Worker:
         """Claim jobs until `max_jobs` run or the queue is empty."""
         while len(self._runs) < self.max_jobs and not self._stopping.is_set():
             try:
-                claim = await queue.aclaim_job(self.worker_id, max_slots=self.concurrency, exclude=set(self._runs))
+                claim = await claims.aclaim_job(self.worker_id, max_slots=self.concurrency, exclude=set(self._runs))
             except dbretry.TRANSIENT_ERRORS as exc:
                 dbretry.outage.failed(exc, "claiming a job")  # logged once per outage; the next poll retries
                 return
@@ -209,7 +213,7 @@ class Worker:
                 return
             self._start(claim)
 
-    def _start(self, claim: queue.Claim) -> None:
+    def _start(self, claim: claims.Claim) -> None:
         assert self._client is not None  # set by run()
         run = JobRun(
             claim,
@@ -247,15 +251,15 @@ class Worker:
             logger.exception("Job %s failed", claim.job_id)
             await self._fail(claim, exc)
 
-    async def _fail(self, claim: queue.Claim, exc: Exception) -> None:
+    async def _fail(self, claim: claims.Claim, exc: Exception) -> None:
         try:
-            job = await shielded(queue.aleave_job(claim, "done", error=error_summary(exc)))
+            job = await shielded(claims.aleave_job(claim, "done", error=error_summary(exc)))
         except ClaimLost:
             return
         except DatabaseError:
             logger.exception("Could not mark job %s failed; it is retried once its lease expires", claim.job_id)
             return
-        await progress.publish_job_update(job)
+        await publisher.publish_job_update(job)
 
     async def _drain(self) -> None:
         """Wait for the running jobs to stop (they watch `_stopping`)."""
@@ -301,7 +305,7 @@ class JobRun:
 
     def __init__(
         self,
-        claim: queue.Claim,
+        claim: claims.Claim,
         *,
         client: httpx.AsyncClient,
         limit: asyncio.Semaphore,
@@ -331,7 +335,7 @@ class JobRun:
         self._cancel_requested = False
         self._pause_requested = asyncio.Event()
         self._gate = PauseGate(limit)
-        self._publisher = progress.JobPublisher(claim.job)
+        self._publisher = publisher.JobPublisher(claim.job)
 
     def poke(self) -> None:
         """Check the job's status now (a wake-up may announce a cancel)."""
@@ -433,7 +437,7 @@ class JobRun:
     async def _conclude(self, ending: Ending) -> Job:
         """Record what was fetched, then finish the job, or hand it back if the worker is stopping."""
         await self._flush()
-        job = await self._retrying(lambda: queue.aleave_job(self.claim, ending), "leaving a job")
+        job = await self._retrying(lambda: claims.aleave_job(self.claim, ending), "leaving a job")
         if job.status == Job.Status.QUEUED:
             logger.info("Job %s released back to the queue (%d URLs left)", job.pk, job.total - job.done)
         elif job.status == Job.Status.PAUSED:
@@ -453,7 +457,7 @@ class JobRun:
         next chunk is claimed while the last one's requests are still in flight.
         """
         while self._feeding:
-            chunk = await self._retrying(lambda: queue.aclaim_chunk(self.claim), "claiming URLs")
+            chunk = await self._retrying(lambda: claims.aclaim_chunk(self.claim), "claiming URLs")
             if chunk is None:
                 return
             for item in chunk.items:
@@ -483,7 +487,7 @@ class JobRun:
                 # Retried while the database is unreachable; the batch leaves the buffer only once written
                 # (a batch written twice, e.g. when the commit's answer was lost, only writes pending rows).
                 recorded = await self._retrying(
-                    lambda: shielded(queue.arecord_results(self.claim, batch)), "recording results"
+                    lambda: shielded(claims.arecord_results(self.claim, batch)), "recording results"
                 )
                 del self._buffer[: len(batch)]
                 self.job = recorded.job
@@ -502,7 +506,7 @@ class JobRun:
             self._check_now.clear()
             renew = loop.time() >= next_heartbeat
             try:
-                check = await queue.acheck_share(
+                check = await claims.acheck_share(
                     self.claim, in_flight=self._share.in_flight, applied=self._share.size,
                     max_slots=self._max_slots, renew=renew,
                 )

@@ -1,4 +1,4 @@
-"""GET /api/schema/: the OpenAPI 3.1 description of the JSON API (jobs/openapi.json).
+"""GET /api/schema/: the OpenAPI 3.1 description of the JSON API (jobs/web/openapi.json).
 
 Hand-written and kept honest by tests/test_schema.py (every API route is
 described, and real responses validate against it). The submission limits in
@@ -15,7 +15,7 @@ from typing import Any
 
 from django.http import HttpRequest, JsonResponse
 
-from . import conf
+from jobs import conf
 
 DOCUMENT = Path(__file__).with_name("openapi.json")
 

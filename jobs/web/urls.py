@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path, re_path
 
-from . import api, api_live, downloads, schema, views
+from jobs.web import api, api_live, downloads, schema, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),

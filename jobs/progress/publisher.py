@@ -29,12 +29,12 @@ from channels.layers import get_channel_layer
 from channels_redis.core import RedisChannelLayer
 from redis.exceptions import RedisError
 
-from . import conf
-from .models import Job, Result
-from .serializers import job_to_dict, result_to_dict
+from jobs import conf
+from jobs.models import Job, Result
+from jobs.serializers import job_to_dict, result_to_dict
 
 if TYPE_CHECKING:
-    from .resultwrite import FinalRow
+    from jobs.queue.resultwrite import FinalRow
 
 logger = logging.getLogger(__name__)
 

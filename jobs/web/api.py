@@ -5,7 +5,7 @@ Async views behind the session cookie or an API token (`Authorization: Bearer
 an `X-CSRFToken` header; token requests are CSRF-exempt. Every answer is JSON,
 errors included: anonymous or bad token 401, someone else's or an unknown job
 404, wrong method 405, bad input 400 `{"errors": {...}}`, over a limit 429
-(jobs/limits.py), body too large 413.
+(jobs/submission/limits.py), body too large 413.
 
 Result exports stream from the database in keyset pages on `position`, so a
 100k-URL job is never loaded at once.
@@ -33,8 +33,10 @@ from django.urls import reverse
 from django.utils.text import slugify
 from django.views.csrf import csrf_failure as html_csrf_failure
 
-from . import limits, serializers, submission, tokens
-from .models import Job, Result
+from jobs import serializers
+from jobs.models import Job, Result
+from jobs.submission import limits, validation
+from jobs.web import tokens
 
 JOBS_DEFAULT_LIMIT = 50
 JOBS_MAX_LIMIT = 500
@@ -82,7 +84,7 @@ def api_view(*methods: str) -> Callable[[ApiView], ApiView]:
                 return await view(request, user, *args, **kwargs)
             except Http404:
                 return error_response(404, "not found")
-            except (BadRequest, submission.SubmissionError) as exc:
+            except (BadRequest, validation.SubmissionError) as exc:
                 return JsonResponse({"errors": exc.errors}, status=400)
             except limits.LimitExceeded as exc:
                 response = JsonResponse({"errors": exc.errors}, status=429)
@@ -137,14 +139,14 @@ async def _create_job(request: HttpRequest, user: AbstractBaseUser) -> HttpRespo
         return JsonResponse({"errors": {"body": f"request body larger than {limit} bytes"}}, status=413)
     # Parsing and checking 100k URLs is CPU work: keep it off the event loop.
     job_request = await sync_to_async(_parse_submission, thread_sensitive=False)(body)
-    job = await submission.asubmit(user, job_request)
+    job = await validation.asubmit(user, job_request)
     response = JsonResponse(serializers.job_to_dict(job), status=201)
     response["Location"] = reverse("api_job", args=[job.id])
     return response
 
 
-def _parse_submission(body: bytes) -> submission.JobRequest:
-    return submission.validate_submission(decode_json(body))
+def _parse_submission(body: bytes) -> validation.JobRequest:
+    return validation.validate_submission(decode_json(body))
 
 
 def decode_json(body: bytes | str) -> Any:
@@ -152,13 +154,13 @@ def decode_json(body: bytes | str) -> Any:
     try:
         return json.loads(body)
     except json.JSONDecodeError as exc:
-        raise submission.SubmissionError(
+        raise validation.SubmissionError(
             {"body": f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"}
         ) from exc
     except UnicodeDecodeError as exc:
-        raise submission.SubmissionError({"body": f"malformed JSON: not UTF-8 (byte {exc.start})"}) from exc
+        raise validation.SubmissionError({"body": f"malformed JSON: not UTF-8 (byte {exc.start})"}) from exc
     except RecursionError as exc:
-        raise submission.SubmissionError({"body": "malformed JSON: nested too deeply"}) from exc
+        raise validation.SubmissionError({"body": "malformed JSON: nested too deeply"}) from exc
 
 
 def _job_page(user: AbstractBaseUser, before: str | None, limit: int) -> list[Job]:
@@ -184,7 +186,7 @@ async def job_cancel(request: HttpRequest, user: AbstractBaseUser, job_id: str) 
     """Cancel: a queued job becomes `cancelled`, a running one `cancelling`. 202 either way."""
     owned = await _get_job(user, job_id)
     try:
-        cancelled = await submission.acancel(owned.id)
+        cancelled = await validation.acancel(owned.id)
     except Job.DoesNotExist:
         raise Http404 from None
     return JsonResponse(serializers.job_to_dict(cancelled), status=202)

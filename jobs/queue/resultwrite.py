@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from django.db import connection
 
-from .models import Result
-from .rawsql import db_value, fetch, table
+from jobs.models import Result
+from jobs.queue.rawsql import db_value, fetch, table
 
 if TYPE_CHECKING:
-    from .fetcher import FetchResult
+    from jobs.engine.fetcher import FetchResult
 
 # A batch's values in this order (FetchResult attributes), then the Result columns written from them.
 VALUE_FIELDS = (

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 from urllib.robotparser import RobotFileParser
 
-from .fetcher import BodySink, FetchOptions, FetchResult, Slots, fetch_one
+from jobs.engine.fetcher import BodySink, FetchOptions, FetchResult, Slots, fetch_one
 
 if TYPE_CHECKING:
     import httpx
 
-    from .netguard import Guard
+    from jobs.engine.netguard import Guard
 
 USER_AGENT = "batchfetch"
 """The product token matched against `User-agent:` lines (the client sends `batchfetch/<version>`)."""

@@ -11,8 +11,9 @@ from typing import Any
 
 from django import forms
 
-from . import conf, submission
-from .submission import JobRequest, SubmissionError, UrlLines
+from jobs import conf
+from jobs.submission import validation
+from jobs.submission.validation import JobRequest, SubmissionError, UrlLines
 
 ALLOWED_EXTENSIONS = (".txt", ".csv")
 # Far above 100k URLs of ordinary length; stops a multi-gigabyte upload from being read into memory.
@@ -21,7 +22,7 @@ MAX_SHOWN_VALUE = 80
 
 
 class JobSubmitForm(forms.Form):
-    """Bind and render a submission; `clean()` defers to `submission.validate_submission`.
+    """Bind and render a submission; `clean()` defers to `validation.validate_submission`.
 
     After `is_valid()`, `job_request` holds the validated `JobRequest`.
     Numbers are plain text fields on purpose: the range rules and their
@@ -48,7 +49,7 @@ class JobSubmitForm(forms.Form):
         required=False,
         strip=False,
         help_text="Optional; defaults to the file name.",
-        widget=forms.TextInput(attrs={"maxlength": submission.NAME_MAX_LENGTH}),
+        widget=forms.TextInput(attrs={"maxlength": validation.NAME_MAX_LENGTH}),
     )
     concurrency = forms.CharField(label="Concurrency", required=False)
     timeout = forms.CharField(label="Timeout per URL", required=False)
@@ -116,7 +117,7 @@ class JobSubmitForm(forms.Form):
             return cleaned
         upload = cleaned.get("file")
         try:
-            pasted = submission.parse_url_lines(cleaned.get("urls") or "")
+            pasted = validation.parse_url_lines(cleaned.get("urls") or "")
             uploaded = self._read_upload(upload) if upload else UrlLines()
         except SubmissionError as exc:
             self._add_submission_errors(exc.errors, pasted_count=0, filename=upload.name if upload else "")
@@ -130,12 +131,12 @@ class JobSubmitForm(forms.Form):
         urls = UrlLines(zip(pasted.line_numbers + uploaded.line_numbers, [*pasted, *uploaded], strict=True))
         name = cleaned.get("name") or ""
         if not name.strip() and upload:
-            name = upload.name[: submission.NAME_MAX_LENGTH]
+            name = upload.name[: validation.NAME_MAX_LENGTH]
         try:
-            self.job_request = submission.validate_submission(
+            self.job_request = validation.validate_submission(
                 {"urls": urls, "name": name, "concurrency": cleaned.get("concurrency"),
                  "timeout": cleaned.get("timeout"),
-                 **{option: cleaned.get(option) for option in submission.OPTION_FIELDS}}
+                 **{option: cleaned.get(option) for option in validation.OPTION_FIELDS}}
             )
         except SubmissionError as exc:
             self._add_submission_errors(exc.errors, pasted_count=len(pasted), filename=upload.name if upload else "")
@@ -147,7 +148,7 @@ class JobSubmitForm(forms.Form):
             raise SubmissionError({"file": "must be a .txt or .csv file"})
         if upload.size > MAX_UPLOAD_BYTES:
             raise SubmissionError({"file": f"is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB"})
-        return submission.parse_url_file(upload.read(), filename=upload.name)
+        return validation.parse_url_file(upload.read(), filename=upload.name)
 
     def _add_submission_errors(self, errors: dict[str, Any], *, pasted_count: int, filename: str) -> None:
         """Attach submission's errors to fields; URL errors go to the textarea or the file by index."""

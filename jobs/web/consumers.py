@@ -23,8 +23,10 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 from django.contrib.auth.models import AbstractBaseUser
 
-from . import conf, limits, progress, serializers, submission
-from .models import Job, Result
+from jobs import conf, serializers
+from jobs.models import Job, Result
+from jobs.progress import publisher
+from jobs.submission import limits, validation
 
 # Rows in a job snapshot: the newest final ones; the page loads older rows over the API.
 SNAPSHOT_RESULTS = 100
@@ -79,7 +81,7 @@ class JobConsumer(JsonMessageConsumer):
             return
         self.job_id = job_id
         # Join before reading the snapshot, so no update falls between the two.
-        self.group = progress.job_group(job_id)
+        self.group = publisher.job_group(job_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
         snapshot = await _job_snapshot(job_id)
@@ -124,7 +126,7 @@ class JobConsumer(JsonMessageConsumer):
             return
         assert self.job_id is not None  # set before accept
         try:
-            job = await submission.acancel(self.job_id)
+            job = await validation.acancel(self.job_id)
         except Job.DoesNotExist:
             await self.send_error({"job": "not found"})
             return
@@ -142,7 +144,7 @@ class JobListConsumer(JsonMessageConsumer):
         if not user.is_authenticated:
             await self.close()
             return
-        self.group = progress.user_group(user.pk)
+        self.group = publisher.user_group(user.pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
         await self.send_json({"type": "jobs", "jobs": await _recent_jobs(user)})
@@ -164,12 +166,12 @@ class JobListConsumer(JsonMessageConsumer):
             return
         fields = {key: value for key, value in content.items() if key != "type"}
         try:
-            job_request = await submission.avalidate_submission(fields)
-        except submission.SubmissionError as exc:
+            job_request = await validation.avalidate_submission(fields)
+        except validation.SubmissionError as exc:
             await self.send_error(exc.errors)
             return
         try:
-            job = await submission.asubmit(self.scope["user"], job_request)
+            job = await validation.asubmit(self.scope["user"], job_request)
         except limits.LimitExceeded as exc:
             await self.send_error(exc.errors)
             return
