@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from jobs.models import Job, Result
 from project.asgi import application
-from tests.schema_check import assert_documented
+from tests.web.schema_check import assert_documented
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

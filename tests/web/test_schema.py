@@ -17,8 +17,8 @@ from django.utils import timezone
 
 from jobs.models import Job, Result
 from jobs.web import tokens
-from tests.schema_check import DOCUMENT, assert_documented, openapi_path
-from tests.test_authorization import http_patterns
+from tests.web.schema_check import DOCUMENT, assert_documented, openapi_path
+from tests.web.test_authorization import http_patterns
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
