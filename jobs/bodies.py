@@ -23,7 +23,7 @@ from django.db import transaction
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
 
-from jobs.engine.fetcher import BodySink
+from jobs.engine.values import BodySink
 from jobs.models import Job
 
 SPOOL_BYTES = 1024 * 1024

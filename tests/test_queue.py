@@ -21,7 +21,7 @@ from django.db.models import Count, Sum
 from django.db.transaction import TransactionManagementError
 from django.utils import timezone
 
-from jobs.engine.fetcher import FetchResult
+from jobs.engine.values import FetchResult
 from jobs.exceptions import ClaimLost
 from jobs.models import Chunk, Job, Result, Share
 from jobs.queue import claims

@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from jobs import serializers
-from jobs.engine.fetcher import FetchResult
+from jobs.engine.values import FetchResult
 from jobs.models import Job, Result
 from jobs.queue import claims, resultwrite
 

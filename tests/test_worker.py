@@ -25,7 +25,7 @@ from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from jobs.engine.fetcher import FetchResult
+from jobs.engine.values import FetchResult
 from jobs.management.commands import runworker
 from jobs.models import Chunk, Job, Result, Share
 from jobs.progress import publisher

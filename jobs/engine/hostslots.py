@@ -1,6 +1,6 @@
 """Per-host request slots, shared by every job of a worker: a FIFO cap and a pacing delay.
 
-Pure asyncio (no Django), used by the fetch engine (`fetcher.Slots`).
+Pure asyncio (no Django), used by the fetch engine (`slots.Slots`).
 """
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ from jobs.queue.rawsql import db_value, execute, fetch, table
 from jobs.queue.resultwrite import FinalRow, write_results
 
 if TYPE_CHECKING:
-    from jobs.engine.fetcher import FetchResult
+    from jobs.engine.values import FetchResult
 
 logger = logging.getLogger(__name__)
 

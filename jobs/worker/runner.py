@@ -49,9 +49,11 @@ import httpx
 from django.db import DatabaseError
 
 from jobs import bodies, conf
-from jobs.engine import fetcher
-from jobs.engine.fetcher import FetchResult
+from jobs.engine.client import make_client
+from jobs.engine.hostslots import HostSlots
 from jobs.engine.netguard import Guard
+from jobs.engine.pipeline import fetch_all
+from jobs.engine.values import FetchResult
 from jobs.exceptions import ClaimLost
 from jobs.models import Job
 from jobs.progress import publisher
@@ -142,7 +144,7 @@ class Worker:
         self._limit = asyncio.Semaphore(concurrency)
         self._client: httpx.AsyncClient | None = None
         # Per-host caps hold across all jobs of this worker; the SSRF guard is read from the settings once.
-        self._hosts = fetcher.HostSlots()
+        self._hosts = HostSlots()
         self._guard = conf.fetch_guard()
 
     # --- lifecycle ---------------------------------------------------------------
@@ -158,7 +160,7 @@ class Worker:
         try:
             async with (
                 dbconn.persistent_connections(),
-                fetcher.make_client(max_connections=self.concurrency, guard=self._guard) as client,
+                make_client(max_connections=self.concurrency, guard=self._guard) as client,
             ):
                 self._client = client
                 listener = asyncio.create_task(publisher.listen_for_wakeups(self._on_wakeup), name="wake-ups")
@@ -312,7 +314,7 @@ class JobRun:
         stopping: asyncio.Event,
         forced: asyncio.Event,
         grace: float,
-        hosts: fetcher.HostSlots | None = None,
+        hosts: HostSlots | None = None,
         guard: Guard | None = None,
         max_slots: int | None = None,
     ) -> None:
@@ -366,7 +368,7 @@ class JobRun:
     async def _fetch(self) -> Ending:
         items = self._items()
         fetch = asyncio.create_task(
-            fetcher.fetch_all(
+            fetch_all(
                 self._client,
                 items,
                 concurrency=self.job.concurrency,

@@ -1,7 +1,7 @@
 """The worker's client: FetchClient keeps no cookies, LeanAiohttpTransport speaks HTTP on a real loopback server.
 
 The fetch outcomes through make_client (statuses, errors, deadlines, limits)
-are covered in test_fetcher.py; these tests pin what the two classes add.
+are covered in the engine's other tests; FetchClient's own in test_client.py.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import httpx
 import pytest
 from aiohttp import web
 
-from jobs.engine import fetcher
-from jobs.engine.fetcher import FetchClient, make_client
+from jobs.engine.client import FetchClient, _Timed, make_client
+from jobs.engine.pipeline import fetch_all
 from jobs.engine.transport import LeanAiohttpTransport
+from jobs.engine.values import FetchResult
 from tests.target import TargetServer
 
 
@@ -31,78 +32,6 @@ def server() -> Iterator[TargetServer]:
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     async with make_client(max_connections=4) as client:
         yield client
-
-
-async def test_fetch_client_never_sends_cookies_a_response_set() -> None:
-    seen: list[str | None] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request.headers.get("cookie"))
-        return httpx.Response(200, headers={"set-cookie": "session=secret; Path=/"})
-
-    async with FetchClient(transport=httpx.MockTransport(handler)) as client:
-        await client.get("http://one.example/")
-        await client.get("http://one.example/")
-        await client.get("http://two.example/")
-    assert seen == [None, None, None]
-    assert not client.cookies
-
-
-async def test_fetch_client_refuses_cookies() -> None:
-    client = FetchClient()
-    with pytest.raises(ValueError, match="no cookies"):
-        client.cookies = {"a": "b"}
-    await client.aclose()
-
-
-@pytest.mark.parametrize(
-    ("method", "url", "options"),
-    [
-        ("GET", "http://h.example:8080/a?b=1", {}),
-        ("get", "https://h.example/", {"timeout": httpx.Timeout(3, read=None)}),
-        ("POST", "http://h.example/", {}),  # httpx adds Content-Length: 0: its own path
-        ("GET", "http://h.example/", {"headers": {"X-A": "1"}}),
-        ("GET", "http://h.example/", {"params": {"q": "1"}}),
-    ],
-)
-async def test_fetch_client_builds_the_request_httpx_builds(method: str, url: str, options: dict) -> None:
-    """The short path of FetchClient.build_request gives what httpx.AsyncClient's would."""
-    settings = {"headers": {"User-Agent": "t/1"}, "timeout": httpx.Timeout(7)}
-    async with FetchClient(transport=httpx.MockTransport(lambda r: httpx.Response(200)), **settings) as ours:
-        mine = ours.build_request(method, url, **options)
-    async with httpx.AsyncClient(**settings) as plain:
-        theirs = plain.build_request(method, url, **options)
-    assert (mine.method, mine.url, mine.headers.multi_items()) == (theirs.method, theirs.url, theirs.headers.multi_items())
-    assert (mine.extensions, mine.content) == (theirs.extensions, theirs.content)
-
-
-async def test_fetch_client_send_keeps_what_httpx_send_does() -> None:
-    """Auth from the URL, event hooks, response.request, and errors naming their request."""
-    seen: list[httpx.Request] = []
-    hooked: list[int] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        if request.url.path == "/down":
-            raise httpx.ConnectError("refused")
-        return httpx.Response(200, content=b"body")
-
-    async def hook(response: httpx.Response) -> None:
-        hooked.append(response.status_code)
-
-    async with FetchClient(transport=httpx.MockTransport(handler)) as client:
-        response = await client.get("http://user:pw@h.example/")
-        assert seen[-1].headers["authorization"] == httpx.BasicAuth("user", "pw")._auth_header
-        plain = await client.send(client.build_request("GET", "http://h.example/"))
-        assert (plain.content, plain.request.url) == (b"body", "http://h.example/")
-        with pytest.raises(httpx.ConnectError) as error:
-            await client.get("http://h.example/down")
-        assert error.value.request.url == "http://h.example/down"
-        client.event_hooks = {"response": [hook]}
-        await client.get("http://h.example/")
-    assert response.status_code == 200 and hooked == [200]
-    with pytest.raises(RuntimeError, match="closed"):
-        await client.get("http://h.example/")
 
 
 async def test_make_client_uses_the_lean_transport(client: httpx.AsyncClient) -> None:
@@ -168,16 +97,16 @@ async def test_fetching_leaves_no_reference_cycles(server: TargetServer, client:
     """A response, its body stream and its request are freed by reference counting as soon as they are
     dropped: cycles would leave them to the cyclic collector, whose passes cost the worker ~10% of its CPU."""
     urls = [(position, server.url(f"/ok/{position}")) for position in range(20)]
-    results: list[fetcher.FetchResult] = []
-    await fetcher.fetch_all(client, urls[:2], concurrency=2, on_result=results.append)  # connections, caches
+    results: list[FetchResult] = []
+    await fetch_all(client, urls[:2], concurrency=2, on_result=results.append)  # connections, caches
     gc.collect()
     gc.disable()
     gc.set_debug(gc.DEBUG_SAVEALL)  # keep what the collection finds unreachable, to look at it
     try:
-        await fetcher.fetch_all(client, urls, concurrency=4, on_result=results.append)
+        await fetch_all(client, urls, concurrency=4, on_result=results.append)
         gc.collect()
         # By type: the target server runs in a thread of this process, and its garbage is not ours.
-        ours = (httpx.Request, httpx.Response, httpx.Headers, httpx.URL, fetcher._Timed, fetcher.FetchResult)
+        ours = (httpx.Request, httpx.Response, httpx.Headers, httpx.URL, _Timed, FetchResult)
         cyclic = [type(thing).__name__ for thing in gc.garbage if isinstance(thing, ours)]
     finally:
         gc.set_debug(0)

@@ -14,8 +14,10 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jobs.engine.fetcher import FetchOptions, fetch_one, make_client
+from jobs.engine.client import make_client
+from jobs.engine.fetch import fetch_one
 from jobs.engine.netguard import Blocked, Guard, parse_networks
+from jobs.engine.values import FetchOptions
 from tests.target import TargetServer
 
 GUARD = Guard()
