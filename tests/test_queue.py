@@ -24,14 +24,14 @@ from django.utils import timezone
 from jobs.engine.fetcher import FetchResult
 from jobs.exceptions import ClaimLost
 from jobs.models import Chunk, Job, Result, Share
-from jobs.queue import claims
+from jobs.queue import claims, control, fences, records, shares
 from tests import services
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def make_job(owner: Any, n: int = 5, *, concurrency: int = 2) -> Job:
-    return claims.enqueue_job(
+    return control.enqueue_job(
         owner=owner, urls=[f"http://127.0.0.1:9/{i}" for i in range(n)], name="", concurrency=concurrency, timeout=1
     )
 
@@ -49,7 +49,7 @@ def expire_shares(job: Job) -> None:
     Share.objects.filter(job=job).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
 
 
-def take_chunks(claim: claims.Claim) -> list[int]:
+def take_chunks(claim: fences.Claim) -> list[int]:
     """Claim every chunk left for `claim`; return the pending positions handed over."""
     positions: list[int] = []
     while (chunk := claims.claim_chunk(claim)) is not None:
@@ -57,7 +57,7 @@ def take_chunks(claim: claims.Claim) -> list[int]:
     return positions
 
 
-def joined(worker_id: str, **kwargs: Any) -> claims.Claim:
+def joined(worker_id: str, **kwargs: Any) -> fences.Claim:
     claim = claims.claim_job(worker_id, **kwargs)
     assert claim is not None
     return claim
@@ -143,7 +143,7 @@ CLAIMER = textwrap.dedent(
     import django
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
     django.setup()
-    from jobs.queue import claims
+    from jobs.queue import claims, control, fences, records, shares
     print("ready", flush=True)
     sys.stdin.readline()  # the go signal: all processes start claiming together
     while (claim := claims.claim_job(sys.argv[1])) is not None:
@@ -231,24 +231,24 @@ def test_slots_are_rebalanced_without_ever_exceeding_the_concurrency(owner: Any,
     b = joined("b")
     assert (a.slots, b.slots, sum_of_slots(job)) == (4, 0, 4)
 
-    assert claims.check_share(b, in_flight=0, applied=0).slots == 0  # nothing free yet
-    told = claims.check_share(a, in_flight=4, applied=4)
+    assert shares.check_share(b, in_flight=0, applied=0).slots == 0  # nothing free yet
+    told = shares.check_share(a, in_flight=4, applied=4)
     assert told.slots == 2 and sum_of_slots(job) == 4  # a must shrink to its fair part, but 4 are in flight
-    assert claims.check_share(a, in_flight=3, applied=2).slots == 2 and sum_of_slots(job) == 4  # still 3 in flight
-    assert claims.check_share(a, in_flight=2, applied=2).slots == 2
+    assert shares.check_share(a, in_flight=3, applied=2).slots == 2 and sum_of_slots(job) == 4  # still 3 in flight
+    assert shares.check_share(a, in_flight=2, applied=2).slots == 2
     assert Share.objects.get(token=a.token).slots == 2  # given back once its requests fit
-    assert claims.check_share(b, in_flight=0, applied=0).slots == 2  # b grows into them
+    assert shares.check_share(b, in_flight=0, applied=0).slots == 2  # b grows into them
     assert sum_of_slots(job) == 4
 
-    claims.leave_job(a, "stop")  # a leaves: b may take the whole concurrency
-    assert claims.check_share(b, in_flight=2, applied=2).slots == 4 and sum_of_slots(job) == 4
+    records.leave_job(a, "stop")  # a leaves: b may take the whole concurrency
+    assert shares.check_share(b, in_flight=2, applied=2).slots == 4 and sum_of_slots(job) == 4
 
 
 def test_slots_never_exceed_the_workers_own_limit(owner: Any) -> None:
     job = make_job(owner, 5, concurrency=50)
     claim = joined("small", max_slots=8)
     assert claim.slots == 8 and sum_of_slots(job) == 8
-    assert claims.check_share(claim, in_flight=0, applied=8, max_slots=8).slots == 8
+    assert shares.check_share(claim, in_flight=0, applied=8, max_slots=8).slots == 8
 
 
 def test_a_worker_cannot_record_urls_of_a_chunk_it_does_not_hold(owner: Any, settings: Any) -> None:
@@ -258,12 +258,12 @@ def test_a_worker_cannot_record_urls_of_a_chunk_it_does_not_hold(owner: Any, set
     assert claims.claim_chunk(a) is not None and claims.claim_chunk(b) is not None  # a: 0-2, b: 3-5
 
     with pytest.raises(ClaimLost, match="URL 1 is no longer held"):
-        claims.record_results(b, [fetched(3), fetched(0)])  # before b's chunk
+        records.record_results(b, [fetched(3), fetched(0)])  # before b's chunk
     with pytest.raises(ClaimLost, match="URL 4 is no longer held"):
-        claims.record_results(a, [fetched(2), fetched(3)])  # just past a's chunk (its end is exclusive)
+        records.record_results(a, [fetched(2), fetched(3)])  # just past a's chunk (its end is exclusive)
 
     assert not Result.objects.filter(job=job).exclude(outcome="pending").exists()  # all or nothing
-    claims.record_results(b, [fetched(3)])
+    records.record_results(b, [fetched(3)])
     assert_counters_match_rows(job)
 
 
@@ -271,9 +271,9 @@ def test_the_job_lock_is_taken_inside_a_transaction_only(owner: Any) -> None:
     """As select_for_update() would: outside a transaction the row lock would end with the statement."""
     job = make_job(owner, 1)
     with pytest.raises(TransactionManagementError):
-        claims._locked_job(job.pk)
+        fences._locked_job(job.pk)
     with transaction.atomic():
-        assert claims._locked_job(job.pk).pk == job.pk
+        assert fences._locked_job(job.pk).pk == job.pk
 
 
 def test_a_share_whose_lease_expired_is_lost_even_before_a_takeover(owner: Any) -> None:
@@ -283,10 +283,10 @@ def test_a_share_whose_lease_expired_is_lost_even_before_a_takeover(owner: Any) 
     expire_shares(job)
 
     for call in (
-        lambda: claims.record_results(claim, [fetched(0)]),
-        lambda: claims.check_share(claim, in_flight=0, applied=2),
+        lambda: records.record_results(claim, [fetched(0)]),
+        lambda: shares.check_share(claim, in_flight=0, applied=2),
         lambda: claims.claim_chunk(claim),
-        lambda: claims.leave_job(claim, "done"),
+        lambda: records.leave_job(claim, "done"),
     ):
         with pytest.raises(ClaimLost):
             call()
@@ -297,14 +297,14 @@ def test_a_share_whose_lease_expired_is_lost_even_before_a_takeover(owner: Any) 
 def test_claim_then_cancel_keeps_cancelling_for_the_next_worker(owner: Any) -> None:
     job = make_job(owner)
     joined("crashed")
-    claims.request_cancel(job.pk)
+    control.request_cancel(job.pk)
     expire_shares(job)
 
     claim = joined("other")
 
     assert claim.job.status == Job.Status.CANCELLING
     assert list(Share.objects.filter(job=job).values_list("worker_id", flat=True)) == ["other"]
-    assert claims.leave_job(claim, "cancel").status == Job.Status.CANCELLED
+    assert records.leave_job(claim, "cancel").status == Job.Status.CANCELLED
 
 
 @pytest.mark.parametrize("max_claims", [1, 3])
@@ -315,7 +315,7 @@ def test_a_chunk_claimed_too_often_fails_the_job_as_poison(owner: Any, settings:
         claim = joined("doomed")
         assert claim.job_id == poison.pk
         assert claims.claim_chunk(claim) is not None
-        claims.record_results(claim, [fetched(0)])  # progress survives the crashes
+        records.record_results(claim, [fetched(0)])  # progress survives the crashes
         expire_shares(poison)
 
     claim = joined("next")  # the orphaned job is taken over, but its chunk is not handed out again
@@ -327,7 +327,7 @@ def test_a_chunk_claimed_too_often_fails_the_job_as_poison(owner: Any, settings:
     assert f"after {max_claims} claims of URLs 1-3" in poison.error
     assert (poison.succeeded, poison.cancelled) == (1, 2)
     assert_counters_match_rows(poison)
-    assert claims.leave_job(claim, "done").status == Job.Status.FAILED
+    assert records.leave_job(claim, "done").status == Job.Status.FAILED
     assert not Share.objects.filter(job=poison).exists()
     assert joined("later").job_id == healthy.pk
 
@@ -340,7 +340,7 @@ def test_record_writes_rows_and_counters_in_step(owner: Any) -> None:
     claim = joined("w")
     take_chunks(claim)
 
-    recorded = claims.record_results(claim, [fetched(2), fetched(0, "failed", 500), fetched(5, "failed", None)])
+    recorded = records.record_results(claim, [fetched(2), fetched(0, "failed", 500), fetched(5, "failed", None)])
 
     assert [row.position for row in recorded.results] == [0, 2, 5]
     assert (recorded.job.succeeded, recorded.job.failed) == (1, 2)
@@ -355,9 +355,9 @@ def test_record_only_writes_rows_still_pending(owner: Any) -> None:
     job = make_job(owner, 4)
     claim = joined("w")
     take_chunks(claim)
-    claims.record_results(claim, [fetched(0), fetched(1, "failed", 503)])
+    records.record_results(claim, [fetched(0), fetched(1, "failed", 503)])
 
-    again = claims.record_results(claim, [fetched(1), fetched(0, "failed", 500), fetched(2)])
+    again = records.record_results(claim, [fetched(1), fetched(0, "failed", 500), fetched(2)])
 
     assert [row.position for row in again.results] == [2]
     assert Result.objects.get(job=job, position=1).outcome == "failed"  # first answer stays
@@ -381,7 +381,7 @@ def test_counters_equal_rows_over_random_batches(owner: Any) -> None:
     for _ in range(12):
         positions = rng.sample(range(300), 60)  # overlapping batches: some rows answered twice
         batch = [fetched(p, rng.choice(["succeeded", "failed"])) for p in positions]
-        claims.record_results(claim, batch)
+        records.record_results(claim, batch)
         assert_counters_match_rows(job)
     assert job.succeeded + job.failed == Result.objects.filter(job=job).exclude(outcome="pending").count() > 150
 
@@ -395,11 +395,11 @@ def test_stale_share_is_rejected_and_writes_nothing(owner: Any) -> None:
     assert take_chunks(fresh) == [0, 1, 2]
 
     for call in (
-        lambda: claims.record_results(stale, [fetched(0)]),
-        lambda: claims.check_share(stale, in_flight=0, applied=1, renew=True),
+        lambda: records.record_results(stale, [fetched(0)]),
+        lambda: shares.check_share(stale, in_flight=0, applied=1, renew=True),
         lambda: claims.claim_chunk(stale),
-        lambda: claims.leave_job(stale, "done"),
-        lambda: claims.leave_job(stale, "stop"),
+        lambda: records.leave_job(stale, "done"),
+        lambda: records.leave_job(stale, "stop"),
     ):
         with pytest.raises(ClaimLost):
             call()
@@ -408,7 +408,7 @@ def test_stale_share_is_rejected_and_writes_nothing(owner: Any) -> None:
     job.refresh_from_db()
     assert (job.status, job.succeeded) == (Job.Status.RUNNING, 0)
     assert list(Share.objects.filter(job=job).values_list("worker_id", flat=True)) == ["fast"]
-    claims.record_results(fresh, [fetched(0)])
+    records.record_results(fresh, [fetched(0)])
     assert_counters_match_rows(job)
 
 
@@ -418,9 +418,9 @@ def test_record_uses_the_same_few_queries_for_any_batch_size(owner: Any, django_
     take_chunks(claim)
     # Job lock, share, held chunks, rows, counters, plus the transaction's own statements.
     with django_assert_max_num_queries(8):
-        claims.record_results(claim, [fetched(0)])
+        records.record_results(claim, [fetched(0)])
     with django_assert_max_num_queries(8):
-        claims.record_results(claim, [fetched(p) for p in range(1, 501)])
+        records.record_results(claim, [fetched(p) for p in range(1, 501)])
     assert_counters_match_rows(job)
 
 
@@ -429,13 +429,13 @@ def test_check_renews_the_lease_and_reports_the_status(owner: Any) -> None:
     claim = joined("w", lease_seconds=5)
     first_lease = Share.objects.get(token=claim.token).lease_expires_at
 
-    assert claims.check_share(claim, in_flight=0, applied=2).status == Job.Status.RUNNING
+    assert shares.check_share(claim, in_flight=0, applied=2).status == Job.Status.RUNNING
     assert Share.objects.get(token=claim.token).lease_expires_at == first_lease  # renewed only when asked
-    assert claims.check_share(claim, in_flight=0, applied=2, renew=True).status == Job.Status.RUNNING
+    assert shares.check_share(claim, in_flight=0, applied=2, renew=True).status == Job.Status.RUNNING
     assert Share.objects.get(token=claim.token).lease_expires_at > first_lease + timedelta(seconds=20)
 
-    claims.request_cancel(job.pk)
-    assert claims.check_share(claim, in_flight=0, applied=2).status == Job.Status.CANCELLING
+    control.request_cancel(job.pk)
+    assert shares.check_share(claim, in_flight=0, applied=2).status == Job.Status.CANCELLING
 
 
 def test_a_chunk_is_handed_over_with_only_its_pending_urls(owner: Any) -> None:
@@ -444,8 +444,8 @@ def test_a_chunk_is_handed_over_with_only_its_pending_urls(owner: Any) -> None:
     chunk = claims.claim_chunk(claim)
     assert chunk is not None and (chunk.start, chunk.end) == (0, 7)
     assert chunk.items[0] == (0, "http://127.0.0.1:9/0")
-    claims.record_results(claim, [fetched(1), fetched(4)])
-    claims.leave_job(claim, "stop")
+    records.record_results(claim, [fetched(1), fetched(4)])
+    records.leave_job(claim, "stop")
 
     again = joined("next")
     assert take_chunks(again) == [0, 2, 3, 5, 6]
@@ -457,7 +457,7 @@ def test_chunks_with_nothing_pending_are_marked_done(owner: Any, settings: Any) 
     job = make_job(owner, 5)
     claim = joined("w")
     take_chunks(claim)
-    claims.record_results(claim, [fetched(0), fetched(1), fetched(2)])
+    records.record_results(claim, [fetched(0), fetched(1), fetched(2)])
 
     assert claims.claim_chunk(claim) is None
     assert list(Chunk.objects.filter(job=job).values_list("start", "done")) == [(0, True), (2, False), (4, False)]
@@ -470,7 +470,7 @@ def test_a_lapsed_shares_chunk_with_nothing_pending_is_marked_done_and_the_next_
     job = make_job(owner, 6)
     a = joined("a")
     claims.claim_chunk(a), claims.claim_chunk(a)
-    claims.record_results(a, [fetched(0), fetched(1)])  # chunk 0 finished, but not yet marked done
+    records.record_results(a, [fetched(0), fetched(1)])  # chunk 0 finished, but not yet marked done
     b = joined("b")
     Share.objects.filter(token=a.token).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
 
@@ -491,7 +491,7 @@ def test_a_lapsed_shares_chunk_with_nothing_pending_is_marked_done_and_the_next_
 def test_cancel_of_a_queued_job_is_immediate(owner: Any) -> None:
     job = make_job(owner, 4)
 
-    cancelled = claims.request_cancel(job.pk)
+    cancelled = control.request_cancel(job.pk)
 
     assert cancelled.status == Job.Status.CANCELLED and cancelled.finished_at is not None
     assert set(Result.objects.filter(job=job).values_list("outcome", flat=True)) == {"cancelled"}
@@ -503,12 +503,12 @@ def test_cancel_of_a_running_job_waits_for_its_worker(owner: Any) -> None:
     job = make_job(owner, 4)
     claim = joined("w")
     take_chunks(claim)
-    claims.record_results(claim, [fetched(0)])
+    records.record_results(claim, [fetched(0)])
 
-    assert claims.request_cancel(job.pk).status == Job.Status.CANCELLING
+    assert control.request_cancel(job.pk).status == Job.Status.CANCELLING
     # The worker still records what was in flight, then finishes the cancel.
-    claims.record_results(claim, [fetched(1, "failed", 404)])
-    finished = claims.leave_job(claim, "cancel")
+    records.record_results(claim, [fetched(1, "failed", 404)])
+    finished = records.leave_job(claim, "cancel")
 
     assert finished.status == Job.Status.CANCELLED and not Share.objects.filter(job=job).exists()
     assert (finished.succeeded, finished.failed, finished.cancelled) == (1, 1, 2)
@@ -519,10 +519,10 @@ def test_a_shared_job_is_cancelled_when_its_last_worker_has_stopped(owner: Any, 
     settings.WORKER_CHUNK_SIZE = 2
     job = make_job(owner, 4, concurrency=2)
     a, b = joined("a"), joined("b")
-    claims.request_cancel(job.pk)
+    control.request_cancel(job.pk)
 
-    assert claims.leave_job(a, "cancel").status == Job.Status.CANCELLING  # b may still have requests in flight
-    assert claims.leave_job(b, "cancel").status == Job.Status.CANCELLED
+    assert records.leave_job(a, "cancel").status == Job.Status.CANCELLING  # b may still have requests in flight
+    assert records.leave_job(b, "cancel").status == Job.Status.CANCELLED
     assert_counters_match_rows(job)
 
 
@@ -531,11 +531,11 @@ def test_a_shared_job_completes_when_its_last_url_is_recorded(owner: Any, settin
     job = make_job(owner, 4, concurrency=2)
     a, b = joined("a"), joined("b")
     assert claims.claim_chunk(a) is not None and claims.claim_chunk(b) is not None
-    claims.record_results(a, [fetched(0), fetched(1)])
+    records.record_results(a, [fetched(0), fetched(1)])
 
-    assert claims.leave_job(a, "done").status == Job.Status.RUNNING  # b's URLs are still pending
-    claims.record_results(b, [fetched(2), fetched(3)])
-    done = claims.leave_job(b, "done")
+    assert records.leave_job(a, "done").status == Job.Status.RUNNING  # b's URLs are still pending
+    records.record_results(b, [fetched(2), fetched(3)])
+    done = records.leave_job(b, "done")
 
     assert done.status == Job.Status.COMPLETED and done.finished_at is not None
     assert not Share.objects.filter(job=job).exists()
@@ -546,10 +546,10 @@ def test_cancel_leaves_terminal_jobs_alone(owner: Any) -> None:
     job = make_job(owner, 1)
     claim = joined("w")
     take_chunks(claim)
-    claims.record_results(claim, [fetched(0)])
-    claims.leave_job(claim, "done")
+    records.record_results(claim, [fetched(0)])
+    records.leave_job(claim, "done")
 
-    assert claims.request_cancel(job.pk).status == Job.Status.COMPLETED
+    assert control.request_cancel(job.pk).status == Job.Status.COMPLETED
     job.refresh_from_db()
     assert job.status == Job.Status.COMPLETED and job.cancelled == 0
 
@@ -558,15 +558,15 @@ def test_leaving_with_urls_left_queues_the_job_again(owner: Any) -> None:
     job = make_job(owner, 2)
     claim = joined("w")
     take_chunks(claim)
-    claims.record_results(claim, [fetched(0)])
+    records.record_results(claim, [fetched(0)])
 
-    left = claims.leave_job(claim, "done")  # e.g. a chunk claim whose answer was lost
+    left = records.leave_job(claim, "done")  # e.g. a chunk claim whose answer was lost
 
     assert left.status == Job.Status.QUEUED and left.finished_at is None
     again = joined("w")
     assert take_chunks(again) == [1]
-    claims.record_results(again, [fetched(1)])
-    assert claims.leave_job(again, "done").status == Job.Status.COMPLETED
+    records.record_results(again, [fetched(1)])
+    assert records.leave_job(again, "done").status == Job.Status.COMPLETED
     assert_counters_match_rows(job)
 
 
@@ -574,9 +574,9 @@ def test_failing_a_job_records_the_error_and_cancels_what_is_left(owner: Any) ->
     job = make_job(owner, 3)
     claim = joined("w")
     take_chunks(claim)
-    claims.record_results(claim, [fetched(0)])
+    records.record_results(claim, [fetched(0)])
 
-    failed = claims.leave_job(claim, "done", error="RuntimeError: boom")
+    failed = records.leave_job(claim, "done", error="RuntimeError: boom")
 
     assert (failed.status, failed.error, failed.cancelled) == (Job.Status.FAILED, "RuntimeError: boom", 2)
     assert_counters_match_rows(job)
@@ -586,9 +586,9 @@ def test_stopping_requeues_with_what_is_left(owner: Any) -> None:
     job = make_job(owner, 3)
     claim = joined("stopping")
     take_chunks(claim)
-    claims.record_results(claim, [fetched(1)])
+    records.record_results(claim, [fetched(1)])
 
-    released = claims.leave_job(claim, "stop")
+    released = records.leave_job(claim, "stop")
 
     assert released.status == Job.Status.QUEUED and not Share.objects.filter(job=job).exists()
     chunk = Chunk.objects.get(job=job)
@@ -602,11 +602,11 @@ def test_stopping_finishes_a_job_with_nothing_left_or_being_cancelled(owner: Any
     done_job, cancel_job = make_job(owner, 1, concurrency=1), make_job(owner, 2, concurrency=1)
     done_claim, cancel_claim = joined("w"), joined("w")
     take_chunks(done_claim)
-    claims.record_results(done_claim, [fetched(0)])
-    claims.request_cancel(cancel_job.pk)
+    records.record_results(done_claim, [fetched(0)])
+    control.request_cancel(cancel_job.pk)
 
-    assert claims.leave_job(done_claim, "stop").status == Job.Status.COMPLETED
-    assert claims.leave_job(cancel_claim, "stop").status == Job.Status.CANCELLED
+    assert records.leave_job(done_claim, "stop").status == Job.Status.COMPLETED
+    assert records.leave_job(cancel_claim, "stop").status == Job.Status.CANCELLED
     assert_counters_match_rows(done_job)
     assert_counters_match_rows(cancel_job)
 
@@ -625,7 +625,7 @@ def test_record_writes_the_fetch_details(owner: Any) -> None:
         position=1, url="http://127.0.0.1:9/1", outcome="failed", status_code=None, bytes=0, elapsed_ms=0,
         attempts=0, error="blocked: 127.0.0.1 is a loopback address", error_class="blocked",
     )  # fmt: skip
-    claims.record_results(claim, [done, blocked])
+    records.record_results(claim, [done, blocked])
 
     rows = {row.position: row for row in Result.objects.filter(job=job)}
     assert (rows[0].final_url, rows[0].content_type, rows[0].sha256, rows[0].redirects, rows[0].body) == (
@@ -640,14 +640,14 @@ def test_a_shared_job_is_paused_when_its_last_worker_has_drained(owner: Any, set
     job = make_job(owner, 4, concurrency=2)
     a, b = joined("a"), joined("b")
     assert claims.claim_chunk(a) is not None and claims.claim_chunk(b) is not None
-    claims.record_results(a, [fetched(0)])
-    assert claims.request_pause(job.pk).status == Job.Status.PAUSING
+    records.record_results(a, [fetched(0)])
+    assert control.request_pause(job.pk).status == Job.Status.PAUSING
 
-    assert claims.leave_job(a, "pause").status == Job.Status.PAUSING  # b's requests may still be in flight
-    assert claims.leave_job(b, "pause").status == Job.Status.PAUSED
+    assert records.leave_job(a, "pause").status == Job.Status.PAUSING  # b's requests may still be in flight
+    assert records.leave_job(b, "pause").status == Job.Status.PAUSED
     assert claims.claim_job("c") is None  # a paused job is nobody's
     assert list(Chunk.objects.filter(job=job).values_list("claims", flat=True)) == [0, 0]  # clean hand-backs
 
-    assert claims.request_resume(job.pk).status == Job.Status.QUEUED
+    assert control.request_resume(job.pk).status == Job.Status.QUEUED
     again = joined("c")
     assert again.job.status == Job.Status.RUNNING and take_chunks(again) == [1, 2, 3]

@@ -29,7 +29,7 @@ from jobs.engine.fetcher import FetchResult
 from jobs.management.commands import runworker
 from jobs.models import Chunk, Job, Result, Share
 from jobs.progress import publisher
-from jobs.queue import claims
+from jobs.queue import claims, control, records
 from jobs.worker.runner import Worker
 from tests import services
 from tests.conftest import redis_layer_settings
@@ -47,7 +47,7 @@ def target() -> Iterator[TargetServer]:
 
 
 def make_job(owner: Any, urls: list[str], *, concurrency: int, timeout: float = 5) -> Job:
-    return claims.enqueue_job(owner=owner, urls=urls, name="test", concurrency=concurrency, timeout=timeout)
+    return control.enqueue_job(owner=owner, urls=urls, name="test", concurrency=concurrency, timeout=timeout)
 
 
 amake_job = database_sync_to_async(make_job)
@@ -230,7 +230,7 @@ async def test_cancel_mid_run_stops_requests_within_a_second(owner: Any, target:
     try:
         await eventually(lambda: target.stats().in_flight == 8, timeout=10, what="the job is under way")
         asked = time.monotonic()
-        cancelling = await database_sync_to_async(claims.request_cancel)(job.pk)
+        cancelling = await database_sync_to_async(control.request_cancel)(job.pk)
         if announced:
             await publisher.publish_job_update(cancelling)
         assert cancelling.status == Job.Status.CANCELLING
@@ -263,7 +263,7 @@ async def test_a_crashed_workers_job_resumes_with_only_its_pending_urls(owner: A
         chunk = claims.claim_chunk(claim)
         assert chunk is not None and (chunk.start, chunk.end) == (0, 30)
         done = [FetchResult(p, f"/ok/{p}", "succeeded", 200, 64, 1, 1, "") for p in range(10)]
-        claims.record_results(claim, done)
+        records.record_results(claim, done)
         expire_shares(job)  # the lease ran out
 
     await crash_after_ten()
@@ -286,7 +286,7 @@ async def test_a_job_left_cancelling_by_a_crashed_worker_is_cancelled_without_re
     def crash_while_cancelling() -> None:
         claim = claims.claim_job("crashed-worker")
         assert claim is not None and claims.claim_chunk(claim) is not None
-        claims.request_cancel(job.pk)
+        control.request_cancel(job.pk)
         expire_shares(job)
 
     await crash_while_cancelling()
