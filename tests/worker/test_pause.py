@@ -24,7 +24,7 @@ from jobs.models import Job, Result
 from jobs.queue import claims, control, records
 from jobs.worker.runner import Worker
 from tests.target import TargetServer
-from tests.test_worker import (
+from tests.worker.conftest import (
     amake_job,
     assert_counters_match_rows,
     eventually,
