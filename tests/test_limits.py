@@ -231,10 +231,10 @@ def test_limit_settings_are_checked(settings: Any, overrides: dict[str, int], er
 
 
 def test_admin_rerun_is_not_held_to_the_owners_limits(admin_client: Client, django_user_model: Any, settings: Any) -> None:
-    from jobs.queue import claims
+    from jobs.queue import control
 
     owner = django_user_model.objects.create_user(username="erin")
-    job = claims.enqueue_job(owner=owner, urls=["http://a.example/"], name="n", concurrency=1, timeout=1)
+    job = control.enqueue_job(owner=owner, urls=["http://a.example/"], name="n", concurrency=1, timeout=1)
     settings.JOBS_MAX_QUEUED_PER_USER = 1  # erin is at her limit
 
     response = admin_client.post("/admin/jobs/job/", {"action": "rerun_jobs", "_selected_action": [job.pk]})

@@ -32,7 +32,7 @@ from jobs import conf
 from jobs.exceptions import JobsError
 from jobs.models import Job, Result
 from jobs.progress import publisher
-from jobs.queue import claims
+from jobs.queue import control
 from jobs.submission import limits
 
 OPTION_FIELDS = ("per_host", "host_delay", "retries", "max_redirects", "max_bytes", "respect_robots", "save_bodies")
@@ -490,46 +490,46 @@ async def asubmit(owner: AbstractBaseUser, request: JobRequest) -> Job:
 
 
 def cancel(job_id: uuid.UUID | str) -> Job:
-    """Request cancellation (see `claims.request_cancel`) and announce the new state.
+    """Request cancellation (see `control.request_cancel`) and announce the new state.
 
     The caller has checked that the user owns the job. Raises Job.DoesNotExist.
     """
-    job = claims.request_cancel(job_id)
+    job = control.request_cancel(job_id)
     async_to_sync(_announce_change)(job)
     return job
 
 
 async def acancel(job_id: uuid.UUID | str) -> Job:
     """Async `cancel()`."""
-    job = await database_sync_to_async(claims.request_cancel)(job_id)
+    job = await database_sync_to_async(control.request_cancel)(job_id)
     await _announce_change(job)
     return job
 
 
 def pause(job_id: uuid.UUID | str) -> Job:
-    """Request a pause (see `claims.request_pause`) and announce the new state. Raises Job.DoesNotExist."""
-    job = claims.request_pause(job_id)
+    """Request a pause (see `control.request_pause`) and announce the new state. Raises Job.DoesNotExist."""
+    job = control.request_pause(job_id)
     async_to_sync(_announce_change)(job)
     return job
 
 
 async def apause(job_id: uuid.UUID | str) -> Job:
     """Async `pause()`."""
-    job = await claims.arequest_pause(job_id)
+    job = await control.arequest_pause(job_id)
     await _announce_change(job)
     return job
 
 
 def resume(job_id: uuid.UUID | str) -> Job:
-    """Resume a paused job (see `claims.request_resume`), wake the workers, announce it."""
-    job = claims.request_resume(job_id)
+    """Resume a paused job (see `control.request_resume`), wake the workers, announce it."""
+    job = control.request_resume(job_id)
     async_to_sync(_announce_new if job.status == Job.Status.QUEUED else _announce_change)(job)
     return job
 
 
 async def aresume(job_id: uuid.UUID | str) -> Job:
     """Async `resume()`."""
-    job = await claims.arequest_resume(job_id)
+    job = await control.arequest_resume(job_id)
     await (_announce_new if job.status == Job.Status.QUEUED else _announce_change)(job)
     return job
 
@@ -561,7 +561,7 @@ def rerun(job: Job, *, failed_only: bool, check_limits: bool = True) -> Job | No
 
 
 def _enqueue(owner: AbstractBaseUser, request: JobRequest) -> Job:
-    return claims.enqueue_job(
+    return control.enqueue_job(
         owner=owner, urls=request.urls, name=request.name, concurrency=request.concurrency, timeout=request.timeout,
         options={**request.options, "duplicate_urls": request.duplicates},
     )

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from jobs.models import Job, Result
 from jobs.progress import publisher
-from jobs.queue import claims
+from jobs.queue import control
 
 pytestmark = pytest.mark.django_db
 
@@ -41,7 +41,7 @@ def bob(django_user_model: Any) -> Any:
 
 def make_job(owner: Any, urls: list[str], name: str, **outcomes: str) -> Job:
     """A job with rows; `outcomes` maps "p<position>" to a final outcome, counters kept in step."""
-    job = claims.enqueue_job(owner=owner, urls=urls, name=name, concurrency=4, timeout=2.5)
+    job = control.enqueue_job(owner=owner, urls=urls, name=name, concurrency=4, timeout=2.5)
     counts = {"succeeded": 0, "failed": 0, "cancelled": 0}
     for key, outcome in outcomes.items():
         Result.objects.filter(job=job, position=int(key[1:])).update(

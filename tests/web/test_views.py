@@ -14,7 +14,7 @@ from django.test import Client, override_settings
 from django.utils import timezone
 
 from jobs.models import Job, Result
-from jobs.queue import claims
+from jobs.queue.control import enqueue_job
 
 pytestmark = pytest.mark.django_db
 
@@ -153,10 +153,10 @@ def test_dashboard_form_has_defaults_and_labels(alice: Client) -> None:
 
 
 def test_dashboard_lists_only_my_jobs_newest_first(alice: Client, user: Any, other_user: Any) -> None:
-    older = claims.enqueue_job(owner=user, urls=["http://a.test/"], name="older job", concurrency=1, timeout=1)
-    newer = claims.enqueue_job(owner=user, urls=["http://a.test/"] * 4, name="newer job", concurrency=1, timeout=1)
+    older = enqueue_job(owner=user, urls=["http://a.test/"], name="older job", concurrency=1, timeout=1)
+    newer = enqueue_job(owner=user, urls=["http://a.test/"] * 4, name="newer job", concurrency=1, timeout=1)
     Job.objects.filter(pk=older.pk).update(created_at=timezone.now() - timezone.timedelta(minutes=5))
-    claims.enqueue_job(owner=other_user, urls=["http://a.test/"], name="not mine", concurrency=1, timeout=1)
+    enqueue_job(owner=other_user, urls=["http://a.test/"], name="not mine", concurrency=1, timeout=1)
     Result.objects.filter(job=newer, position__lt=1).update(outcome=Result.Outcome.SUCCEEDED)
     Job.objects.filter(pk=newer.pk).update(succeeded=1, status=Job.Status.RUNNING)
 
@@ -170,7 +170,7 @@ def test_dashboard_lists_only_my_jobs_newest_first(alice: Client, user: Any, oth
 
 
 def test_pages_have_no_inline_scripts(alice: Client, user: Any) -> None:
-    job = claims.enqueue_job(owner=user, urls=["http://a.test/"], name="j", concurrency=1, timeout=1)
+    job = enqueue_job(owner=user, urls=["http://a.test/"], name="j", concurrency=1, timeout=1)
     for path in ("/", f"/jobs/{job.pk}/"):
         scripts = parse(alice.get(path)).find("script")
         assert scripts
@@ -309,7 +309,7 @@ def finish_some(job: Job) -> None:
 
 def test_job_page_shows_progress_counts_and_results(alice: Client, user: Any) -> None:
     urls = ["http://a.example/0", "http://a.example/1", "http://a.example/<2>"]
-    job = claims.enqueue_job(owner=user, urls=urls, name="live one", concurrency=2, timeout=3)
+    job = enqueue_job(owner=user, urls=urls, name="live one", concurrency=2, timeout=3)
     finish_some(job)
     response = alice.get(f"/jobs/{job.pk}/")
     assert response.status_code == 200
@@ -337,7 +337,7 @@ def test_job_page_shows_progress_counts_and_results(alice: Client, user: Any) ->
 
 
 def test_job_page_of_another_user_is_404(client: Client, user: Any, other_user: Any) -> None:
-    job = claims.enqueue_job(owner=user, urls=["http://a.example/"], name="secret", concurrency=1, timeout=1)
+    job = enqueue_job(owner=user, urls=["http://a.example/"], name="secret", concurrency=1, timeout=1)
     client.force_login(other_user)
     assert client.get(f"/jobs/{job.pk}/").status_code == 404
     assert client.post(f"/jobs/{job.pk}/", {"action": "cancel"}).status_code == 404
@@ -346,7 +346,7 @@ def test_job_page_of_another_user_is_404(client: Client, user: Any, other_user: 
 
 
 def test_cancel_button_without_javascript_cancels(alice: Client, user: Any) -> None:
-    job = claims.enqueue_job(owner=user, urls=["http://a.example/"] * 3, name="stop me", concurrency=1, timeout=1)
+    job = enqueue_job(owner=user, urls=["http://a.example/"] * 3, name="stop me", concurrency=1, timeout=1)
     response = alice.post(f"/jobs/{job.pk}/", {"action": "cancel"})
     assert response.status_code == 302 and response["Location"] == f"/jobs/{job.pk}/"
     job.refresh_from_db()
@@ -356,7 +356,7 @@ def test_cancel_button_without_javascript_cancels(alice: Client, user: Any) -> N
 
 
 def test_cancel_button_is_disabled_for_finished_jobs(alice: Client, user: Any) -> None:
-    job = claims.enqueue_job(owner=user, urls=["http://a.example/"], name="done", concurrency=1, timeout=1)
+    job = enqueue_job(owner=user, urls=["http://a.example/"], name="done", concurrency=1, timeout=1)
     Job.objects.filter(pk=job.pk).update(status=Job.Status.COMPLETED, finished_at=timezone.now())
     button = parse(alice.get(f"/jobs/{job.pk}/")).find("button", id="cancel-button")[0]
     assert "disabled" in button
@@ -397,7 +397,7 @@ def test_page_links_the_static_files_it_needs(alice: Client) -> None:
 
 
 def test_job_page_links_its_controls_and_labels_them(alice: Client, user: Any) -> None:
-    job = claims.enqueue_job(owner=user, urls=["http://a.example/"], name="controls", concurrency=1, timeout=1)
+    job = enqueue_job(owner=user, urls=["http://a.example/"], name="controls", concurrency=1, timeout=1)
     page = parse(alice.get(f"/jobs/{job.pk}/"))
     root = page.find("div", id="job-page")[0]
     for action, path in (("pause", "pause/"), ("resume", "resume/"), ("rerun", "rerun-failed/"), ("stats", "stats/"),

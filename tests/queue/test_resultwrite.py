@@ -13,14 +13,14 @@ from django.utils import timezone
 from jobs import serializers
 from jobs.engine.values import FetchResult
 from jobs.models import Job, Result
-from jobs.queue import claims, resultwrite
+from jobs.queue import control, resultwrite
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def make_job(owner: Any, n: int) -> Job:
     urls = [f"http://127.0.0.1:9/{i}" for i in range(n)]
-    return claims.enqueue_job(owner=owner, urls=urls, name="", concurrency=2, timeout=1)
+    return control.enqueue_job(owner=owner, urls=urls, name="", concurrency=2, timeout=1)
 
 
 def fetched(position: int, outcome: str = "succeeded", status: int | None = 200, **details: Any) -> FetchResult:

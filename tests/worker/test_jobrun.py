@@ -12,7 +12,7 @@ from channels.db import database_sync_to_async
 from django.core.management import call_command
 
 from jobs.models import Job, Result
-from jobs.queue import claims
+from jobs.queue import control
 from jobs.worker.runner import Worker
 from tests.target import TargetServer
 
@@ -26,7 +26,7 @@ def target() -> Iterator[TargetServer]:
 
 
 def make_job(owner: Any, urls: list[str], *, concurrency: int = 4, **options: Any) -> Job:
-    return claims.enqueue_job(
+    return control.enqueue_job(
         owner=owner, urls=urls, name="test", concurrency=concurrency, timeout=5, options=options
     )
 

@@ -21,10 +21,10 @@ from django.test import AsyncClient
 from django.utils import timezone
 
 from jobs.models import Job, Result
-from jobs.queue import claims
+from jobs.queue import claims, control, records
 from jobs.worker.runner import Worker
 from tests.target import TargetServer
-from tests.test_worker import (
+from tests.worker.conftest import (
     amake_job,
     assert_counters_match_rows,
     eventually,
@@ -66,29 +66,29 @@ async def client(owner: Any, settings: Any) -> AsyncClient:
 
 def test_a_queued_job_pauses_at_once_is_not_claimed_and_resumes(django_user_model: Any) -> None:
     owner = django_user_model.objects.create_user(username="q")
-    job = claims.enqueue_job(owner=owner, urls=["http://a.example/"], name="", concurrency=1, timeout=1)
-    assert claims.request_pause(job.pk).status == Job.Status.PAUSED
+    job = control.enqueue_job(owner=owner, urls=["http://a.example/"], name="", concurrency=1, timeout=1)
+    assert control.request_pause(job.pk).status == Job.Status.PAUSED
     assert claims.claim_job("w") is None
-    assert claims.request_resume(job.pk).status == Job.Status.QUEUED
+    assert control.request_resume(job.pk).status == Job.Status.QUEUED
     claim = claims.claim_job("w")
     assert claim is not None and claim.job.status == Job.Status.RUNNING
 
 
 def test_pause_and_resume_leave_settled_jobs_alone(django_user_model: Any) -> None:
     owner = django_user_model.objects.create_user(username="s")
-    job = claims.enqueue_job(owner=owner, urls=["http://a.example/"], name="", concurrency=1, timeout=1)
+    job = control.enqueue_job(owner=owner, urls=["http://a.example/"], name="", concurrency=1, timeout=1)
     for status in (Job.Status.COMPLETED, Job.Status.CANCELLING, Job.Status.CANCELLED):
         Job.objects.filter(pk=job.pk).update(status=status)
-        assert claims.request_pause(job.pk).status == status
-        assert claims.request_resume(job.pk).status == status
+        assert control.request_pause(job.pk).status == status
+        assert control.request_resume(job.pk).status == status
 
 
 def test_cancelling_a_paused_job_cancels_its_pending_rows(django_user_model: Any) -> None:
     owner = django_user_model.objects.create_user(username="c")
-    job = claims.enqueue_job(owner=owner, urls=["http://a.example/", "http://b.example/"], name="", concurrency=1,
+    job = control.enqueue_job(owner=owner, urls=["http://a.example/", "http://b.example/"], name="", concurrency=1,
                             timeout=1)
-    claims.request_pause(job.pk)
-    cancelled = claims.request_cancel(job.pk)
+    control.request_pause(job.pk)
+    cancelled = control.request_cancel(job.pk)
     assert (cancelled.status, cancelled.cancelled) == (Job.Status.CANCELLED, 2)
     assert outcomes(job) == {"cancelled": 2}
     assert_counters_match_rows(job)
@@ -96,21 +96,21 @@ def test_cancelling_a_paused_job_cancels_its_pending_rows(django_user_model: Any
 
 def test_a_running_job_pauses_via_pausing_and_release_parks_it(django_user_model: Any) -> None:
     owner = django_user_model.objects.create_user(username="r")
-    job = claims.enqueue_job(owner=owner, urls=["http://a.example/"], name="", concurrency=1, timeout=1)
+    job = control.enqueue_job(owner=owner, urls=["http://a.example/"], name="", concurrency=1, timeout=1)
     claim = claims.claim_job("w")
     assert claim is not None
-    assert claims.request_pause(job.pk).status == Job.Status.PAUSING
+    assert control.request_pause(job.pk).status == Job.Status.PAUSING
     assert claims.claim_chunk(claim) is not None
-    released = claims.leave_job(claim, "pause")
+    released = records.leave_job(claim, "pause")
     assert (released.status, shares_of(job)) == (Job.Status.PAUSED, [])
     assert claims.claim_job("w2") is None
 
 
 def test_a_pausing_job_of_a_crashed_worker_is_reclaimed_still_pausing(django_user_model: Any) -> None:
     owner = django_user_model.objects.create_user(username="x")
-    job = claims.enqueue_job(owner=owner, urls=["http://a.example/"], name="", concurrency=1, timeout=1)
+    job = control.enqueue_job(owner=owner, urls=["http://a.example/"], name="", concurrency=1, timeout=1)
     assert claims.claim_job("crashed") is not None
-    claims.request_pause(job.pk)
+    control.request_pause(job.pk)
     expire_shares(job)
     claim = claims.claim_job("next")
     assert claim is not None and claim.job.status == Job.Status.PAUSING
@@ -131,7 +131,7 @@ async def test_pause_lets_in_flight_requests_finish_starts_none_and_resume_compl
     worker = asyncio.create_task(Worker(batch=True, handle_signals=False).run())
     try:
         await eventually(lambda: target.stats().in_flight == concurrency, timeout=15, what="wave one is in flight")
-        pausing = await database_sync_to_async(claims.request_pause)(job.pk)
+        pausing = await database_sync_to_async(control.request_pause)(job.pk)
         assert pausing.status == Job.Status.PAUSING
         # The worker releases the paused job; with nothing else queued the batch worker exits.
         await asyncio.wait_for(worker, timeout=15)
@@ -149,7 +149,7 @@ async def test_pause_lets_in_flight_requests_finish_starts_none_and_resume_compl
     await asyncio.sleep(0.3)
     assert target.stats().requests == concurrency  # nothing starts while paused
 
-    resumed = await database_sync_to_async(claims.request_resume)(job.pk)
+    resumed = await database_sync_to_async(control.request_resume)(job.pk)
     assert resumed.status == Job.Status.QUEUED
     await asyncio.wait_for(Worker(batch=True, handle_signals=False).run(), timeout=60)
     done = await reload(job)
@@ -163,10 +163,10 @@ async def test_a_cancel_while_pausing_is_honoured_at_once(owner: Any, target: Ta
     worker = asyncio.create_task(Worker(batch=True, handle_signals=False).run())
     try:
         await eventually(lambda: target.stats().in_flight == 4, timeout=15, what="requests in flight")
-        await database_sync_to_async(claims.request_pause)(job.pk)
+        await database_sync_to_async(control.request_pause)(job.pk)
         await asyncio.sleep(0.8)  # the worker has seen the pause and waits for its 5 s requests
         assert (await reload(job)).status == Job.Status.PAUSING
-        cancelling = await database_sync_to_async(claims.request_cancel)(job.pk)
+        cancelling = await database_sync_to_async(control.request_cancel)(job.pk)
         assert cancelling.status == Job.Status.CANCELLING
         took = await eventually(lambda: _is_cancelled(job), timeout=3, what="the job reads cancelled")
         await asyncio.wait_for(worker, timeout=10)
@@ -189,7 +189,7 @@ async def test_a_job_reclaimed_while_pausing_is_released_paused(owner: Any, targ
     @database_sync_to_async
     def crash_while_pausing() -> None:
         assert claims.claim_job("crashed") is not None
-        claims.request_pause(job.pk)
+        control.request_pause(job.pk)
         expire_shares(job)
 
     await crash_while_pausing()

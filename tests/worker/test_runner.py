@@ -12,8 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from datetime import timedelta
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +21,31 @@ from channels.db import database_sync_to_async
 from django.core.management import call_command, get_commands
 from django.core.management.base import CommandError
 from django.db import transaction
-from django.db.models import Count
-from django.utils import timezone
 
 from jobs.engine.values import FetchResult
 from jobs.management.commands import runworker
 from jobs.models import Chunk, Job, Result, Share
 from jobs.progress import publisher
-from jobs.queue import claims
+from jobs.queue import claims, control, records
 from jobs.worker.runner import Worker
 from tests import services
 from tests.conftest import redis_layer_settings
 from tests.target import TargetServer
+from tests.worker.conftest import (
+    _status_is,
+    amake_job,
+    assert_counters_match_rows,
+    chunk_claims,
+    eventually,
+    expire_shares,
+    final_rows,
+    make_job,
+    outcomes,
+    reload,
+    shares_of,
+    start_worker,
+    wait_until,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -45,71 +57,6 @@ def target() -> Iterator[TargetServer]:
     with TargetServer(delay_ms=20) as server:
         yield server
 
-
-def make_job(owner: Any, urls: list[str], *, concurrency: int, timeout: float = 5) -> Job:
-    return claims.enqueue_job(owner=owner, urls=urls, name="test", concurrency=concurrency, timeout=timeout)
-
-
-amake_job = database_sync_to_async(make_job)
-
-
-@database_sync_to_async
-def reload(job: Job) -> Job:
-    job.refresh_from_db()
-    return job
-
-
-async def _status_is(job: Job, status: str) -> bool:
-    return (await reload(job)).status == status
-
-
-def outcomes(job: Job) -> dict[str, int]:
-    return dict(Result.objects.filter(job=job).values_list("outcome").annotate(n=Count("id")))
-
-
-def expire_shares(job: Job) -> None:
-    """Let the job's shares' leases run out, as when their workers crashed or stalled."""
-    Share.objects.filter(job=job).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
-
-
-def shares_of(job: Job) -> list[str]:
-    """The workers holding a share of the job (none once every worker has left it)."""
-    return sorted(Share.objects.filter(job=job).values_list("worker_id", flat=True))
-
-
-def chunk_claims(job: Job) -> list[int]:
-    return list(Chunk.objects.filter(job=job).order_by("start").values_list("claims", flat=True))
-
-
-def assert_counters_match_rows(job: Job) -> None:
-    job.refresh_from_db()
-    rows = outcomes(job)
-    assert sum(rows.values()) == job.total
-    assert (job.succeeded, job.failed, job.cancelled) == (
-        rows.get("succeeded", 0), rows.get("failed", 0), rows.get("cancelled", 0)
-    )  # fmt: skip
-
-
-async def eventually(predicate: Callable[[], Any], *, timeout: float, what: str) -> float:
-    """Poll `predicate` (sync or async) until it is true; return the seconds it took."""
-    started = time.monotonic()
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return time.monotonic() - started
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        await asyncio.sleep(0.01)
-
-
-def wait_until(predicate: Callable[[], Any], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.02)
 
 
 # --- the command ---------------------------------------------------------------------
@@ -230,7 +177,7 @@ async def test_cancel_mid_run_stops_requests_within_a_second(owner: Any, target:
     try:
         await eventually(lambda: target.stats().in_flight == 8, timeout=10, what="the job is under way")
         asked = time.monotonic()
-        cancelling = await database_sync_to_async(claims.request_cancel)(job.pk)
+        cancelling = await database_sync_to_async(control.request_cancel)(job.pk)
         if announced:
             await publisher.publish_job_update(cancelling)
         assert cancelling.status == Job.Status.CANCELLING
@@ -263,7 +210,7 @@ async def test_a_crashed_workers_job_resumes_with_only_its_pending_urls(owner: A
         chunk = claims.claim_chunk(claim)
         assert chunk is not None and (chunk.start, chunk.end) == (0, 30)
         done = [FetchResult(p, f"/ok/{p}", "succeeded", 200, 64, 1, 1, "") for p in range(10)]
-        claims.record_results(claim, done)
+        records.record_results(claim, done)
         expire_shares(job)  # the lease ran out
 
     await crash_after_ten()
@@ -286,7 +233,7 @@ async def test_a_job_left_cancelling_by_a_crashed_worker_is_cancelled_without_re
     def crash_while_cancelling() -> None:
         claim = claims.claim_job("crashed-worker")
         assert claim is not None and claims.claim_chunk(claim) is not None
-        claims.request_cancel(job.pk)
+        control.request_cancel(job.pk)
         expire_shares(job)
 
     await crash_while_cancelling()
@@ -378,13 +325,6 @@ async def test_a_worker_that_lost_its_claim_stops_and_writes_nothing(owner: Any,
 # --- the runworker process and signals ----------------------------------------------------------
 
 
-def start_worker(env: dict[str, str], log: Path, *args: str) -> services.ManagedProcess:
-    argv = [sys.executable, "manage.py", "runworker", "--concurrency", "10", *args]
-    return services.start_process("runworker", argv, env=env, cwd=services.BASE_DIR, log_path=log)
-
-
-def final_rows(job: Job) -> int:
-    return Result.objects.filter(job=job).exclude(outcome="pending").count()
 
 
 def test_sigterm_releases_the_job_and_a_restart_finishes_it(

@@ -12,7 +12,7 @@ import pytest
 from django.utils import timezone
 
 from jobs.models import Chunk, Job, Share
-from jobs.queue import claims
+from jobs.queue import claims, control
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def make_jobs(owner: Any, count: int, *, minutes_ago: int) -> list[Job]:
     jobs = []
     for i in range(count):
-        job = claims.enqueue_job(owner=owner, urls=["http://a.example/"], name=f"{owner}-{i}", concurrency=1, timeout=1)
+        job = control.enqueue_job(owner=owner, urls=["http://a.example/"], name=f"{owner}-{i}", concurrency=1, timeout=1)
         job.created_at = timezone.now() - timedelta(minutes=minutes_ago - i)
         job.save(update_fields=["created_at"])
         jobs.append(job)

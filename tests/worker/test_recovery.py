@@ -30,9 +30,9 @@ from django.db import connection
 
 from jobs.models import Chunk, Job, Result, Share
 from tests import services
-from tests.target import TargetServer
 from tests.e2e.test_integration import TERMINAL, Client
-from tests.test_worker import assert_counters_match_rows, final_rows, make_job, start_worker, wait_until
+from tests.target import TargetServer
+from tests.worker.conftest import assert_counters_match_rows, final_rows, make_job, start_worker, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.integration, pytest.mark.timeout(240)]
 
