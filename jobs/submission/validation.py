@@ -31,7 +31,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from jobs import conf
 from jobs.exceptions import JobsError
 from jobs.models import Job, Result
-from jobs.progress import publisher
+from jobs.progress import groups
 from jobs.queue import claims
 from jobs.submission import limits
 
@@ -568,9 +568,9 @@ def _enqueue(owner: AbstractBaseUser, request: JobRequest) -> Job:
 
 
 async def _announce_new(job: Job) -> None:
-    await publisher.wake_workers()
-    await publisher.publish_job_update(job)
+    await groups.wake_workers()
+    await groups.publish_job_update(job)
 
 
 async def _announce_change(job: Job) -> None:
-    await publisher.publish_job_update(job)
+    await groups.publish_job_update(job)

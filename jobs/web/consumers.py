@@ -25,7 +25,7 @@ from django.contrib.auth.models import AbstractBaseUser
 
 from jobs import conf, serializers
 from jobs.models import Job, Result
-from jobs.progress import publisher
+from jobs.progress import groups
 from jobs.submission import limits, validation
 
 # Rows in a job snapshot: the newest final ones; the page loads older rows over the API.
@@ -81,7 +81,7 @@ class JobConsumer(JsonMessageConsumer):
             return
         self.job_id = job_id
         # Join before reading the snapshot, so no update falls between the two.
-        self.group = publisher.job_group(job_id)
+        self.group = groups.job_group(job_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
         snapshot = await _job_snapshot(job_id)
@@ -144,7 +144,7 @@ class JobListConsumer(JsonMessageConsumer):
         if not user.is_authenticated:
             await self.close()
             return
-        self.group = publisher.user_group(user.pk)
+        self.group = groups.user_group(user.pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
         await self.send_json({"type": "jobs", "jobs": await _recent_jobs(user)})

@@ -54,7 +54,7 @@ from jobs.engine.fetcher import FetchResult
 from jobs.engine.netguard import Guard
 from jobs.exceptions import ClaimLost
 from jobs.models import Job
-from jobs.progress import publisher
+from jobs.progress import groups, publisher, wakeups
 from jobs.queue import claims
 from jobs.queue.claims import Ending
 from jobs.worker import dbconn, dbretry
@@ -161,7 +161,7 @@ class Worker:
                 fetcher.make_client(max_connections=self.concurrency, guard=self._guard) as client,
             ):
                 self._client = client
-                listener = asyncio.create_task(publisher.listen_for_wakeups(self._on_wakeup), name="wake-ups")
+                listener = asyncio.create_task(wakeups.listen_for_wakeups(self._on_wakeup), name="wake-ups")
                 try:
                     await self._serve()
                 except asyncio.CancelledError:
@@ -259,7 +259,7 @@ class Worker:
         except DatabaseError:
             logger.exception("Could not mark job %s failed; it is retried once its lease expires", claim.job_id)
             return
-        await publisher.publish_job_update(job)
+        await groups.publish_job_update(job)
 
     async def _drain(self) -> None:
         """Wait for the running jobs to stop (they watch `_stopping`)."""

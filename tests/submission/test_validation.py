@@ -15,7 +15,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from jobs.models import Job, Result
-from jobs.progress import publisher
+from jobs.progress import groups
 from jobs.submission import validation
 from jobs.submission.validation import (
     SubmissionError,
@@ -372,8 +372,8 @@ async def test_asubmit_wakes_workers_and_updates_the_owner_pages() -> None:
     user = await get_user_model().objects.acreate(username="bob")
     layer = get_channel_layer()
     listener = await layer.new_channel()
-    await layer.group_add(publisher.WAKEUP_GROUP, listener)
-    await layer.group_add(publisher.user_group(user.pk), listener)
+    await layer.group_add(groups.WAKEUP_GROUP, listener)
+    await layer.group_add(groups.user_group(user.pk), listener)
 
     job = await validation.asubmit(user, validate_submission({"urls": ["http://a.example/"]}))
 
@@ -391,7 +391,7 @@ async def test_acancel_publishes_the_new_state() -> None:
     job = await validation.asubmit(user, validate_submission({"urls": ["http://a.example/"]}))
     layer = get_channel_layer()
     listener = await layer.new_channel()
-    await layer.group_add(publisher.user_group(user.pk), listener)
+    await layer.group_add(groups.user_group(user.pk), listener)
 
     cancelled = await validation.acancel(job.id)
 
