@@ -142,7 +142,7 @@ CHANNEL_LAYERS = {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         # channels-redis waits for a message with BZPOPMIN for up to 5 s, and redis-py's default socket
         # timeout is 5 s too: every idle wait would then end in "Timeout reading" (closing an idle page's
-        # socket with 1011). Sends have their own, shorter bounds (jobs/progress/publisher.py).
+        # socket with 1011). Sends have their own, shorter bounds (jobs/progress/groups.py).
         "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}], "prefix": "batchfetch"},
     }
 }

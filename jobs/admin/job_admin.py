@@ -20,7 +20,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
 from jobs.models import Job, Result
-from jobs.submission import validation
+from jobs.submission import service
 
 FAILURE_PREVIEW_ROWS = 10
 
@@ -72,7 +72,7 @@ class JobAdmin(admin.ModelAdmin):
     )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
-        # A job needs its Result rows; validation.submit (the dashboard or the API) creates both.
+        # A job needs its Result rows; service.submit (the dashboard or the API) creates both.
         return False
 
     def save_model(self, request: HttpRequest, obj: Job, form: Any, change: bool) -> None:
@@ -184,8 +184,8 @@ class JobAdmin(admin.ModelAdmin):
             if status in Job.TERMINAL:
                 skipped += 1
                 continue
-            # validation.cancel = queue.request_cancel + an update to the owner's open pages.
-            updated.append(validation.cancel(job_id))
+            # service.cancel = queue.request_cancel + an update to the owner's open pages.
+            updated.append(service.cancel(job_id))
         cancelled = sum(job.status == Job.Status.CANCELLED for job in updated)
         stopping = sum(job.status == Job.Status.CANCELLING for job in updated)
         self.message_user(
@@ -197,7 +197,7 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.action(description="Re-run selected jobs (all URLs)")
     def rerun_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        reruns = (validation.rerun(job, failed_only=False, check_limits=False) for job in queryset.select_related("owner"))
+        reruns = (service.rerun(job, failed_only=False, check_limits=False) for job in queryset.select_related("owner"))
         created = [job for job in reruns if job is not None]
         self.message_user(request, f"Queued {len(created)} new job(s).", messages.SUCCESS)
 
@@ -206,8 +206,8 @@ class JobAdmin(admin.ModelAdmin):
         created: list[Job] = []
         without_failures = 0
         for job in queryset.select_related("owner"):
-            # validation.rerun stores the new job, wakes the workers and updates the owner's dashboard.
-            new_job = validation.rerun(job, failed_only=True, check_limits=False)
+            # service.rerun stores the new job, wakes the workers and updates the owner's dashboard.
+            new_job = service.rerun(job, failed_only=True, check_limits=False)
             if new_job is None:
                 without_failures += 1
                 continue

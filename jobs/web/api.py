@@ -34,8 +34,9 @@ from django.utils.text import slugify
 from django.views.csrf import csrf_failure as html_csrf_failure
 
 from jobs import serializers
+from jobs.exceptions import SubmissionError
 from jobs.models import Job, Result
-from jobs.submission import limits, validation
+from jobs.submission import limits, service, validation
 from jobs.web import tokens
 
 JOBS_DEFAULT_LIMIT = 50
@@ -84,7 +85,7 @@ def api_view(*methods: str) -> Callable[[ApiView], ApiView]:
                 return await view(request, user, *args, **kwargs)
             except Http404:
                 return error_response(404, "not found")
-            except (BadRequest, validation.SubmissionError) as exc:
+            except (BadRequest, SubmissionError) as exc:
                 return JsonResponse({"errors": exc.errors}, status=400)
             except limits.LimitExceeded as exc:
                 response = JsonResponse({"errors": exc.errors}, status=429)
@@ -139,7 +140,7 @@ async def _create_job(request: HttpRequest, user: AbstractBaseUser) -> HttpRespo
         return JsonResponse({"errors": {"body": f"request body larger than {limit} bytes"}}, status=413)
     # Parsing and checking 100k URLs is CPU work: keep it off the event loop.
     job_request = await sync_to_async(_parse_submission, thread_sensitive=False)(body)
-    job = await validation.asubmit(user, job_request)
+    job = await service.asubmit(user, job_request)
     response = JsonResponse(serializers.job_to_dict(job), status=201)
     response["Location"] = reverse("api_job", args=[job.id])
     return response
@@ -154,13 +155,13 @@ def decode_json(body: bytes | str) -> Any:
     try:
         return json.loads(body)
     except json.JSONDecodeError as exc:
-        raise validation.SubmissionError(
+        raise SubmissionError(
             {"body": f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"}
         ) from exc
     except UnicodeDecodeError as exc:
-        raise validation.SubmissionError({"body": f"malformed JSON: not UTF-8 (byte {exc.start})"}) from exc
+        raise SubmissionError({"body": f"malformed JSON: not UTF-8 (byte {exc.start})"}) from exc
     except RecursionError as exc:
-        raise validation.SubmissionError({"body": "malformed JSON: nested too deeply"}) from exc
+        raise SubmissionError({"body": "malformed JSON: nested too deeply"}) from exc
 
 
 def _job_page(user: AbstractBaseUser, before: str | None, limit: int) -> list[Job]:
@@ -186,7 +187,7 @@ async def job_cancel(request: HttpRequest, user: AbstractBaseUser, job_id: str) 
     """Cancel: a queued job becomes `cancelled`, a running one `cancelling`. 202 either way."""
     owned = await _get_job(user, job_id)
     try:
-        cancelled = await validation.acancel(owned.id)
+        cancelled = await service.acancel(owned.id)
     except Job.DoesNotExist:
         raise Http404 from None
     return JsonResponse(serializers.job_to_dict(cancelled), status=202)

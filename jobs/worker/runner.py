@@ -38,7 +38,7 @@ from jobs import conf
 from jobs.engine.client import make_client
 from jobs.engine.hostslots import HostSlots
 from jobs.exceptions import ClaimLost
-from jobs.progress import publisher
+from jobs.progress import groups, wakeups
 from jobs.queue import claims, records
 from jobs.queue.fences import Claim
 from jobs.worker import dbconn, dbretry
@@ -124,7 +124,7 @@ class Worker:
                 make_client(max_connections=self.concurrency, guard=self._guard) as client,
             ):
                 self._client = client
-                listener = asyncio.create_task(publisher.listen_for_wakeups(self._on_wakeup), name="wake-ups")
+                listener = asyncio.create_task(wakeups.listen_for_wakeups(self._on_wakeup), name="wake-ups")
                 try:
                     await self._serve()
                 except asyncio.CancelledError:
@@ -222,7 +222,7 @@ class Worker:
         except DatabaseError:
             logger.exception("Could not mark job %s failed; it is retried once its lease expires", claim.job_id)
             return
-        await publisher.publish_job_update(job)
+        await groups.publish_job_update(job)
 
     async def _drain(self) -> None:
         """Wait for the running jobs to stop (they watch `_stopping`)."""

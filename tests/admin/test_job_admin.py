@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from jobs.models import Job, Result
-from jobs.progress import publisher
+from jobs.progress import groups
 from jobs.queue import control
 
 pytestmark = pytest.mark.django_db
@@ -195,12 +195,12 @@ def test_cancel_action(admin_client: Client, alice: Any) -> None:
 
     layer = get_channel_layer()
     channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(publisher.user_group(alice.pk), channel)
+    async_to_sync(layer.group_add)(groups.user_group(alice.pk), channel)
     try:
         response = run_action(admin_client, "cancel_jobs", [queued, running, finished])
         updates = async_to_sync(drain)(layer, channel)
     finally:
-        async_to_sync(layer.group_discard)(publisher.user_group(alice.pk), channel)
+        async_to_sync(layer.group_discard)(groups.user_group(alice.pk), channel)
 
     assert "Cancelled 1 queued job(s); asked 1 running job(s) to stop; 1 already finished." in response.content.decode()
     statuses = {job.name: Job.objects.get(pk=job.pk).status for job in (queued, running, finished)}

@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from jobs.models import Job, Result
-from jobs.progress import publisher
+from jobs.progress import groups
 from jobs.submission import validation
 from jobs.web import api
 
@@ -77,8 +77,8 @@ async def test_create_job_returns_201_job_json_and_stores_rows(client: AsyncClie
 async def test_create_job_wakes_the_workers_and_updates_the_list(client: AsyncClient, ann: Any) -> None:
     layer = get_channel_layer()
     listener = await layer.new_channel()
-    await layer.group_add(publisher.WAKEUP_GROUP, listener)
-    await layer.group_add(publisher.user_group(ann.pk), listener)
+    await layer.group_add(groups.WAKEUP_GROUP, listener)
+    await layer.group_add(groups.user_group(ann.pk), listener)
 
     response = await post_json(client, "/api/jobs/", {"urls": URLS})
 
@@ -273,7 +273,7 @@ async def test_cancel_queued_job_is_202_and_cancelled(client: AsyncClient, ann: 
     job = await make_job(ann)
     layer = get_channel_layer()
     listener = await layer.new_channel()
-    await layer.group_add(publisher.user_group(ann.pk), listener)
+    await layer.group_add(groups.user_group(ann.pk), listener)
 
     response = await client.post(f"/api/jobs/{job.id}/cancel/")
 

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from jobs import serializers
 from jobs.models import Job, Result
-from jobs.progress import publisher
+from jobs.progress import groups
 from project.asgi import application
 from tests.conftest import redis_layer_settings
 
@@ -108,15 +108,15 @@ async def test_progress_is_relayed_until_the_terminal_status(ann: Any) -> None:
         row = {"position": 4, "url": "http://t.example/4", "outcome": "succeeded", "status_code": 200, "bytes": 5,
                "elapsed_ms": 7, "attempts": 1, "error": "", "fetched_at": timezone.now().isoformat()}
         running = {**state, "succeeded": 1, "done": 1}
-        await layer.group_send(publisher.job_group(job.id), {"type": "job.progress", "job": running, "results": [row]})
+        await layer.group_send(groups.job_group(job.id), {"type": "job.progress", "job": running, "results": [row]})
         assert await receive(socket) == {"type": "progress", "job": running, "results": [row]}
 
         finished = {**state, "status": "completed", "succeeded": 5, "done": 5}
-        await layer.group_send(publisher.job_group(job.id), {"type": "job.progress", "job": finished, "results": []})
+        await layer.group_send(groups.job_group(job.id), {"type": "job.progress", "job": finished, "results": []})
         assert (await receive(socket))["job"]["status"] == "completed"
 
         # A late message from before the end must not make the page go back to "running".
-        await layer.group_send(publisher.job_group(job.id), {"type": "job.progress", "job": running, "results": [row]})
+        await layer.group_send(groups.job_group(job.id), {"type": "job.progress", "job": running, "results": [row]})
         assert await socket.receive_nothing(timeout=0.3)
 
 
@@ -208,7 +208,7 @@ async def test_list_socket_sends_own_jobs_then_updates(ann: Any, bob: Any) -> No
         assert [job["id"] for job in snapshot["jobs"]] == [str(newer.id), str(older.id)]
 
         changed = {**serializers.job_to_dict(older), "status": "running"}
-        await get_channel_layer().group_send(publisher.user_group(ann.pk), {"type": "job.update", "job": changed})
+        await get_channel_layer().group_send(groups.user_group(ann.pk), {"type": "job.update", "job": changed})
         assert await receive(socket) == {"type": "job", "job": changed}
 
 
@@ -273,5 +273,5 @@ async def test_an_idle_socket_on_redis_outlives_the_layers_blocking_wait(ann: An
         snapshot = await receive(socket)
         assert await socket.receive_nothing(timeout=6.5)  # idle past the 5 s wait, and still open
         running = {**snapshot["job"], "status": "running"}
-        await get_channel_layer().group_send(publisher.job_group(job.id), publisher.progress_message(running, []))
+        await get_channel_layer().group_send(groups.job_group(job.id), groups.progress_message(running, []))
         assert (await receive(socket))["job"]["status"] == "running"

@@ -25,7 +25,7 @@ from django.db import transaction
 from jobs.engine.values import FetchResult
 from jobs.management.commands import runworker
 from jobs.models import Chunk, Job, Result, Share
-from jobs.progress import publisher
+from jobs.progress import groups
 from jobs.queue import claims, control, records
 from jobs.worker.runner import Worker
 from tests import services
@@ -160,7 +160,7 @@ async def test_a_wakeup_starts_a_new_job_at_once(owner: Any, target: TargetServe
         await asyncio.sleep(0.5)  # idle: it has polled once and joined the wake-up group
         job = await amake_job(owner, [target.url("/ok")] * 3, concurrency=1)
         sent = time.monotonic()
-        await publisher.wake_workers()
+        await groups.wake_workers()
         await eventually(lambda: target.stats().requests > 0, timeout=5, what="the first request")
         started_after = time.monotonic() - sent
         await eventually(lambda: _status_is(job, Job.Status.COMPLETED), timeout=5, what="the job completes")
@@ -179,7 +179,7 @@ async def test_cancel_mid_run_stops_requests_within_a_second(owner: Any, target:
         asked = time.monotonic()
         cancelling = await database_sync_to_async(control.request_cancel)(job.pk)
         if announced:
-            await publisher.publish_job_update(cancelling)
+            await groups.publish_job_update(cancelling)
         assert cancelling.status == Job.Status.CANCELLING
         await eventually(lambda: _status_is(job, Job.Status.CANCELLED), timeout=2, what="the job reads cancelled")
         took = time.monotonic() - asked
