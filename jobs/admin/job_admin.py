@@ -20,6 +20,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
 from jobs.models import Job, Result
+from jobs.ops import retention
 from jobs.submission import service
 
 FAILURE_PREVIEW_ROWS = 10
@@ -84,6 +85,28 @@ class JobAdmin(admin.ModelAdmin):
         """
         if form.changed_data:
             obj.save(update_fields=form.changed_data)
+
+    # --- deleting: finished jobs only, with their bodies, in bounded steps (jobs/ops/retention.py) ----
+
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple[list[Any], dict[str, int], set[str], list[Any]]:
+        """What the confirmation page lists: the jobs and counts, not each of their 100k results.
+
+        An unfinished job is shown as protected (a worker may still be writing its rows and bodies), so
+        Django refuses the deletion; results need no delete permission of their own (the worker's rows).
+        """
+        jobs = list(objs)
+        finished = [job for job in jobs if job.is_terminal]
+        removed = retention.count_jobs(job.pk for job in finished)
+        counts = {"jobs": removed.jobs, "results": removed.results, "saved bodies": removed.bodies}
+        protected = [f"{job} is {job.status}: cancel it first, or wait until it has finished"
+                     for job in jobs if not job.is_terminal]  # fmt: skip
+        return [str(job) for job in finished], counts, set(), protected
+
+    def delete_model(self, request: HttpRequest, obj: Job) -> None:
+        retention.delete_jobs([obj.pk])
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        retention.delete_jobs(queryset.values_list("pk", flat=True))
 
     # --- columns -------------------------------------------------------------------
 

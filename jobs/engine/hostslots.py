@@ -35,6 +35,10 @@ class HostSlots:
         state = self._hosts.get(host)
         return state.in_flight if state else 0
 
+    def snapshot(self) -> dict[str, int]:
+        """Requests holding a slot, per host that has any. Safe to call from another thread (metrics)."""
+        return {host: state.in_flight for host, state in list(self._hosts.items()) if state.in_flight}
+
     @contextlib.asynccontextmanager
     async def hold(self, host: str, *, limit: int, delay: float = 0.0) -> AsyncIterator[None]:
         """Hold one of `limit` slots of `host`, after waiting for its pacing delay."""

@@ -36,6 +36,7 @@ from django.views.csrf import csrf_failure as html_csrf_failure
 from jobs import serializers
 from jobs.exceptions import SubmissionError
 from jobs.models import Job, Result
+from jobs.ops import retention
 from jobs.submission import limits, service, validation
 from jobs.web import tokens
 
@@ -176,10 +177,16 @@ def _job_page(user: AbstractBaseUser, before: str | None, limit: int) -> list[Jo
     return list(jobs[: limit + 1])
 
 
-@api_view("GET")
+@api_view("GET", "DELETE")
 async def job(request: HttpRequest, user: AbstractBaseUser, job_id: str) -> HttpResponse:
-    """One job."""
-    return JsonResponse(serializers.job_to_dict(await _get_job(user, job_id)))
+    """One job. DELETE removes a finished job with its results and saved bodies (204); 409 until it is finished."""
+    owned = await _get_job(user, job_id)
+    if request.method == "DELETE":
+        removed = await sync_to_async(retention.delete_jobs)([owned.pk]) if owned.is_terminal else None
+        if removed is None or not removed.jobs:
+            return error_response(409, f"the job is {owned.status}: cancel it first, or wait until it has finished")
+        return HttpResponse(status=204)
+    return JsonResponse(serializers.job_to_dict(owned))
 
 
 @api_view("POST")

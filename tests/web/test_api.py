@@ -198,7 +198,7 @@ async def test_wrong_method_is_405_json(client: AsyncClient, ann: Any) -> None:
     job = await make_job(ann)
     for method, path, allow in [
         ("put", "/api/jobs/", "GET, POST"),
-        ("delete", f"/api/jobs/{job.id}/", "GET"),
+        ("patch", f"/api/jobs/{job.id}/", "DELETE, GET"),
         ("get", f"/api/jobs/{job.id}/cancel/", "POST"),
     ]:
         response = await getattr(client, method)(path)
