@@ -2,16 +2,18 @@
 
 Used by `GET /readyz` (jobs/web/ops.py) and `runworker --check`. Both checks
 run at once; a check that has not answered by the deadline has failed. The
-database check runs in a small thread pool of its own, so a database that
-hangs ties up those two threads, never the web's thread for sync code; a
-check still stuck there makes the next ones time out too, which is the truth.
+database check runs in a daemon thread of its own: a database that hangs ties
+up that thread (until the driver gives up), never the web's thread for sync
+code, and never keeps `runworker --check` from exiting.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextlib
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -22,8 +24,6 @@ from django.db import DatabaseError, connection
 
 TIMEOUT = 1.0
 """Seconds each dependency has to answer."""
-
-_db_threads = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="readiness-db")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +81,33 @@ def _ms(started: float) -> int:
 
 
 async def _check_database() -> None:
-    await asyncio.get_running_loop().run_in_executor(_db_threads, _ping_database)
+    await _in_daemon_thread(_ping_database)
+
+
+def _in_daemon_thread(function: Callable[[], None]) -> asyncio.Future[None]:
+    """Run `function` in a new daemon thread; the future has its outcome."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[None] = loop.create_future()
+
+    def settle(error: Exception | None) -> None:
+        if future.done():
+            return  # the caller gave up (its deadline passed) and cancelled it
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(None)
+
+    def run() -> None:
+        error: Exception | None = None
+        try:
+            function()
+        except Exception as exc:  # noqa: BLE001 - handed to the awaiting task, which decides
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits for the answer any more
+            loop.call_soon_threadsafe(settle, error)
+
+    threading.Thread(target=run, name="readiness-db", daemon=True).start()
+    return future
 
 
 def _ping_database() -> None:
