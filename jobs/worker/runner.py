@@ -41,7 +41,7 @@ from jobs.exceptions import ClaimLost
 from jobs.progress import groups, wakeups
 from jobs.queue import claims, records
 from jobs.queue.fences import Claim
-from jobs.worker import dbconn, dbretry
+from jobs.worker import dbconn, dbretry, eventloop
 from jobs.worker.jobrun import JobRun
 from jobs.worker.tasks import shielded
 
@@ -124,6 +124,7 @@ class Worker:
                 make_client(max_connections=self.concurrency, guard=self._guard) as client,
             ):
                 self._client = client
+                await eventloop.call_startup_hooks(self)
                 listener = asyncio.create_task(wakeups.listen_for_wakeups(self._on_wakeup), name="wake-ups")
                 try:
                     await self._serve()

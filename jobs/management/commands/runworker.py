@@ -7,7 +7,6 @@ over Channels' own `runworker` (Django uses the first app's command).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import gc
 import logging
@@ -16,6 +15,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from jobs.worker import eventloop
 from jobs.worker.runner import Worker
 
 # --verbosity -> level of the `jobs` loggers; 1 (the default) keeps the configured level.
@@ -116,4 +116,5 @@ class Command(BaseCommand):
             grace=options["grace"],
         )
         with worker_gc():
-            asyncio.run(worker.run())
+            # -v 3 or WORKER_ASYNCIO_DEBUG: asyncio's debug mode, its warnings in this log (jobs/worker/eventloop.py).
+            eventloop.run(worker.run(), debug=eventloop.debug_requested(options["verbosity"]))
