@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.checks import Error, register
 from django.core.checks import Warning as CheckWarning
+from django.utils.module_loading import import_string
 
 from jobs import conf
 
@@ -41,6 +42,33 @@ def check_worker_timing(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         conf.fetch_guard()
     except ValueError as exc:
         errors.append(Error(f"FETCH_ALLOWED_NETWORKS / FETCH_DENIED_NETWORKS: {exc}", id="jobs.E004"))
+    return errors
+
+
+@register()
+def check_event_loop(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """The worker's event-loop settings (jobs/worker/eventloop.py) and the deadline bounds."""
+    errors: list[Error] = []
+    slow = conf.get("WORKER_SLOW_CALLBACK_SECONDS")
+    if isinstance(slow, bool) or not isinstance(slow, (int, float)) or not 0 < slow <= 60:
+        errors.append(Error(f"WORKER_SLOW_CALLBACK_SECONDS must be seconds above 0 (at most 60), not {slow!r}.",
+                            id="jobs.E181"))  # fmt: skip
+    hooks = conf.get("WORKER_STARTUP_HOOKS")
+    if isinstance(hooks, str) or not isinstance(hooks, (list, tuple)):
+        errors.append(Error(f"WORKER_STARTUP_HOOKS must be a list of dotted paths, not {hooks!r}.", id="jobs.E182"))
+    else:
+        for path in hooks:
+            try:
+                hook = import_string(path)
+            except ImportError as exc:
+                errors.append(Error(f"WORKER_STARTUP_HOOKS: cannot import {path!r} ({exc}).", id="jobs.E182"))
+                continue
+            if not callable(hook):
+                errors.append(Error(f"WORKER_STARTUP_HOOKS: {path!r} is not callable.", id="jobs.E182"))
+    bounds = {name: conf.get(name) for name in ("JOBS_MAX_URL_DEADLINE", "JOBS_MAX_JOB_DEADLINE")}
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in bounds.values()):
+        errors.append(Error(f"JOBS_MAX_URL_DEADLINE and JOBS_MAX_JOB_DEADLINE must be seconds above 0: {bounds!r}.",
+                            id="jobs.E183"))  # fmt: skip
     return errors
 
 

@@ -16,6 +16,9 @@ DEFAULTS: dict[str, Any] = {
     "JOBS_MAX_CONCURRENCY": 1000,
     "JOBS_DEFAULT_TIMEOUT": 10.0,
     "JOBS_MAX_TIMEOUT": 300.0,
+    # Upper bounds of the job options url_deadline and job_deadline, in seconds (README "Deadlines").
+    "JOBS_MAX_URL_DEADLINE": 3600.0,
+    "JOBS_MAX_JOB_DEADLINE": 7 * 24 * 3600.0,
     # Fetch options of a job: defaults and upper bounds (README "Job options").
     "JOBS_DEFAULT_PER_HOST": 8,
     "JOBS_MAX_HOST_DELAY": 60.0,
@@ -43,6 +46,11 @@ DEFAULTS: dict[str, Any] = {
     "WORKER_MAX_CLAIMS": 5,
     # URLs per chunk: the unit a worker claims, so several workers can share one job.
     "WORKER_CHUNK_SIZE": 500,
+    # The worker's event loop (jobs/worker/eventloop.py): asyncio debug mode (also at `runworker -v 3`), the
+    # slow-callback threshold it logs above, and dotted paths of callables run on the loop at startup.
+    "WORKER_ASYNCIO_DEBUG": False,
+    "WORKER_SLOW_CALLBACK_SECONDS": 0.1,
+    "WORKER_STARTUP_HOOKS": (),
     # Progress: at most this many messages per second per job.
     "PROGRESS_MAX_RATE": 10.0,
     # SSRF guard switch (development and tests lift it).

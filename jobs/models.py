@@ -47,6 +47,16 @@ class Job(models.Model):
     max_bytes = models.BigIntegerField(default=10 * 1024 * 1024, help_text="Largest body (decoded) in bytes.")
     respect_robots = models.BooleanField(default=False, help_text="Skip URLs that robots.txt disallows.")
     save_bodies = models.BooleanField(default=False, help_text="Keep the response bodies.")
+    # Deadlines (README "Deadlines", jobs/queue/deadlines.py); empty: none.
+    url_deadline = models.FloatField(
+        null=True, blank=True, help_text="Seconds one URL may take over all its attempts and waits (empty: no limit)."
+    )
+    job_deadline = models.FloatField(
+        null=True, blank=True, help_text="Seconds the job may run from its start (empty: no limit)."
+    )
+    deadline_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the job deadline passes (set when the job starts)."
+    )
     duplicate_urls = models.PositiveIntegerField(
         default=0, help_text="Submitted URLs that repeat an earlier one (kept: one row per submitted URL)."
     )

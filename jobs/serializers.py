@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 JOB_FIELDS = (
     "name", "status", "concurrency", "timeout", "per_host", "host_delay", "retries", "max_redirects", "max_bytes",
-    "respect_robots", "save_bodies", "duplicate_urls", "total", "succeeded", "failed", "cancelled", "error",
+    "respect_robots", "save_bodies", "url_deadline", "job_deadline", "duplicate_urls", "total", "succeeded", "failed", "cancelled", "error",
 )  # fmt: skip
 RESULT_FIELDS = (
     "position", "url", "outcome", "status_code", "bytes", "elapsed_ms", "attempts", "error", "error_class",
@@ -32,6 +32,7 @@ def job_to_dict(job: Job) -> dict[str, Any]:
     data["created_at"] = _iso(job.created_at)
     data["started_at"] = _iso(job.started_at)
     data["finished_at"] = _iso(job.finished_at)
+    data["deadline_at"] = _iso(job.deadline_at)
     return data
 
 

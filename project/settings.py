@@ -195,6 +195,9 @@ WORKER_HEARTBEAT_SECONDS = float(os.environ.get("WORKER_HEARTBEAT_SECONDS", "10"
 WORKER_LEASE_SECONDS = float(os.environ.get("WORKER_LEASE_SECONDS", "30"))
 WORKER_MAX_CLAIMS = int(os.environ.get("WORKER_MAX_CLAIMS", "5"))
 WORKER_CHUNK_SIZE = int(os.environ.get("WORKER_CHUNK_SIZE", "500"))
+# asyncio debug mode in the worker (also `runworker -v 3`): slow callbacks and never-awaited coroutines are logged.
+WORKER_ASYNCIO_DEBUG = env_bool("BATCHFETCH_ASYNCIO_DEBUG", default=False)
+WORKER_SLOW_CALLBACK_SECONDS = float(os.environ.get("WORKER_SLOW_CALLBACK_SECONDS", "0.1"))
 # Abuse limits (jobs/submission/limits.py); a variable that is unset keeps the default in jobs/conf.py.
 for _limit in ("JOBS_MAX_QUEUED_PER_USER", "JOBS_SUBMISSIONS_PER_MINUTE", "WS_MAX_MESSAGE_BYTES"):
     if os.environ.get(_limit, "").strip():

@@ -26,6 +26,7 @@ Endpoints (each waits the default delay first, or `?delay=<ms>`):
     /flaky/<n>            503 for the first n requests with the same ?key=, then 200
     /throttled/<n>        429 with `Retry-After: ?after=` (seconds, or "date" for an HTTP date 2 s ahead)
                           for the first n requests with the same ?key=, then 200
+    /unavailable          503 with `Retry-After: ?after=` (seconds, default 1), forever
     /redirect/<n>         a chain of n 302 redirects ending at /ok (?code= picks the status)
     /loop/<a|b>           /loop/a redirects to /loop/b and back: a loop
     /redirect-to          302 to ?url= (anywhere)
@@ -200,6 +201,10 @@ def build_app(
             return web.Response(status=429, text="slow down\n", headers={"Retry-After": after})
         return web.Response(text="welcome\n")
 
+    async def unavailable(request: web.Request) -> web.StreamResponse:
+        retry_after = request.query.get("after", "1")
+        return web.Response(status=503, text="come back later\n", headers={"Retry-After": retry_after})
+
     async def redirect(request: web.Request) -> web.StreamResponse:
         n = int(request.match_info["n"])
         code = int(request.query.get("code", 302))
@@ -244,6 +249,7 @@ def build_app(
     app.router.add_get("/reset", reset)
     app.router.add_get(r"/flaky/{n:\d+}", flaky)
     app.router.add_get(r"/throttled/{n:\d+}", throttled)
+    app.router.add_get("/unavailable", unavailable)
     app.router.add_get(r"/redirect/{n:\d+}", redirect)
     app.router.add_get("/loop/{side:[ab]}", loop)
     app.router.add_get("/redirect-to", redirect_to)

@@ -58,16 +58,16 @@ class JobAdmin(admin.ModelAdmin):
     actions = ("cancel_jobs", "rerun_jobs", "rerun_failed_urls")
     fieldsets = (
         (None, {"fields": ("id", "name", "owner", "status", "error")}),
-        ("Options", {"fields": ("concurrency", "timeout")}),
+        ("Options", {"fields": ("concurrency", "timeout", "url_deadline", "job_deadline")}),
         ("Progress", {"fields": ("progress_display", "total", "succeeded", "failed", "cancelled", "results_links",
                                  "failure_preview")}),
-        ("Times", {"fields": ("created_at", "started_at", "finished_at", "duration_display")}),
+        ("Times", {"fields": ("created_at", "started_at", "deadline_at", "finished_at", "duration_display")}),
         ("Workers", {"fields": ("workers_display",)}),
     )
     # Only the display name is an admin's to change: the options belong to the
     # submission, everything else to the queue and the worker.
     readonly_fields = (
-        "id", "owner", "status", "error", "concurrency", "timeout",
+        "id", "owner", "status", "error", "concurrency", "timeout", "url_deadline", "job_deadline", "deadline_at",
         "progress_display", "total", "succeeded", "failed", "cancelled", "results_links", "failure_preview",
         "created_at", "started_at", "finished_at", "duration_display", "workers_display",
     )

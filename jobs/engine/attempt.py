@@ -40,8 +40,11 @@ async def _attempt(
     guard: Guard | None,
     slots: Slots,
     sink: Callable[[], BodySink] | None,
+    clock: asyncio.Timeout | None = None,
 ) -> None:
-    """One attempt: follow redirects, read the final body. Raises _Failure or the transport's error."""
+    """One attempt: follow redirects, read the final body. Raises _Failure or the transport's error.
+
+    `clock`, the URL's deadline (`options.url_deadline`), is armed when the first attempt holds its slots."""
     seen = {attempt.url}
     deadline: float | None = None
     while True:
@@ -52,6 +55,8 @@ async def _attempt(
             loop = asyncio.get_running_loop()
             # The deadline starts once the first request may go out: waiting for a slot is not the URL's fault.
             deadline = deadline if deadline is not None else loop.time() + options.timeout
+            if clock is not None and clock.when() is None and options.url_deadline is not None:
+                clock.reschedule(loop.time() + options.url_deadline)
             try:
                 async with asyncio.timeout_at(deadline):
                     request = client.build_request("GET", target, timeout=_connect_timeout(options.timeout))

@@ -34,6 +34,8 @@ _PROTOCOL = (
     zlib.error,
 )
 RETRYABLE_CLASSES = frozenset({"connect", "timeout"})
+DEADLINE = "deadline"
+"""The error class of a URL that ran out of its `url_deadline`."""
 
 
 class _Failure(Exception):

@@ -9,6 +9,7 @@ the server's Retry-After; while it waits it holds no slot. Errors never escape
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from dataclasses import replace
 import httpx
 
 from jobs.engine.attempt import _attempt
-from jobs.engine.errors import _describe, _Failure
+from jobs.engine.errors import DEADLINE, _describe, _Failure
 from jobs.engine.netguard import Guard
 from jobs.engine.response import _Attempt
 from jobs.engine.slots import Slots, Stopped
@@ -50,24 +51,34 @@ async def fetch_one(
     reasons: list[str] = []
     attempt = _Attempt(url)
     failure: _Failure | None = None
-    for number in range(1, options.retries + 2):
-        attempt = _Attempt(url)
-        try:
-            await _attempt(client, attempt, options, guard, slots, sink)
-        except _Failure as exc:
-            failure = exc
-        except Stopped:
+    number = 0
+    # The URL's deadline over all attempts and waits: armed once its first attempt holds its slots (_attempt).
+    clock = asyncio.timeout(None) if options.url_deadline is not None else None
+    try:
+        async with clock or contextlib.nullcontext():
+            for number in range(1, options.retries + 2):
+                attempt = _Attempt(url)
+                try:
+                    await _attempt(client, attempt, options, guard, slots, sink, clock)
+                except _Failure as exc:
+                    failure = exc
+                except Stopped:
+                    raise
+                except Exception as exc:  # not CancelledError: that is a BaseException and propagates
+                    failure = _Failure(*_describe(exc, options.timeout))
+                else:
+                    failure = None
+                    break
+                delay = _retry_delay(failure, number, options)
+                if delay is None:
+                    break
+                reasons.append(f"attempt {number}: {failure.error_class}: {failure.message}")
+                await asyncio.sleep(delay)  # outside every slot: a waiting retry holds none
+    except TimeoutError:
+        if clock is None or not clock.expired():
             raise
-        except Exception as exc:  # not CancelledError: that is a BaseException and propagates
-            failure = _Failure(*_describe(exc, options.timeout))
-        else:
-            failure = None
-            break
-        delay = _retry_delay(failure, number, options)
-        if delay is None:
-            break
-        reasons.append(f"attempt {number}: {failure.error_class}: {failure.message}")
-        await asyncio.sleep(delay)  # outside every slot: a waiting retry holds none
+        # Mid-attempt or waiting for the next one; the earlier attempts' reasons are in `reasons` already.
+        failure = _Failure(DEADLINE, f"not finished within the URL deadline of {options.url_deadline:g} s")
     return _result(position, url, attempt, failure, reasons, attempts=number, started=started)
 
 

@@ -39,6 +39,9 @@ class FetchOptions:
     """Seconds between the starts of two requests to one host."""
     respect_robots: bool = False
     """Consult each origin's robots.txt (fetched once per `fetch_all`) and skip what it disallows."""
+    url_deadline: float | None = None
+    """Seconds one URL may take over all its attempts and the waits between them, counted from when its first
+    request may go out (it holds its slots); then it fails as `deadline`. None: only `retries` and `timeout` bound it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +66,7 @@ class FetchResult:
     "(attempt n: ...)" for each earlier failed attempt. A success after retries keeps those."""
     error_class: str = ""
     """"" on success, else timeout | connect | dns | tls | too_large | too_many_redirects | blocked |
-    http_status | invalid_url | robots | protocol | other."""
+    http_status | invalid_url | robots | protocol | deadline | other."""
     final_url: str = ""
     """The URL of the last response, after redirects."""
     content_type: str = ""

@@ -22,7 +22,10 @@ from jobs.models import Job
 from jobs.submission.parsing import UrlLines
 from jobs.submission.urls import _check_url, _normalised, _shorten
 
-OPTION_FIELDS = ("per_host", "host_delay", "retries", "max_redirects", "max_bytes", "respect_robots", "save_bodies")
+OPTION_FIELDS = (
+    "per_host", "host_delay", "retries", "max_redirects", "max_bytes", "respect_robots", "save_bodies",
+    "url_deadline", "job_deadline",
+)  # fmt: skip
 FIELDS = ("urls", "name", "concurrency", "timeout", *OPTION_FIELDS)
 NAME_MAX_LENGTH: int = Job._meta.get_field("name").max_length  # type: ignore[assignment]
 # A 100k-line paste full of garbage must not produce a 10 MB error response.
@@ -45,7 +48,7 @@ class JobRequest:
     """Per-URL deadline in seconds."""
     options: dict[str, Any] = field(default_factory=dict)
     """The fetch options (per_host, host_delay, retries, max_redirects, max_bytes, respect_robots,
-    save_bodies), all present after validation."""
+    save_bodies, url_deadline, job_deadline), all present after validation (a deadline may be None: none)."""
     duplicates: int = 0
     """URLs that repeat an earlier one of the list (after normalisation); they are kept, and reported."""
 
@@ -130,10 +133,21 @@ def _clean_concurrency(value: Any) -> int:
 
 def _clean_timeout(value: Any) -> float:
     """Seconds as a finite number in (0, max]; text of a number is fine, bools are not."""
-    upper = conf.get("JOBS_MAX_TIMEOUT")
-    message = f"must be a number of seconds greater than 0 and at most {upper:g}"
     if value is None or (isinstance(value, str) and not value.strip()):
         return float(conf.get("JOBS_DEFAULT_TIMEOUT"))
+    return _positive_seconds(value, upper=conf.get("JOBS_MAX_TIMEOUT"))
+
+
+def _clean_deadline(value: Any, *, upper: float) -> float | None:
+    """Seconds in (0, upper], or None (no deadline) when missing or empty."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return _positive_seconds(value, upper=upper)
+
+
+def _positive_seconds(value: Any, *, upper: float) -> float:
+    """Seconds as a finite number in (0, upper]; text of a number is fine, bools are not."""
+    message = f"must be a number of seconds greater than 0 and at most {upper:g}"
     if isinstance(value, str):
         try:
             value = float(value.strip())
@@ -207,6 +221,8 @@ def _option_cleaners() -> dict[str, Any]:
         ),
         "respect_robots": _clean_bool,
         "save_bodies": _clean_bool,
+        "url_deadline": lambda v: _clean_deadline(v, upper=conf.get("JOBS_MAX_URL_DEADLINE")),
+        "job_deadline": lambda v: _clean_deadline(v, upper=conf.get("JOBS_MAX_JOB_DEADLINE")),
     }
 
 

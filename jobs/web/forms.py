@@ -61,6 +61,8 @@ class JobSubmitForm(forms.Form):
     retries = forms.CharField(label="Retries", required=False)
     max_redirects = forms.CharField(label="Max redirects", required=False)
     max_bytes = forms.CharField(label="Max body bytes", required=False)
+    url_deadline = forms.CharField(label="URL deadline", required=False)
+    job_deadline = forms.CharField(label="Job deadline", required=False)
     respect_robots = forms.BooleanField(label="Respect robots.txt", required=False,
                                         help_text="Skip URLs that the host's robots.txt disallows.")
     save_bodies = forms.BooleanField(label="Save bodies", required=False,
@@ -86,7 +88,7 @@ class JobSubmitForm(forms.Form):
         self._init_options()
         self.job_request: JobRequest | None = None
 
-    number_options = ("per_host", "host_delay", "retries", "max_redirects", "max_bytes")
+    number_options = ("per_host", "host_delay", "retries", "max_redirects", "max_bytes", "url_deadline", "job_deadline")
     flag_options = ("respect_robots", "save_bodies")
 
     def _init_options(self) -> None:
@@ -107,6 +109,12 @@ class JobSubmitForm(forms.Form):
             field.initial = f"{initial:g}" if isinstance(initial, float) else initial
             field.help_text = f"{hint}, {lower:g}–{upper:g}"
             field.widget = forms.NumberInput(attrs={"min": f"{lower:g}", "max": f"{upper:g}", "step": step})
+        deadlines = {"url_deadline": ("Seconds one URL may take over all attempts and waits", "JOBS_MAX_URL_DEADLINE"),
+                     "job_deadline": ("Seconds the job may run from its start", "JOBS_MAX_JOB_DEADLINE")}  # fmt: skip
+        for name, (hint, bound) in deadlines.items():
+            upper = conf.get(bound)
+            self.fields[name].help_text = f"{hint}, up to {upper:g}; empty: no limit"
+            self.fields[name].widget = forms.NumberInput(attrs={"min": "0", "max": f"{upper:g}", "step": "any"})
 
     @property
     def file_was_sent(self) -> bool:

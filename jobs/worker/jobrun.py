@@ -13,6 +13,11 @@ the lease every WORKER_HEARTBEAT_SECONDS.
 Pausing: a `pausing` job starts no new request (its requests pass a
 `PauseGate`), lets those in flight finish, records them and is released as
 `paused`; resuming queues it again.
+
+Deadline: a job with `deadline_at` (jobs/queue/deadlines.py) runs under
+`asyncio.timeout_at` of that moment on this loop; when it passes, the requests
+in flight are cancelled, what finished is recorded, and `leave_job` fails the
+job, recording every unfinished URL as failed (`deadline`).
 """
 
 from __future__ import annotations
@@ -22,10 +27,12 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from datetime import datetime
 from typing import Any, TypeVar, cast
 
 import httpx
 from django.db import DatabaseError
+from django.utils import timezone
 
 from jobs import bodies, conf
 from jobs.engine.hostslots import HostSlots
@@ -35,7 +42,7 @@ from jobs.engine.values import FetchResult
 from jobs.models import Job
 from jobs.ops import metrics
 from jobs.progress import publisher
-from jobs.queue import claims, records, shares
+from jobs.queue import claims, deadlines, records, shares
 from jobs.queue.fences import Claim
 from jobs.queue.records import Ending
 from jobs.worker import dbretry
@@ -112,6 +119,8 @@ class JobRun:
             ending: Ending
             if job.status == Job.Status.CANCELLING:
                 ending = "cancel"
+            elif deadlines.has_passed(job, timezone.now()):
+                ending = "deadline"  # e.g. taken over after its worker stopped: nothing is fetched
             elif job.status == Job.Status.PAUSING:
                 ending = "pause"  # re-claimed after a crash mid-pause: nothing is in flight
             else:
@@ -145,8 +154,16 @@ class JobRun:
         )
         watcher = asyncio.create_task(self._watch(), name=f"watch {self.job.pk}")
         flusher = asyncio.create_task(self._flush_loop(), name=f"flush {self.job.pk}")
+        # The job deadline is stored as a wall-clock time, the same for every worker sharing the job.
+        clock = asyncio.timeout_at(loop_time_of(self.job.deadline_at))
         try:
-            return await self._supervise(fetch, watcher, flusher)
+            async with clock:
+                return await self._supervise(fetch, watcher, flusher)
+        except TimeoutError:
+            if not clock.expired():
+                raise
+            logger.info("Job %s: its deadline passed; cancelling its requests", self.job.pk)
+            return "deadline"
         finally:
             # Cancelling fetch_all cancels its requests; awaiting it means they have really stopped.
             await _cancel_and_wait(fetch, watcher, flusher)
@@ -294,3 +311,10 @@ class JobRun:
                 # Keep watching: a cancel may follow while in-flight requests finish.
                 logger.info("Job %s: pause requested; letting in-flight requests finish", self.job.pk)
                 self._pause_requested.set()
+
+
+def loop_time_of(moment: datetime | None) -> float | None:
+    """The running loop's time at wall-clock `moment` (None, no deadline, stays None)."""
+    if moment is None:
+        return None
+    return asyncio.get_running_loop().time() + (moment - timezone.now()).total_seconds()

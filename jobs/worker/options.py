@@ -21,4 +21,5 @@ def fetch_options(job: Job) -> FetchOptions:
         per_host=job.per_host,
         host_delay=job.host_delay,
         respect_robots=job.respect_robots,
+        url_deadline=job.url_deadline,
     )

@@ -43,7 +43,7 @@ from jobs.ops import logs, metrics
 from jobs.progress import groups, wakeups
 from jobs.queue import claims, records
 from jobs.queue.fences import Claim
-from jobs.worker import dbconn, dbretry, housekeeping
+from jobs.worker import dbconn, dbretry, eventloop, housekeeping
 from jobs.worker.jobrun import JobRun
 from jobs.worker.tasks import _cancel_and_wait, shielded
 
@@ -134,6 +134,7 @@ class Worker:
                 make_client(max_connections=self.concurrency, guard=self._guard) as client,
             ):
                 self._client = client
+                await eventloop.call_startup_hooks(self)
                 background = [
                     asyncio.create_task(wakeups.listen_for_wakeups(self._on_wakeup), name="wake-ups"),
                     asyncio.create_task(housekeeping.purge_daily(), name="retention"),

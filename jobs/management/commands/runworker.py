@@ -19,7 +19,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from jobs.ops import health
-from jobs.worker import housekeeping
+from jobs.worker import eventloop, housekeeping
 from jobs.worker.runner import Worker
 
 # --verbosity -> level of the `jobs` loggers; 1 (the default) keeps the configured level.
@@ -138,7 +138,8 @@ class Command(BaseCommand):
             health_file=options["health_file"],
         )
         with worker_gc(), housekeeping.metrics_server(options["metrics_port"], options["metrics_addr"]):
-            asyncio.run(worker.run())
+            # -v 3 or BATCHFETCH_ASYNCIO_DEBUG: asyncio's debug mode, its warnings in this log (jobs/worker/eventloop.py).
+            eventloop.run(worker.run(), debug=eventloop.debug_requested(options["verbosity"]))
 
     def _check(self, health_file: Path | None) -> None:
         """A container health check: prints the checks as JSON; CommandError (exit 1) naming what failed."""
