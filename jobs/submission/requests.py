@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jobs import conf, requestdata
+from jobs.exceptions import SubmissionError
 from jobs.requestdata import LineRecord
 from jobs.engine.requestspec import METHODS
 
@@ -76,6 +77,29 @@ def parse_request_lines(text: str, *, first_line: int = 1) -> RequestLines:
 
 def is_jsonl(filename: str) -> bool:
     return filename.lower().endswith((".jsonl", ".ndjson"))
+
+
+def parse_request_file(data: bytes) -> RequestLines:
+    """Request lines from an uploaded JSON Lines file (UTF-8); SubmissionError({"file": ...}) if it is not text."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise SubmissionError({"file": f"line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x})"}) from exc
+    return parse_request_lines(text)
+
+
+def parse_headers_text(text: str) -> dict[str, str] | None:
+    """`Name: value` lines (a form's textarea) as a headers object; None when empty. ValueError names the line."""
+    headers: dict[str, str] = {}
+    for number, raw in enumerate(_LINE_BREAK.split(text), start=1):
+        if not raw.strip():
+            continue
+        name, colon, value = raw.partition(":")
+        if not colon or not name.strip():
+            raise ValueError(f"line {number}: write each header as Name: value")
+        headers[name.strip()] = value.strip()
+    return headers or None
 
 
 # --- the parts of a request ----------------------------------------------------------------------
