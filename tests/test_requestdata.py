@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
+from typing import Any
 
 import httpx
 import pytest
+from django.core.management import call_command
 from django.test import override_settings
 
-from jobs import crypto, requestdata
+from jobs import checks, crypto, requestdata
 from jobs.engine.requestspec import RequestSpec
 from jobs.models import Job, RequestLine
 from jobs.submission import requests as line_rules
@@ -136,3 +139,25 @@ def test_good_lines_store_only_their_overrides() -> None:
 def test_header_rules(headers: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         line_rules.clean_headers(headers)
+
+
+@pytest.mark.django_db
+def test_reseal_headers_moves_every_sealed_value_to_the_current_key(django_user_model: Any) -> None:
+    old, new = "old-" + "a" * 40, "new-" + "b" * 40
+    owner = django_user_model.objects.create_user(username="sealer")
+    with override_settings(SECRET_KEY=old):
+        shown, sealed = requestdata.store_headers([("Authorization", TOKEN)])
+        job = Job.objects.create(owner=owner, concurrency=1, timeout=1, request_headers=shown, sealed_headers=sealed)
+        RequestLine.objects.create(job=job, position=0, headers=shown, sealed_headers=sealed)
+    with override_settings(SECRET_KEY=new, SECRET_KEY_FALLBACKS=[old]):
+        call_command("reseal_headers", stdout=io.StringIO())
+    with override_settings(SECRET_KEY=new, SECRET_KEY_FALLBACKS=[]):
+        job.refresh_from_db()
+        assert requestdata.job_spec(job).headers == (("Authorization", TOKEN),)  # type: ignore[union-attr]
+        line = RequestLine.objects.get(job=job)
+        assert requestdata.line_specs(job, [line])[0].headers == (("Authorization", TOKEN),)
+
+
+@override_settings(JOBS_MAX_REQUEST_BODY_BYTES=-1)
+def test_a_negative_body_limit_is_a_check_error() -> None:
+    assert "jobs.E008" in [error.id for error in checks.check_limits()]
