@@ -6,8 +6,11 @@ import json
 from typing import Any
 
 import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
+from django.utils import timezone
 
 from jobs.models import Job, RequestLine
 
@@ -52,3 +55,21 @@ def test_a_bad_header_line_is_reported_on_the_field(alice: Client) -> None:
     response = alice.post("/", {"urls": "http://a.example/", "headers": "no colon here"})
     assert response.status_code == 400
     assert error_items(response) == ["Headers: line 1: write each header as Name: value"]
+
+
+def test_a_rows_page_shows_its_request_masked_and_its_json_body_pretty(alice: Client, user: Any, settings: Any,
+                                                                        tmp_path: Any) -> None:  # fmt: skip
+    settings.STORAGES = {**settings.STORAGES, "default": {"BACKEND": "django.core.files.storage.FileSystemStorage",
+                                                          "OPTIONS": {"location": str(tmp_path)}}}  # fmt: skip
+    upload = SimpleUploadedFile("calls.jsonl", jsonl({"url": "http://a.example/1", "json": {"n": 1}}))
+    alice.post("/", {"file": upload, "method": "POST", "headers": f"Authorization: {TOKEN}", "save_bodies": "on"})
+    job = only_job(user)
+    name = default_storage.save(f"bodies/{job.pk}/0", ContentFile(b'{"id":7,"tags":["a","b"]}'))
+    job.results.filter(position=0).update(outcome="succeeded", status_code=201, content_type="application/json",
+                                          body=name, bytes=25, fetched_at=timezone.now())  # fmt: skip
+    page = alice.get(f"/jobs/{job.pk}/results/0/").content.decode()
+    assert "Authorization: •••" in page and "s3cr3t" not in page
+    assert "POST" in page and "body 7 bytes" in page
+    assert '{\n  &quot;id&quot;: 7,\n  &quot;tags&quot;: [\n    &quot;a&quot;,' in page
+    assert f'href="/jobs/{job.pk}/results/0/"' in alice.get(f"/jobs/{job.pk}/").content.decode()
+    assert alice.get(f"/jobs/{job.pk}/results/5/").status_code == 404
