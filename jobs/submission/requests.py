@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from jobs import conf, requestdata
+from jobs.engine.requestspec import METHODS
 from jobs.exceptions import SubmissionError
 from jobs.requestdata import LineRecord
-from jobs.engine.requestspec import METHODS
 
 JOB_FIELDS = ("method", "headers", "json", "body", "retry_unsafe", "secret_headers")
 """Submission fields of the job-level request (besides `requests`)."""
@@ -322,4 +322,3 @@ def _line_problems(
 
 def _shorten(value: str) -> str:
     return value if len(value) <= MAX_ECHOED_VALUE else value[: MAX_ECHOED_VALUE - 1] + "…"
-

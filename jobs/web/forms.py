@@ -12,8 +12,8 @@ from typing import Any
 from django import forms
 
 from jobs import conf
-from jobs.exceptions import SubmissionError
 from jobs.engine.requestspec import METHODS
+from jobs.exceptions import SubmissionError
 from jobs.submission import parsing, requests, validation
 from jobs.submission.parsing import UrlLines
 from jobs.submission.requests import RequestLines

@@ -219,9 +219,9 @@ class JobRun:
                 return
             items: Sequence[Item] = chunk.items
             if self.job.line_requests:
-                start, end = chunk.start, chunk.end
                 specs = await self._retrying(
-                    lambda: requestlines.aline_specs(self.job, start, end), "reading the lines' requests"
+                    lambda start=chunk.start, end=chunk.end: requestlines.aline_specs(self.job, start, end),
+                    "reading the lines' requests",
                 )
                 items = [(position, url, specs.get(position)) for position, url in chunk.items]
             for item in items:

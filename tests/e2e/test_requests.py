@@ -20,9 +20,9 @@ from urllib.parse import quote
 import pytest
 from django.db import connection
 
+from tests.e2e.test_integration import Client
 from tests.echo import EchoServer
 from tests.services import LiveStack
-from tests.e2e.test_integration import Client
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 

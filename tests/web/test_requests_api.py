@@ -11,6 +11,7 @@ from django.test import AsyncClient, override_settings
 
 from jobs.models import Job, RequestLine, Result
 from jobs.submission import service
+
 # The API tests' fixtures: the in-memory channel layer (autouse) and ann's logged-in client.
 from tests.web.test_api import client, memory_layer, post_json  # noqa: F401
 
