@@ -84,6 +84,11 @@ def check_limits(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         errors.append(
             Error("JOBS_MAX_QUEUED_PER_USER must be >= 0 and JOBS_SUBMISSIONS_PER_MINUTE >= 1.", id="jobs.E004")
         )
+    body = conf.get("JOBS_MAX_REQUEST_BODY_BYTES")
+    if not isinstance(body, int) or isinstance(body, bool) or body < 0:
+        errors.append(
+            Error(f"JOBS_MAX_REQUEST_BODY_BYTES must be a whole number of bytes >= 0, not {body!r}.", id="jobs.E008")
+        )
     if not 0 < conf.get("WS_MAX_MESSAGE_BYTES") < DAPHNE_MAX_MESSAGE_BYTES:
         errors.append(
             Error(

@@ -12,6 +12,8 @@ DEFAULTS: dict[str, Any] = {
     # Submission limits
     "JOBS_MAX_URLS": 100_000,
     "JOBS_MAX_URL_LENGTH": 2048,
+    # Largest body of one request (a job's or a line's json/body), UTF-8 bytes.
+    "JOBS_MAX_REQUEST_BODY_BYTES": 64 * 1024,
     "JOBS_DEFAULT_CONCURRENCY": 10,
     "JOBS_MAX_CONCURRENCY": 1000,
     "JOBS_DEFAULT_TIMEOUT": 10.0,

@@ -57,6 +57,17 @@ class Job(models.Model):
     deadline_at = models.DateTimeField(
         null=True, blank=True, help_text="When the job deadline passes (set when the job starts)."
     )
+    # The request each line sends unless it overrides it (README "Requests"); jobs/submission/requests.py.
+    method = models.CharField(max_length=8, default="GET", help_text="HTTP method of the job's requests.")
+    request_headers = models.JSONField(
+        default=list, blank=True, help_text="Request headers as [name, value] pairs; a secret one's value is null."
+    )
+    sealed_headers = models.TextField(
+        blank=True, editable=False, help_text="The secret headers' values, encrypted (jobs/crypto.py)."
+    )
+    request_body = models.TextField(null=True, blank=True, help_text="The request body, if any.")
+    retry_unsafe = models.BooleanField(default=False, help_text="Retry POST and PATCH requests too.")
+    line_requests = models.BooleanField(default=False, help_text="Some lines override the request (RequestLine).")
     duplicate_urls = models.PositiveIntegerField(
         default=0, help_text="Submitted URLs that repeat an earlier one (kept: one row per submitted URL)."
     )
@@ -126,6 +137,24 @@ class Result(models.Model):
 
     def __str__(self) -> str:
         return f"{self.url} ({self.outcome})"
+
+
+class RequestLine(models.Model):
+    """What one line of a job overrides of the job's request; only lines with an override have one."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="request_lines", db_index=False)
+    position = models.PositiveIntegerField()
+    method = models.CharField(max_length=8, blank=True, help_text="Empty: the job's method.")
+    headers = models.JSONField(null=True, blank=True, help_text="[name, value] pairs replacing the job's of that name.")
+    sealed_headers = models.TextField(blank=True, editable=False, help_text="The secret headers' values, encrypted.")
+    body = models.TextField(null=True, blank=True, help_text="Null: the job's body.")
+
+    class Meta:
+        ordering = ["job_id", "position"]
+        constraints = [models.UniqueConstraint(fields=["job", "position"], name="requestline_unique_position")]
+
+    def __str__(self) -> str:
+        return f"{self.position}: {self.method or '(job method)'}"
 
 
 class Share(models.Model):

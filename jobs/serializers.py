@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from jobs import requestdata
 from jobs.models import Job, Result
 
 if TYPE_CHECKING:
@@ -28,6 +29,10 @@ def _iso(value: datetime | None) -> str | None:
 def job_to_dict(job: Job) -> dict[str, Any]:
     data: dict[str, Any] = {"id": str(job.id)}
     data.update({field: getattr(job, field) for field in JOB_FIELDS})
+    data["retry_unsafe"] = job.retry_unsafe
+    # What the job's lines send: secret header values as •••, the body only by its size and hash.
+    data["request"] = requestdata.request_summary(job.method, job.request_headers, job.request_body)
+    data["line_requests"] = job.line_requests
     data["done"] = job.done
     data["created_at"] = _iso(job.created_at)
     data["started_at"] = _iso(job.started_at)

@@ -35,6 +35,8 @@ if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off.")
     SECRET_KEY = "insecure-development-key-do-not-use-in-production"
+# Old keys during a rotation: signatures and sealed request headers made with them still open (jobs/crypto.py).
+SECRET_KEY_FALLBACKS = env_list("DJANGO_SECRET_KEY_FALLBACKS", "")
 # DJANGO_HTTPS=1: the site is served over TLS (usually by a proxy that sets
 # X-Forwarded-Proto). Without it nothing below forces HTTPS, so plain HTTP on
 # loopback (make run, tests) keeps working.

@@ -16,7 +16,7 @@ As a separate process (prints its base URL on the first line, serves `/stats`)::
     python -m tests.target --port 0 --delay-ms 50 --body-bytes 512
 
 Endpoints (each waits the default delay first, or `?delay=<ms>`):
-    /ok, /ok/<anything>   200 with the default body
+    /ok, /ok/<anything>   200 with the default body (also to POST, whose body is read and dropped)
     /delay/<ms>           /ok after <ms> milliseconds
     /status/<code>        that status code
     /bytes/<n>            a body of n bytes
@@ -142,6 +142,8 @@ def build_app(
             counter.leave()
 
     async def ok(request: web.Request) -> web.StreamResponse:
+        if request.can_read_body:
+            await request.read()
         return web.Response(body=default_body, content_type="application/octet-stream")
 
     async def status(request: web.Request) -> web.StreamResponse:
@@ -241,6 +243,8 @@ def build_app(
     app = web.Application(middlewares=[count_and_delay])
     app.router.add_get("/ok", ok)
     app.router.add_get("/ok/{tail:.*}", ok)
+    app.router.add_post("/ok", ok)  # the requests bench (bench/requests.py) POSTs
+    app.router.add_post("/ok/{tail:.*}", ok)
     app.router.add_get(r"/delay/{ms:\d+}", ok)
     app.router.add_get(r"/status/{code:\d{3}}", status)
     app.router.add_get(r"/bytes/{n:\d+}", nbytes)

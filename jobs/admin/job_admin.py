@@ -19,6 +19,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
+from jobs import requestdata
 from jobs.models import Job, Result
 from jobs.ops import retention
 from jobs.submission import service
@@ -59,6 +60,7 @@ class JobAdmin(admin.ModelAdmin):
     fieldsets = (
         (None, {"fields": ("id", "name", "owner", "status", "error")}),
         ("Options", {"fields": ("concurrency", "timeout", "url_deadline", "job_deadline")}),
+        ("Request", {"fields": ("request_display",)}),
         ("Progress", {"fields": ("progress_display", "total", "succeeded", "failed", "cancelled", "results_links",
                                  "failure_preview")}),
         ("Times", {"fields": ("created_at", "started_at", "deadline_at", "finished_at", "duration_display")}),
@@ -68,6 +70,7 @@ class JobAdmin(admin.ModelAdmin):
     # submission, everything else to the queue and the worker.
     readonly_fields = (
         "id", "owner", "status", "error", "concurrency", "timeout", "url_deadline", "job_deadline", "deadline_at",
+        "request_display",
         "progress_display", "total", "succeeded", "failed", "cancelled", "results_links", "failure_preview",
         "created_at", "started_at", "finished_at", "duration_display", "workers_display",
     )
@@ -113,6 +116,17 @@ class JobAdmin(admin.ModelAdmin):
     @admin.display(description="progress")
     def progress_display(self, job: Job) -> str:
         return f"{job.done}/{job.total} ({_percent(job.done, job.total)}%)"
+
+    @admin.display(description="request")
+    def request_display(self, job: Job) -> str:
+        """Method, headers (secret values •••: the sealed column is never read here), body size and hash."""
+        summary = requestdata.request_summary(job.method, job.request_headers, job.request_body)
+        headers = format_html_join("", "<li><code>{}: {}</code></li>", summary["headers"].items())
+        body = (f"{summary['body_bytes']} bytes, SHA-256 {summary['body_sha256']}" if summary["body_bytes"] is not None
+                else "no body")  # fmt: skip
+        extra = "; some lines send their own request" if job.line_requests else ""
+        retry = ", POST/PATCH retried too" if job.retry_unsafe else ""
+        return format_html("{} ({}{}{})<ul>{}</ul>", summary["method"], body, retry, extra, headers)
 
     @admin.display(description="duration")
     def duration_display(self, job: Job) -> str:

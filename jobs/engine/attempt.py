@@ -20,6 +20,7 @@ from jobs.engine.response import _Attempt, _check_status, _headers, _read_body
 
 if TYPE_CHECKING:
     from jobs.engine.netguard import Guard
+    from jobs.engine.requestspec import RequestSpec
     from jobs.engine.slots import Slots
     from jobs.engine.values import BodySink, FetchOptions
 
@@ -41,10 +42,13 @@ async def _attempt(
     slots: Slots,
     sink: Callable[[], BodySink] | None,
     clock: asyncio.Timeout | None = None,
+    spec: RequestSpec | None = None,
 ) -> None:
     """One attempt: follow redirects, read the final body. Raises _Failure or the transport's error.
 
-    `clock`, the URL's deadline (`options.url_deadline`), is armed when the first attempt holds its slots."""
+    `clock`, the URL's deadline (`options.url_deadline`), is armed when the first attempt holds its slots.
+    `spec`: the method, headers and body to send (None: a plain GET); it changes as redirects say
+    (`RequestSpec.after_redirect`). A HEAD records the headers and reads no body."""
     seen = {attempt.url}
     deadline: float | None = None
     while True:
@@ -59,13 +63,17 @@ async def _attempt(
                 clock.reschedule(loop.time() + options.url_deadline)
             try:
                 async with asyncio.timeout_at(deadline):
-                    request = client.build_request("GET", target, timeout=_connect_timeout(options.timeout))
+                    if spec is None:
+                        request = client.build_request("GET", target, timeout=_connect_timeout(options.timeout))
+                    else:
+                        request = spec.build(client, target, connect_timeout=options.timeout)
                     response = await client.send(request, stream=True)
                     try:
                         wanted = _headers(response)
                         location = _read_response(response, wanted, attempt)
                         if location is None:
-                            await _read_body(response, wanted.get(b"content-encoding", ""), attempt, options, sink)
+                            if spec is None or spec.method != "HEAD":
+                                await _read_body(response, wanted.get(b"content-encoding", ""), attempt, options, sink)
                             _check_status(response, options)
                             return
                     finally:
@@ -79,6 +87,8 @@ async def _attempt(
         if location in seen:
             raise _Failure("too_many_redirects", f"redirect loop back to {location}")
         seen.add(location)
+        if spec is not None:
+            spec = spec.after_redirect(response.status_code, target, httpx.URL(location))
         attempt.url = location
         attempt.redirects += 1
 

@@ -20,6 +20,7 @@ import httpx
 from jobs.engine.attempt import _attempt
 from jobs.engine.errors import DEADLINE, _describe, _Failure
 from jobs.engine.netguard import Guard
+from jobs.engine.requestspec import RequestSpec
 from jobs.engine.response import _Attempt
 from jobs.engine.slots import Slots, Stopped
 from jobs.engine.values import BodySink, FetchOptions, FetchResult
@@ -38,8 +39,11 @@ async def fetch_one(
     guard: Guard | None = None,
     slots: Slots | None = None,
     sink: Callable[[], BodySink] | None = None,
+    request: RequestSpec | None = None,
 ) -> FetchResult:
     """GET `url` with redirects, retries and limits per `options` (`timeout` overrides `options.timeout`).
+
+    `request` (else `options.request`) sends another method, headers or a body instead of a plain GET.
 
     Never raises, except CancelledError: every failure becomes a "failed" result.
     """
@@ -52,6 +56,7 @@ async def fetch_one(
     attempt = _Attempt(url)
     failure: _Failure | None = None
     number = 0
+    spec = request if request is not None else options.request
     # The URL's deadline over all attempts and waits: armed once its first attempt holds its slots (_attempt).
     clock = asyncio.timeout(None) if options.url_deadline is not None else None
     try:
@@ -59,7 +64,7 @@ async def fetch_one(
             for number in range(1, options.retries + 2):
                 attempt = _Attempt(url)
                 try:
-                    await _attempt(client, attempt, options, guard, slots, sink, clock)
+                    await _attempt(client, attempt, options, guard, slots, sink, clock, spec)
                 except _Failure as exc:
                     failure = exc
                 except Stopped:
@@ -69,7 +74,7 @@ async def fetch_one(
                 else:
                     failure = None
                     break
-                delay = _retry_delay(failure, number, options)
+                delay = _retry_delay(failure, number, options, spec)
                 if delay is None:
                     break
                 reasons.append(f"attempt {number}: {failure.error_class}: {failure.message}")
@@ -109,11 +114,17 @@ def _result(
     )
 
 
-def _retry_delay(failure: _Failure, number: int, options: FetchOptions) -> float | None:
-    """Seconds to wait before attempt `number + 1`, or None if the failure is final."""
+def _retry_delay(failure: _Failure, number: int, options: FetchOptions, spec: RequestSpec | None) -> float | None:
+    """Seconds to wait before attempt `number + 1`, or None if the failure is final.
+
+    A request that is not idempotent (POST, PATCH) may have had its effect although it failed, so it is
+    retried only after a connect error (it never left) unless the job allows it (`retry_unsafe`)."""
     if number > options.retries:
         return None
     if not failure.retryable:
+        return None
+    if spec is not None and not spec.idempotent and not options.retry_unsafe and failure.error_class != "connect":
+        failure.message += f" (not retried: {spec.method} is not idempotent; the job's retry_unsafe allows it)"
         return None
     backoff = random.uniform(0, min(options.backoff_cap, options.backoff_base * 2 ** (number - 1)))
     hint = failure.retry_after

@@ -8,6 +8,10 @@ engine module and by the worker, which builds `FetchOptions` from a Job row
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from jobs.engine.requestspec import RequestSpec
 
 # Backstop for requests made with the client outside fetch_one (fetch_one passes its own deadline).
 DEFAULT_TIMEOUT = 30.0
@@ -42,6 +46,10 @@ class FetchOptions:
     url_deadline: float | None = None
     """Seconds one URL may take over all its attempts and the waits between them, counted from when its first
     request may go out (it holds its slots); then it fails as `deadline`. None: only `retries` and `timeout` bound it."""
+    request: RequestSpec | None = None
+    """Method, headers and body of every URL without its own (None: a plain GET, the fast path)."""
+    retry_unsafe: bool = False
+    """Retry non-idempotent requests (POST, PATCH) after failures that may have reached the server too."""
 
 
 @dataclass(frozen=True, slots=True)

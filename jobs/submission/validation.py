@@ -19,6 +19,8 @@ from asgiref.sync import sync_to_async
 from jobs import conf
 from jobs.exceptions import SubmissionError
 from jobs.models import Job
+from jobs.requestdata import LineRecord
+from jobs.submission import requests
 from jobs.submission.parsing import UrlLines
 from jobs.submission.urls import _check_url, _normalised, _shorten
 
@@ -26,7 +28,7 @@ OPTION_FIELDS = (
     "per_host", "host_delay", "retries", "max_redirects", "max_bytes", "respect_robots", "save_bodies",
     "url_deadline", "job_deadline",
 )  # fmt: skip
-FIELDS = ("urls", "name", "concurrency", "timeout", *OPTION_FIELDS)
+FIELDS = ("urls", "requests", "name", "concurrency", "timeout", *OPTION_FIELDS, *requests.JOB_FIELDS)
 NAME_MAX_LENGTH: int = Job._meta.get_field("name").max_length  # type: ignore[assignment]
 # A 100k-line paste full of garbage must not produce a 10 MB error response.
 MAX_REPORTED_URL_ERRORS = 1000
@@ -51,6 +53,11 @@ class JobRequest:
     save_bodies, url_deadline, job_deadline), all present after validation (a deadline may be None: none)."""
     duplicates: int = 0
     """URLs that repeat an earlier one of the list (after normalisation); they are kept, and reported."""
+    request: dict[str, Any] = field(default_factory=dict)
+    """The Job fields of the job's request (method, request_headers, sealed_headers, request_body,
+    retry_unsafe); empty: a plain GET."""
+    lines: tuple[LineRecord, ...] = ()
+    """The overrides of the lines that have one (submitted as `requests`)."""
 
 
 def _url_errors(value: Any) -> tuple[list[dict[str, Any]], tuple[str, ...]]:
@@ -240,9 +247,19 @@ def validate_submission(data: Mapping[str, Any]) -> JobRequest:
     for key in data:
         if key not in FIELDS:
             errors[str(key)] = f"unknown field (expected {', '.join(FIELDS)})"
-    url_errors, urls = _url_errors(data.get("urls"))
-    if url_errors:
-        errors["urls"] = url_errors
+    request, secret = requests.clean_job_request(data, errors)
+    lines: tuple[LineRecord, ...] = ()
+    if "requests" in data:
+        if "urls" in data:
+            errors["urls"] = [{"error": "give urls or requests, not both"}]
+        checked = requests.check_lines(data["requests"], secret=secret, url_check=_line_url)
+        if checked.errors:
+            errors["requests"] = checked.errors
+        urls, lines = tuple(checked.urls), tuple(checked.records)
+    else:
+        url_errors, urls = _url_errors(data.get("urls"))
+        if url_errors:
+            errors["urls"] = url_errors
     cleaned: dict[str, Any] = {}
     for name, clean in (("name", _clean_name), ("concurrency", _clean_concurrency), ("timeout", _clean_timeout)):
         try:
@@ -257,7 +274,21 @@ def validate_submission(data: Mapping[str, Any]) -> JobRequest:
             errors[name] = str(exc)
     if errors:
         raise SubmissionError(errors)
-    return JobRequest(urls=urls, options=options, duplicates=len(urls) - len(set(urls)), **cleaned)
+    return JobRequest(
+        urls=urls, options=options, duplicates=len(urls) - len(set(urls)), request=request, lines=lines, **cleaned
+    )
+
+
+def _line_url(url: str) -> tuple[str, str | None]:
+    """(the normalised URL, None), or ("", what is wrong with it): the URL check of a request line."""
+    max_length = conf.get("JOBS_MAX_URL_LENGTH")
+    checked = _check_url(url.strip(), max_length)
+    if isinstance(checked, str):
+        return "", checked
+    normalised = _normalised(checked)
+    if len(normalised) > max_length:
+        return "", f"longer than {max_length} characters once its host is in ASCII (IDNA)"
+    return normalised, None
 
 
 # Validating 100k URLs takes a noticeable fraction of a second: off the event loop.

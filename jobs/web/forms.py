@@ -12,12 +12,14 @@ from typing import Any
 from django import forms
 
 from jobs import conf
+from jobs.engine.requestspec import METHODS
 from jobs.exceptions import SubmissionError
-from jobs.submission import parsing, validation
+from jobs.submission import parsing, requests, validation
 from jobs.submission.parsing import UrlLines
+from jobs.submission.requests import RequestLines
 from jobs.submission.validation import JobRequest
 
-ALLOWED_EXTENSIONS = (".txt", ".csv")
+ALLOWED_EXTENSIONS = (".txt", ".csv", ".jsonl", ".ndjson")
 # Far above 100k URLs of ordinary length; stops a multi-gigabyte upload from being read into memory.
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 MAX_SHOWN_VALUE = 80
@@ -42,9 +44,10 @@ class JobSubmitForm(forms.Form):
     file = forms.FileField(
         label="File",
         required=False,
-        help_text="A .txt file with one URL per line, or a .csv file with the URLs in a column headed "
-        "\"url\" (else the first column). Its URLs are added after any pasted ones.",
-        widget=forms.FileInput(attrs={"accept": ".txt,.csv,text/plain,text/csv"}),
+        help_text="A .txt file with one URL per line, a .csv file with the URLs in a column headed "
+        "\"url\" (else the first column), or a .jsonl file of requests, one JSON object per line: "
+        "{\"url\": …, \"method\"?, \"headers\"?, \"json\"? or \"body\"?}. Its lines are added after any pasted URLs.",
+        widget=forms.FileInput(attrs={"accept": ".txt,.csv,.jsonl,.ndjson,text/plain,text/csv,application/x-ndjson"}),
     )
     name = forms.CharField(
         label="Name",
@@ -63,6 +66,19 @@ class JobSubmitForm(forms.Form):
     max_bytes = forms.CharField(label="Max body bytes", required=False)
     url_deadline = forms.CharField(label="URL deadline", required=False)
     job_deadline = forms.CharField(label="Job deadline", required=False)
+    # The job's request (README "Requests"); every line sends it unless a .jsonl line overrides it.
+    method = forms.ChoiceField(label="Method", required=False, choices=[(m, m) for m in METHODS], initial="GET")
+    headers = forms.CharField(
+        label="Headers", required=False, strip=False,
+        help_text="One per line, Name: value. Authorization, Cookie and X-Api-Key are stored encrypted and "
+        "shown as •••.",
+        widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false", "autocomplete": "off",
+                                     "placeholder": "Authorization: Bearer …"}),
+    )  # fmt: skip
+    body = forms.CharField(label="Body", required=False, strip=False, help_text="Sent as given, with every request.",
+                           widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false"}))
+    retry_unsafe = forms.BooleanField(label="Retry POST and PATCH", required=False,
+                                      help_text="They may have had their effect although they failed.")
     respect_robots = forms.BooleanField(label="Respect robots.txt", required=False,
                                         help_text="Skip URLs that the host's robots.txt disallows.")
     save_bodies = forms.BooleanField(label="Save bodies", required=False,
@@ -89,7 +105,8 @@ class JobSubmitForm(forms.Form):
         self.job_request: JobRequest | None = None
 
     number_options = ("per_host", "host_delay", "retries", "max_redirects", "max_bytes", "url_deadline", "job_deadline")
-    flag_options = ("respect_robots", "save_bodies")
+    flag_options = ("respect_robots", "save_bodies", "retry_unsafe")
+    request_options = ("method", "headers", "body")
 
     def _init_options(self) -> None:
         """Defaults, hints and number inputs of the fetch options, from the settings."""
@@ -128,7 +145,7 @@ class JobSubmitForm(forms.Form):
         upload = cleaned.get("file")
         try:
             pasted = parsing.parse_url_lines(cleaned.get("urls") or "")
-            uploaded = self._read_upload(upload) if upload else UrlLines()
+            uploaded: UrlLines | RequestLines = self._read_upload(upload) if upload else UrlLines()
         except SubmissionError as exc:
             self._add_submission_errors(exc.errors, pasted_count=0, filename=upload.name if upload else "")
             return cleaned
@@ -138,32 +155,52 @@ class JobSubmitForm(forms.Form):
             else:
                 self.add_error("urls", "Paste at least one URL, or upload a .txt or .csv file.")
             return cleaned
-        urls = UrlLines(zip(pasted.line_numbers + uploaded.line_numbers, [*pasted, *uploaded], strict=True))
+        numbered = zip(pasted.line_numbers + uploaded.line_numbers, [*pasted, *uploaded], strict=True)
+        # A .jsonl file makes the job one of requests; the pasted URLs are plain lines of it.
+        lines = {"requests": RequestLines(numbered)} if isinstance(uploaded, RequestLines) else {"urls": UrlLines(numbered)}
         name = cleaned.get("name") or ""
         if not name.strip() and upload:
             name = upload.name[: validation.NAME_MAX_LENGTH]
         try:
             self.job_request = validation.validate_submission(
-                {"urls": urls, "name": name, "concurrency": cleaned.get("concurrency"),
+                {**lines, "name": name, "concurrency": cleaned.get("concurrency"),
                  "timeout": cleaned.get("timeout"),
-                 **{option: cleaned.get(option) for option in validation.OPTION_FIELDS}}
+                 **{option: cleaned.get(option) for option in validation.OPTION_FIELDS},
+                 **self._request_fields(cleaned)}
             )
         except SubmissionError as exc:
             self._add_submission_errors(exc.errors, pasted_count=len(pasted), filename=upload.name if upload else "")
         return cleaned
 
-    def _read_upload(self, upload: Any) -> UrlLines:
-        """Parse an uploaded .txt/.csv; SubmissionError({"file": ...}) if it is unusable."""
+    def _request_fields(self, cleaned: dict[str, Any]) -> dict[str, Any]:
+        """The job-level request fields as submission takes them (only those filled in)."""
+        fields: dict[str, Any] = {}
+        if cleaned.get("method") and cleaned["method"] != "GET":
+            fields["method"] = cleaned["method"]
+        try:
+            fields["headers"] = requests.parse_headers_text(cleaned.get("headers") or "")
+        except ValueError as exc:
+            raise SubmissionError({"headers": str(exc)}) from exc
+        if cleaned.get("body"):
+            fields["body"] = cleaned["body"]
+        if cleaned.get("retry_unsafe"):
+            fields["retry_unsafe"] = True
+        return fields
+
+    def _read_upload(self, upload: Any) -> UrlLines | RequestLines:
+        """Parse an uploaded .txt/.csv/.jsonl; SubmissionError({"file": ...}) if it is unusable."""
         if not upload.name.lower().endswith(ALLOWED_EXTENSIONS):
-            raise SubmissionError({"file": "must be a .txt or .csv file"})
+            raise SubmissionError({"file": "must be a .txt, .csv or .jsonl file"})
         if upload.size > MAX_UPLOAD_BYTES:
             raise SubmissionError({"file": f"is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB"})
+        if requests.is_jsonl(upload.name):
+            return requests.parse_request_file(upload.read())
         return parsing.parse_url_file(upload.read(), filename=upload.name)
 
     def _add_submission_errors(self, errors: dict[str, Any], *, pasted_count: int, filename: str) -> None:
         """Attach submission's errors to fields; URL errors go to the textarea or the file by index."""
         for field, detail in errors.items():
-            if field == "urls":
+            if field in ("urls", "requests"):
                 for item in detail:
                     target, message = self._url_error_message(item, pasted_count=pasted_count, filename=filename)
                     self.add_error(target, message)
@@ -187,4 +224,6 @@ class JobSubmitForm(forms.Form):
         if len(value) > MAX_SHOWN_VALUE:
             value = value[: MAX_SHOWN_VALUE - 1] + "…"
         suffix = f" ({value})" if value else ""
-        return ("file" if from_file else "urls"), f"{prefix} {item.get('line', item['index'] + 1)}: {error}{suffix}"
+        where = f" {item['field']}" if "field" in item else ""  # a request line's bad field
+        line = item.get("line", item["index"] + 1)
+        return ("file" if from_file else "urls"), f"{prefix} {line}{where}: {error}{suffix}"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from django.urls import path, re_path
 
-from jobs.web import api, api_live, downloads, schema, views
+from jobs.web import api, api_live, downloads, resultdetail, schema, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("jobs/<uuid:job_id>/", views.job_detail, name="job_detail"),
+    path("jobs/<uuid:job_id>/results/<int:position>/", resultdetail.result_detail, name="result_detail"),
     # API job ids are str, not uuid: a malformed id gets the API's JSON 404, not an HTML page.
     path("api/jobs/", api.jobs, name="api_jobs"),
     path("api/jobs/<str:job_id>/", api.job, name="api_job"),

@@ -87,7 +87,8 @@ def job_detail(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
     )
     context = {
         "job": _with_percent(job),
-        "job_data": job_to_dict(job),
+        "job_data": (job_data := job_to_dict(job)),
+        "request_info": job_data["request"],  # secret header values are ••• already
         "results": results,
         "max_rows": MAX_RESULT_ROWS,
         "pending": job.total - job.done,

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
@@ -37,12 +37,12 @@ from django.utils import timezone
 from jobs import bodies, conf
 from jobs.engine.hostslots import HostSlots
 from jobs.engine.netguard import Guard
-from jobs.engine.pipeline import fetch_all
+from jobs.engine.pipeline import Item, fetch_all
 from jobs.engine.values import FetchResult
 from jobs.models import Job
 from jobs.ops import metrics
 from jobs.progress import publisher
-from jobs.queue import claims, deadlines, records, shares
+from jobs.queue import claims, deadlines, records, requestlines, shares
 from jobs.queue.fences import Claim
 from jobs.queue.records import Ending
 from jobs.worker import dbretry
@@ -228,17 +228,26 @@ class JobRun:
 
     # --- the pieces running beside fetch_all ----------------------------------------------
 
-    async def _items(self) -> AsyncGenerator[tuple[int, str], None]:
+    async def _items(self) -> AsyncGenerator[Item, None]:
         """Pending (position, url) pairs, a claimed chunk at a time, until no chunk is left for this share.
 
         fetch_all asks for the next item only when its queue has room, so the
         next chunk is claimed while the last one's requests are still in flight.
+        A job whose lines override its request yields (position, url, request) with each chunk's
+        requests read in one query; a job of plain lines reads none.
         """
         while self._feeding:
             chunk = await self._retrying(lambda: claims.aclaim_chunk(self.claim), "claiming URLs")
             if chunk is None:
                 return
-            for item in chunk.items:
+            items: Sequence[Item] = chunk.items
+            if self.job.line_requests:
+                specs = await self._retrying(
+                    lambda start=chunk.start, end=chunk.end: requestlines.aline_specs(self.job, start, end),
+                    "reading the lines' requests",
+                )
+                items = [(position, url, specs.get(position)) for position, url in chunk.items]
+            for item in items:
                 if not self._feeding:
                     return
                 yield item

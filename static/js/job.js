@@ -42,6 +42,7 @@
     stats: root.getAttribute("data-stats-url"),
     results: root.getAttribute("data-results-url"),
     jobPage: root.getAttribute("data-job-url"),
+    row: root.getAttribute("data-row-url"),
   };
   var el = {
     status: $("job-status"),
@@ -277,7 +278,12 @@
   function buildResultRow(result) {
     var tr = document.createElement("tr");
     tr.setAttribute("data-position", String(result.position));
-    tr.appendChild(cell(B.formatNumber(result.position + 1), "num"));
+    var number = cell("", "num");
+    var link = document.createElement("a");
+    link.href = urls.row + result.position + "/"; // the row's page (request, response, saved JSON body)
+    link.textContent = B.formatNumber(result.position + 1);
+    number.appendChild(link);
+    tr.appendChild(number);
     var url = cell(result.url, "results__url");
     url.title = result.url;
     tr.appendChild(url);
