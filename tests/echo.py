@@ -13,6 +13,7 @@ Endpoints (any method):
     /echo/<anything>            200, a JSON echo of the request
     /status/<code>              that status
     /redirect/<code>?to=<url>   <code> with Location: <url>
+    /prg                        POST: 303 to itself; other methods: the echo (Post/Redirect/Get)
 """
 
 from __future__ import annotations
@@ -62,10 +63,17 @@ def build_app(seen: list[Seen], lock: threading.Lock) -> web.Application:
         await record(request)
         return web.Response(status=int(request.match_info["code"]), headers={"Location": request.query["to"]})
 
+    async def prg(request: web.Request) -> web.StreamResponse:
+        if request.method == "POST":
+            await record(request)
+            return web.Response(status=303, headers={"Location": "/prg"})
+        return await echo(request)
+
     app = web.Application()
     app.router.add_route("*", "/echo/{tail:.*}", echo)
     app.router.add_route("*", r"/status/{code:\d{3}}", status)
     app.router.add_route("*", r"/redirect/{code:\d{3}}", redirect)
+    app.router.add_route("*", "/prg", prg)
     return app
 
 

@@ -49,7 +49,7 @@ async def _attempt(
     `clock`, the URL's deadline (`options.url_deadline`), is armed when the first attempt holds its slots.
     `spec`: the method, headers and body to send (None: a plain GET); it changes as redirects say
     (`RequestSpec.after_redirect`). A HEAD records the headers and reads no body."""
-    seen = {attempt.url}
+    seen = {attempt.url if spec is None or spec.method == "GET" else f"{spec.method} {attempt.url}"}
     deadline: float | None = None
     while True:
         target = _guarded_url(attempt.url, guard)
@@ -84,11 +84,13 @@ async def _attempt(
             slots.release(host)
         if attempt.redirects >= options.max_redirects:
             raise _Failure("too_many_redirects", f"more than {options.max_redirects} redirects")
-        if location in seen:
-            raise _Failure("too_many_redirects", f"redirect loop back to {location}")
-        seen.add(location)
         if spec is not None:
             spec = spec.after_redirect(response.status_code, target, httpx.URL(location))
+        # A POST redirected (303) to its own URL as a GET is the Post/Redirect/Get pattern, not a loop.
+        visit = location if spec is None or spec.method == "GET" else f"{spec.method} {location}"
+        if visit in seen:
+            raise _Failure("too_many_redirects", f"redirect loop back to {location}")
+        seen.add(visit)
         attempt.url = location
         attempt.redirects += 1
 

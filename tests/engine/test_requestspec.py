@@ -160,3 +160,9 @@ async def test_fetch_all_takes_a_request_per_item_and_a_default(echo: EchoServer
     by_path = {s.path: s for s in echo.seen()}
     assert by_path["/echo/0"].method == "DELETE" and by_path["/echo/2"].method == "DELETE"
     assert (by_path["/echo/1"].method, by_path["/echo/1"].body) == ("POST", b"[1]")
+
+
+async def test_post_redirect_get_to_the_same_url_is_not_a_loop(echo: EchoServer, client: httpx.AsyncClient) -> None:
+    result = await fetch_one(client, 0, echo.url("/prg"), request=post())
+    assert (result.outcome, result.redirects) == ("succeeded", 1), result.error
+    assert [(s.method, s.path) for s in echo.seen()] == [("POST", "/prg"), ("GET", "/prg")]

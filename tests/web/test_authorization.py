@@ -71,6 +71,7 @@ HTTP_ROWS = [
     Row("", "/", {"GET": PAGE_OWN, "POST": roles(LOGIN, 302, 302, 302, LOGIN)}, {"urls": "http://a.example/"}),
     Row("jobs/<uuid:job_id>/", "/jobs/{job}/", {"GET": JOB_PAGE, "POST": roles(LOGIN, 302, 404, 404, LOGIN)},
         {"action": "cancel"}),
+    Row("jobs/<uuid:job_id>/results/<int:position>/", "/jobs/{job}/results/0/", {"GET": JOB_PAGE, "POST": REFUSED}),
     Row("api/jobs/", "/api/jobs/", {"GET": API_OWN, "POST": roles(401, 201, 201, 201, 201), "PUT": roles(*[405] * 5)},
         {"json": SUBMIT}),
     Row("api/jobs/<str:job_id>/", "/api/jobs/{job}/", {"GET": API_JOB, "POST": roles(*[405] * 5)}),
