@@ -188,8 +188,10 @@ class Stack:
 
     # --- one job ------------------------------------------------------------------------
 
-    async def run_job(self, urls: list[str], concurrency: int, *, watchers: int = 1) -> JobFigures:
-        """Submit `urls` as one job, watch it to its end, return the figures."""
+    async def run_job(
+        self, urls: list[str], concurrency: int, *, watchers: int = 1, options: dict[str, Any] | None = None
+    ) -> JobFigures:
+        """Submit `urls` as one job (with `options`, e.g. per_host), watch it to its end, return the figures."""
         assert self.session is not None and self.worker is not None
         proc = psutil.Process(self.worker.pid)
         rss_start = proc.memory_info().rss
@@ -197,7 +199,7 @@ class Stack:
         sampler = RssSampler(proc)
         sampling = asyncio.create_task(sampler.run())
         started = time.perf_counter()
-        job, submit_seconds, stall_ms = await self._submit(urls, concurrency)
+        job, submit_seconds, stall_ms = await self._submit(urls, concurrency, options or {})
         watches = [Watch() for _ in range(watchers)]
         try:
             async with asyncio.timeout(max(120.0, len(urls) / 200)):
@@ -233,12 +235,15 @@ class Stack:
             ),
         )  # fmt: skip
 
-    async def _submit(self, urls: list[str], concurrency: int) -> tuple[dict[str, Any], float, float]:
+    async def _submit(
+        self, urls: list[str], concurrency: int, options: dict[str, Any]
+    ) -> tuple[dict[str, Any], float, float]:
         """POST the job; meanwhile probe the web process every 50 ms. Returns (job, seconds, slowest probe ms)."""
         assert self.session is not None
         # One target host: per_host = C, so the job's concurrency is the only cap (as the baselines have).
         body = json.dumps({
             "urls": urls, "concurrency": concurrency, "per_host": concurrency, "timeout": 30, "name": f"bench {len(urls)}",
+            **options,
         })
         headers = {"X-CSRFToken": self.cookie("csrftoken"), "Content-Type": "application/json"}
         probe = asyncio.create_task(self._probe())

@@ -50,6 +50,9 @@ DEFAULTS: dict[str, Any] = {
     # Networks (CIDR strings) always allowed / always refused by the SSRF guard.
     "FETCH_ALLOWED_NETWORKS": (),
     "FETCH_DENIED_NETWORKS": (),
+    # Per-host caps, rates and autothrottle held across all workers through Redis (jobs/engine/fleetslots.py);
+    # off: each worker applies them on its own.
+    "FETCH_SHARED_HOST_SLOTS": True,
 }
 
 

@@ -22,7 +22,12 @@ from jobs.models import Job
 from jobs.submission.parsing import UrlLines
 from jobs.submission.urls import _check_url, _normalised, _shorten
 
-OPTION_FIELDS = ("per_host", "host_delay", "retries", "max_redirects", "max_bytes", "respect_robots", "save_bodies")
+OPTION_FIELDS = (
+    "per_host", "host_delay", "retries", "max_redirects", "max_bytes", "respect_robots", "save_bodies",
+    "per_host_rate", "autothrottle",
+)  # fmt: skip
+PER_HOST_RATE_RANGE = (0.01, 1000.0)
+"""Requests per second to one host a job may ask for (README "Politeness across workers")."""
 FIELDS = ("urls", "name", "concurrency", "timeout", *OPTION_FIELDS)
 NAME_MAX_LENGTH: int = Job._meta.get_field("name").max_length  # type: ignore[assignment]
 # A 100k-line paste full of garbage must not produce a 10 MB error response.
@@ -45,7 +50,7 @@ class JobRequest:
     """Per-URL deadline in seconds."""
     options: dict[str, Any] = field(default_factory=dict)
     """The fetch options (per_host, host_delay, retries, max_redirects, max_bytes, respect_robots,
-    save_bodies), all present after validation."""
+    save_bodies, per_host_rate, autothrottle), all present after validation."""
     duplicates: int = 0
     """URLs that repeat an earlier one of the list (after normalisation); they are kept, and reported."""
 
@@ -175,6 +180,24 @@ def _clean_seconds(value: Any, *, upper: float, default: float) -> float:
     return float(value)
 
 
+def _clean_rate(value: Any) -> float | None:
+    """Requests per second, a finite number in PER_HOST_RATE_RANGE, or None (empty: no rate)."""
+    lower, upper = PER_HOST_RATE_RANGE
+    message = f"must be a number of requests per second from {lower:g} to {upper:g}, or empty for no rate"
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ValueError(message) from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(message)
+    if not lower <= value <= upper:
+        raise ValueError(message)
+    return float(value)
+
+
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
 
 
@@ -207,6 +230,8 @@ def _option_cleaners() -> dict[str, Any]:
         ),
         "respect_robots": _clean_bool,
         "save_bodies": _clean_bool,
+        "per_host_rate": _clean_rate,
+        "autothrottle": _clean_bool,
     }
 
 

@@ -28,7 +28,7 @@ import httpx
 from django.db import DatabaseError
 
 from jobs import bodies, conf
-from jobs.engine.hostslots import HostSlots
+from jobs.engine.hostslots import HostLimits
 from jobs.engine.netguard import Guard
 from jobs.engine.pipeline import fetch_all
 from jobs.engine.values import FetchResult
@@ -67,7 +67,7 @@ class JobRun:
         stopping: asyncio.Event,
         forced: asyncio.Event,
         grace: float,
-        hosts: HostSlots | None = None,
+        hosts: HostLimits | None = None,
         guard: Guard | None = None,
         max_slots: int | None = None,
     ) -> None:
