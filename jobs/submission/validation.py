@@ -212,6 +212,15 @@ def _clean_bool(value: Any) -> bool:
     raise ValueError(f"must be true or false, not {_json_type(value)}")
 
 
+def _clean_strict_bool(value: Any) -> bool:
+    """true/false/null only (JSON; the form sends its checkbox as a bool): a newer option takes no "yes"."""
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    raise ValueError(f"must be true or false, not {_json_type(value)}")
+
+
 def _option_cleaners() -> dict[str, Any]:
     """Field -> cleaner of the fetch options, with the limits read now (override_settings works)."""
     return {
@@ -231,7 +240,7 @@ def _option_cleaners() -> dict[str, Any]:
         "respect_robots": _clean_bool,
         "save_bodies": _clean_bool,
         "per_host_rate": _clean_rate,
-        "autothrottle": _clean_bool,
+        "autothrottle": _clean_strict_bool,
     }
 
 
