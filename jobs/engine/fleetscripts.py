@@ -61,13 +61,18 @@ return {1, math.ceil(start - now)}
 RELEASE = (
     _NOW
     + """
--- KEYS: hold, wait. ARGV: holder, channel, host key. Wakes the waiting workers, if any.
+-- KEYS: hold, wait. ARGV: holder, channel, host key, waiter. Wakes the waiting workers, if any.
+-- Returns {removed, how many other workers wait}.
 local removed = redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-if redis.call('ZCARD', KEYS[2]) > 0 then
+local waiting = redis.call('ZCARD', KEYS[2])
+if waiting > 0 then
   redis.call('PUBLISH', ARGV[2], ARGV[3])
 end
-return removed
+if redis.call('ZSCORE', KEYS[2], ARGV[4]) then
+  waiting = waiting - 1
+end
+return {removed, waiting}
 """
 )
 
@@ -94,6 +99,8 @@ local pause_ms = tonumber(ARGV[3])
 if pause_ms > 0 then
   local pause = math.max(tonumber(redis.call('HGET', KEYS[1], 'pause') or '0'), now + pause_ms)
   redis.call('HSET', KEYS[1], 'pause', pause)
+  -- Every worker hears of it at once (host TAB ms), so none hands a slot over locally meanwhile.
+  redis.call('PUBLISH', ARGV[6], ARGV[7] .. '\t' .. tostring(pause - now))
 end
 local limit = 0
 if ARGV[5] == '1' then

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from jobs.engine.fleetslots import FleetSlots, host_keys
+from jobs.engine.fleetslots import HANDOFF_MAX, FleetSlots, host_keys
 from tests import services
 
 HOST = "example.test:80"
@@ -211,3 +211,46 @@ async def test_redis_down_falls_back_to_per_worker_caps_logs_once_and_resumes(
         await client.aclose()
     assert sum("Redis unreachable" in m for m in messages) == 1, messages
     assert sum("Redis reachable again" in m for m in messages) == 1, messages
+
+
+async def test_a_release_hands_its_slot_to_a_waiter_here_but_lets_other_workers_have_their_turn(
+    redis_url: str, prefix: str
+) -> None:
+    hold = host_keys(HOST, prefix)["hold"]
+    async with fleet(redis_url, prefix, 2) as (busy, other):
+        order: list[str] = []
+
+        async def request(slots: FleetSlots, name: str) -> None:
+            await slots.acquire(HOST, limit=1)
+            try:
+                order.append(name)
+                await asyncio.sleep(0.005)
+            finally:
+                slots.release(HOST)
+
+        first = asyncio.create_task(request(busy, "busy"))
+        await asyncio.sleep(0.05)
+        queued = [asyncio.create_task(request(busy, "busy")) for _ in range(3 * HANDOFF_MAX)]
+        await asyncio.sleep(0.05)
+        theirs = asyncio.create_task(request(other, "other"))
+        await asyncio.gather(first, *queued, theirs)
+        assert await busy.redis.zcard(hold) == 0
+    assert order.count("busy") == 3 * HANDOFF_MAX + 1
+    # Hand-overs keep the slot in the busy worker, but at most HANDOFF_MAX in a row: the other one got in early.
+    assert order.index("other") <= 2 * HANDOFF_MAX + 1, order
+
+
+async def test_a_pause_seen_elsewhere_stops_hand_overs_here(redis_url: str, prefix: str) -> None:
+    async with fleet(redis_url, prefix, 2) as (one, other):
+        await other.acquire(HOST, limit=1)
+        waiter = asyncio.create_task(other.acquire(HOST, limit=1))  # the same kind: a release would hand over
+        await asyncio.sleep(0.05)
+        one.observe(HOST, status=429, latency=0.01, retry_after=1.0, per_host=1, adaptive=False)
+        await one.settle()
+        await asyncio.sleep(0.05)  # the pause is published to every worker
+        paused_at = time.monotonic()
+        other.release(HOST)  # would hand the slot over at once, were the host not paused
+        await asyncio.wait_for(waiter, timeout=3)
+        waited = time.monotonic() - paused_at
+        other.release(HOST)
+    assert waited > 0.8, waited
