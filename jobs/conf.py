@@ -63,6 +63,9 @@ DEFAULTS: dict[str, Any] = {
     # Operations (jobs/ops/): the web's /metrics bearer token ("" turns it off); days finished jobs are kept.
     "METRICS_TOKEN": "",
     "JOBS_RETENTION_DAYS": None,
+    # Per-host caps, rates and autothrottle held across all workers through Redis (jobs/engine/fleetslots.py);
+    # off: each worker applies them on its own.
+    "FETCH_SHARED_HOST_SLOTS": True,
 }
 
 

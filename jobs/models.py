@@ -42,6 +42,12 @@ class Job(models.Model):
     # Fetch options (see README "Job options"); validated by submission.py.
     per_host = models.PositiveIntegerField(default=8, help_text="Most requests to one host in flight at once.")
     host_delay = models.FloatField(default=0.0, help_text="Seconds between two requests to one host.")
+    per_host_rate = models.FloatField(
+        null=True, blank=True, help_text="Requests per second to one host over all workers (empty: no rate)."
+    )
+    autothrottle = models.BooleanField(
+        default=False, help_text="Adapt the per-host concurrency to the host's latency and 429/503 answers."
+    )
     retries = models.PositiveSmallIntegerField(default=2, help_text="Retries of a URL after a retryable failure.")
     max_redirects = models.PositiveSmallIntegerField(default=10, help_text="Redirect hops followed at most.")
     max_bytes = models.BigIntegerField(default=10 * 1024 * 1024, help_text="Largest body (decoded) in bytes.")

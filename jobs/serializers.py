@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 JOB_FIELDS = (
     "name", "status", "concurrency", "timeout", "per_host", "host_delay", "retries", "max_redirects", "max_bytes",
     "respect_robots", "save_bodies", "url_deadline", "job_deadline", "duplicate_urls", "total", "succeeded", "failed", "cancelled", "error",
+    "per_host_rate", "autothrottle",
 )  # fmt: skip
 RESULT_FIELDS = (
     "position", "url", "outcome", "status_code", "bytes", "elapsed_ms", "attempts", "error", "error_class",

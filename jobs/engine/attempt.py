@@ -16,7 +16,7 @@ import httpx
 
 from jobs.engine.errors import _Failure
 from jobs.engine.netguard import Blocked
-from jobs.engine.response import _Attempt, _check_status, _headers, _read_body
+from jobs.engine.response import _Attempt, _check_status, _headers, _read_body, parse_retry_after
 
 if TYPE_CHECKING:
     from jobs.engine.netguard import Guard
@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from jobs.engine.values import BodySink, FetchOptions
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+THROTTLE_STATUSES = frozenset({429, 503})
+"""Answers whose Retry-After pauses the host for every worker (and that halve an autothrottle limit)."""
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 @functools.lru_cache(maxsize=64)
@@ -53,7 +56,7 @@ async def _attempt(
     deadline: float | None = None
     while True:
         target = _guarded_url(attempt.url, guard)
-        host = target.host
+        host = host_key(target)
         await slots.acquire(host, options)
         try:
             loop = asyncio.get_running_loop()
@@ -67,8 +70,10 @@ async def _attempt(
                         request = client.build_request("GET", target, timeout=_connect_timeout(options.timeout))
                     else:
                         request = spec.build(client, target, connect_timeout=options.timeout)
+                    sent = loop.time()
                     response = await client.send(request, stream=True)
                     try:
+                        _observe(slots, host, response, loop.time() - sent, options)
                         wanted = _headers(response)
                         location = _read_response(response, wanted, attempt)
                         if location is None:
@@ -93,6 +98,21 @@ async def _attempt(
         seen.add(visit)
         attempt.url = location
         attempt.redirects += 1
+
+
+def host_key(url: httpx.URL) -> str:
+    """What per-host caps count by: host name and port ("example.com:443")."""
+    return f"{url.host}:{url.port or _DEFAULT_PORTS.get(url.scheme, 0)}"
+
+
+def _observe(slots: Slots, host: str, response: httpx.Response, latency: float, options: FetchOptions) -> None:
+    """Tell the host's slots what the response said, when it matters: for autothrottle, or a 429/503."""
+    status = response.status_code
+    if status in THROTTLE_STATUSES:
+        retry_after = min(parse_retry_after(response.headers.get("retry-after")) or 0.0, options.retry_after_cap)
+        slots.observe(host, status, latency, retry_after, options)
+    elif options.autothrottle:
+        slots.observe(host, status, latency, 0.0, options)
 
 
 def _guarded_url(url: str, guard: Guard | None) -> httpx.URL:

@@ -15,7 +15,7 @@ from dataclasses import replace
 import httpx
 
 from jobs.engine.fetch import fetch_one
-from jobs.engine.hostslots import HostSlots
+from jobs.engine.hostslots import HostLimits
 from jobs.engine.netguard import Guard
 from jobs.engine.requestspec import RequestSpec
 from jobs.engine.robots import RobotsCache
@@ -35,7 +35,7 @@ async def fetch_all(
     timeout: float | None = None,
     options: FetchOptions | None = None,
     global_limit: asyncio.Semaphore | None = None,
-    hosts: HostSlots | None = None,
+    hosts: HostLimits | None = None,
     guard: Guard | None = None,
     sink: Callable[[int], BodySink] | None = None,
     stop: asyncio.Event | None = None,

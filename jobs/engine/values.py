@@ -38,9 +38,14 @@ class FetchOptions:
     max_bytes: int = 10 * MIB
     """Largest body, counted after content decoding; more fails as `too_large`."""
     per_host: int = 8
-    """Requests in flight to one host at most (within a `HostSlots` registry, i.e. a worker)."""
+    """Requests in flight to one host (name and port) at most: per worker with `HostSlots`, across every
+    worker with `FleetSlots`."""
     host_delay: float = 0.0
     """Seconds between the starts of two requests to one host."""
+    per_host_rate: float | None = None
+    """Requests per second to one host at most (None: no rate); with `host_delay`, the longer spacing wins."""
+    autothrottle: bool = False
+    """Adapt the host's concurrency (1..per_host) to its latency and 429/503 answers (`FleetSlots`)."""
     respect_robots: bool = False
     """Consult each origin's robots.txt (fetched once per `fetch_all`) and skip what it disallows."""
     url_deadline: float | None = None

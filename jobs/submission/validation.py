@@ -26,8 +26,10 @@ from jobs.submission.urls import _check_url, _normalised, _shorten
 
 OPTION_FIELDS = (
     "per_host", "host_delay", "retries", "max_redirects", "max_bytes", "respect_robots", "save_bodies",
-    "url_deadline", "job_deadline",
+    "url_deadline", "job_deadline", "per_host_rate", "autothrottle",
 )  # fmt: skip
+PER_HOST_RATE_RANGE = (0.01, 1000.0)
+"""Requests per second to one host a job may ask for (README "Politeness across workers")."""
 FIELDS = ("urls", "requests", "name", "concurrency", "timeout", *OPTION_FIELDS, *requests.JOB_FIELDS)
 NAME_MAX_LENGTH: int = Job._meta.get_field("name").max_length  # type: ignore[assignment]
 # A 100k-line paste full of garbage must not produce a 10 MB error response.
@@ -50,7 +52,8 @@ class JobRequest:
     """Per-URL deadline in seconds."""
     options: dict[str, Any] = field(default_factory=dict)
     """The fetch options (per_host, host_delay, retries, max_redirects, max_bytes, respect_robots,
-    save_bodies, url_deadline, job_deadline), all present after validation (a deadline may be None: none)."""
+    save_bodies, url_deadline, job_deadline, per_host_rate, autothrottle), all present after validation
+    (a deadline or the rate may be None: none)."""
     duplicates: int = 0
     """URLs that repeat an earlier one of the list (after normalisation); they are kept, and reported."""
     request: dict[str, Any] = field(default_factory=dict)
@@ -196,6 +199,24 @@ def _clean_seconds(value: Any, *, upper: float, default: float) -> float:
     return float(value)
 
 
+def _clean_rate(value: Any) -> float | None:
+    """Requests per second, a finite number in PER_HOST_RATE_RANGE, or None (empty: no rate)."""
+    lower, upper = PER_HOST_RATE_RANGE
+    message = f"must be a number of requests per second from {lower:g} to {upper:g}, or empty for no rate"
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ValueError(message) from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(message)
+    if not lower <= value <= upper:
+        raise ValueError(message)
+    return float(value)
+
+
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
 
 
@@ -207,6 +228,15 @@ def _clean_bool(value: Any) -> bool:
         return value
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         return value.strip().lower() in _TRUE
+    raise ValueError(f"must be true or false, not {_json_type(value)}")
+
+
+def _clean_strict_bool(value: Any) -> bool:
+    """true/false/null only (JSON; the form sends its checkbox as a bool): a newer option takes no "yes"."""
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
     raise ValueError(f"must be true or false, not {_json_type(value)}")
 
 
@@ -230,6 +260,8 @@ def _option_cleaners() -> dict[str, Any]:
         "save_bodies": _clean_bool,
         "url_deadline": lambda v: _clean_deadline(v, upper=conf.get("JOBS_MAX_URL_DEADLINE")),
         "job_deadline": lambda v: _clean_deadline(v, upper=conf.get("JOBS_MAX_JOB_DEADLINE")),
+        "per_host_rate": _clean_rate,
+        "autothrottle": _clean_strict_bool,
     }
 
 

@@ -15,7 +15,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
 
-from jobs import serializers, stats
+from jobs import hoststats, serializers, stats
 from jobs.models import Job
 from jobs.submission import service
 from jobs.web.api import _get_job, api_view, error_response
@@ -64,7 +64,8 @@ async def job_rerun_failed(request: HttpRequest, user: AbstractBaseUser, job_id:
 
 @api_view("GET")
 async def job_stats(request: HttpRequest, user: AbstractBaseUser, job_id: str) -> HttpResponse:
-    """The job, its status-code / error-class breakdown and its throughput per second."""
+    """The job, its status-code / error-class breakdown, its throughput per second, and its hosts (in flight
+    across all workers, the limit in force)."""
     owned = await _get_job(user, job_id)
     data = await sync_to_async(_stats)(owned)
     return JsonResponse(data)
@@ -72,4 +73,5 @@ async def job_stats(request: HttpRequest, user: AbstractBaseUser, job_id: str) -
 
 def _stats(job: Job) -> dict[str, object]:
     job.refresh_from_db()
-    return {"job": serializers.job_to_dict(job), **stats.breakdown(job.pk), "throughput": stats.throughput(job.pk)}
+    return {"job": serializers.job_to_dict(job), **stats.breakdown(job.pk), "throughput": stats.throughput(job.pk),
+            "hosts": hoststats.job_hosts(job)}  # fmt: skip

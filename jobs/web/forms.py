@@ -61,6 +61,7 @@ class JobSubmitForm(forms.Form):
     # Fetch options (README "Job options"); ranges and messages are submission's, like the numbers above.
     per_host = forms.CharField(label="Per host", required=False)
     host_delay = forms.CharField(label="Delay per host", required=False)
+    per_host_rate = forms.CharField(label="Rate per host", required=False)
     retries = forms.CharField(label="Retries", required=False)
     max_redirects = forms.CharField(label="Max redirects", required=False)
     max_bytes = forms.CharField(label="Max body bytes", required=False)
@@ -83,6 +84,9 @@ class JobSubmitForm(forms.Form):
                                         help_text="Skip URLs that the host's robots.txt disallows.")
     save_bodies = forms.BooleanField(label="Save bodies", required=False,
                                      help_text="Keep each response body, downloadable per URL and as one zip.")
+    autothrottle = forms.BooleanField(label="Autothrottle", required=False,
+                                      help_text="Adapt the requests in flight per host (1 to Per host) to its latency"
+                                                " and its 429/503 answers, over all workers.")  # fmt: skip
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -104,8 +108,10 @@ class JobSubmitForm(forms.Form):
         self._init_options()
         self.job_request: JobRequest | None = None
 
-    number_options = ("per_host", "host_delay", "retries", "max_redirects", "max_bytes", "url_deadline", "job_deadline")
-    flag_options = ("respect_robots", "save_bodies", "retry_unsafe")
+    number_options = (
+        "per_host", "host_delay", "per_host_rate", "retries", "max_redirects", "max_bytes", "url_deadline", "job_deadline",
+    )  # fmt: skip
+    flag_options = ("respect_robots", "save_bodies", "retry_unsafe", "autothrottle")
     request_options = ("method", "headers", "body")
 
     def _init_options(self) -> None:
@@ -114,6 +120,8 @@ class JobSubmitForm(forms.Form):
             "per_host": (conf.get("JOBS_DEFAULT_PER_HOST"), 1, conf.get("JOBS_MAX_CONCURRENCY"), "1",
                          "Requests in flight to one host at once"),
             "host_delay": (0, 0, conf.get("JOBS_MAX_HOST_DELAY"), "any", "Seconds between requests to one host"),
+            "per_host_rate": (None, *validation.PER_HOST_RATE_RANGE, "any",
+                              "Requests per second to one host, over all workers (empty: no rate)"),
             "retries": (conf.get("JOBS_DEFAULT_RETRIES"), 0, conf.get("JOBS_MAX_RETRIES"), "1",
                         "After a timeout, connect error or 408/429/5xx"),
             "max_redirects": (conf.get("JOBS_DEFAULT_MAX_REDIRECTS"), 0, conf.get("JOBS_MAX_REDIRECTS"), "1",
@@ -123,7 +131,7 @@ class JobSubmitForm(forms.Form):
         }  # fmt: skip
         for name, (initial, lower, upper, step, hint) in numbers.items():
             field = self.fields[name]
-            field.initial = f"{initial:g}" if isinstance(initial, float) else initial
+            field.initial = f"{initial:g}" if isinstance(initial, float) else ("" if initial is None else initial)
             field.help_text = f"{hint}, {lower:g}–{upper:g}"
             field.widget = forms.NumberInput(attrs={"min": f"{lower:g}", "max": f"{upper:g}", "step": step})
         deadlines = {"url_deadline": ("Seconds one URL may take over all attempts and waits", "JOBS_MAX_URL_DEADLINE"),

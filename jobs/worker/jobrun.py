@@ -35,7 +35,7 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from jobs import bodies, conf
-from jobs.engine.hostslots import HostSlots
+from jobs.engine.hostslots import HostLimits
 from jobs.engine.netguard import Guard
 from jobs.engine.pipeline import Item, fetch_all
 from jobs.engine.values import FetchResult
@@ -75,7 +75,7 @@ class JobRun:
         stopping: asyncio.Event,
         forced: asyncio.Event,
         grace: float,
-        hosts: HostSlots | None = None,
+        hosts: HostLimits | None = None,
         guard: Guard | None = None,
         max_slots: int | None = None,
     ) -> None:

@@ -22,6 +22,8 @@ def fetch_options(job: Job) -> FetchOptions:
         max_bytes=job.max_bytes,
         per_host=job.per_host,
         host_delay=job.host_delay,
+        per_host_rate=job.per_host_rate,
+        autothrottle=job.autothrottle,
         respect_robots=job.respect_robots,
         url_deadline=job.url_deadline,
         request=requestdata.job_spec(job),

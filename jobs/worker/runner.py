@@ -37,13 +37,13 @@ from django.db import DatabaseError
 
 from jobs import conf
 from jobs.engine.client import make_client
-from jobs.engine.hostslots import HostSlots
+from jobs.engine.hostslots import HostLimits, HostSlots
 from jobs.exceptions import ClaimLost
 from jobs.ops import logs, metrics
 from jobs.progress import groups, wakeups
 from jobs.queue import claims, records
 from jobs.queue.fences import Claim
-from jobs.worker import dbconn, dbretry, eventloop, housekeeping
+from jobs.worker import dbconn, dbretry, eventloop, hostlimits, housekeeping
 from jobs.worker.jobrun import JobRun
 from jobs.worker.tasks import _cancel_and_wait, shielded
 
@@ -109,8 +109,8 @@ class Worker:
         self._wake = asyncio.Event()
         self._limit = asyncio.Semaphore(concurrency)
         self._client: httpx.AsyncClient | None = None
-        # Per-host caps hold across all jobs of this worker; the SSRF guard is read from the settings once.
-        self._hosts = HostSlots()
+        # Per-host caps: run() puts the fleet-wide ones (hostlimits) here. The SSRF guard is read once.
+        self._hosts: HostLimits = HostSlots()
         self._guard = conf.fetch_guard()
 
     # --- lifecycle ---------------------------------------------------------------
@@ -132,8 +132,10 @@ class Worker:
             async with (
                 dbconn.persistent_connections(),
                 make_client(max_connections=self.concurrency, guard=self._guard) as client,
+                hostlimits.host_limits(worker_id=self.worker_id) as hosts,
             ):
                 self._client = client
+                self._hosts = hosts
                 await eventloop.call_startup_hooks(self)
                 background = [
                     asyncio.create_task(wakeups.listen_for_wakeups(self._on_wakeup), name="wake-ups"),
@@ -212,7 +214,7 @@ class Worker:
             stopping=self._stopping,
             forced=self._forced,
             grace=self.grace,
-            hosts=self._hosts,
+            hosts=hostlimits.for_job(self._hosts, claim.job_id),
             guard=self._guard,
             max_slots=self.concurrency,
         )

@@ -642,6 +642,7 @@
         renderBreakdown();
         renderThroughput(data.throughput || []);
         renderCount();
+        document.dispatchEvent(new CustomEvent("batchfetch:stats", { detail: data })); // hosts.js
       })
       .catch(function () {})
       .then(function () {

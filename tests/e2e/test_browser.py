@@ -390,3 +390,24 @@ async def test_late_updates_from_another_worker_never_undo_what_the_page_shows(p
     ]
     for shown, update, expected in cases:
         assert await page.evaluate(stale, [shown, update]) is expected, (shown, update)
+
+
+async def test_the_live_page_shows_each_hosts_requests_in_flight_and_its_adaptive_limit(
+    page: Page, live_stack: LiveStack, target: TargetServer
+) -> None:
+    urls = [target.url(f"/ok/{i}?delay=400") for i in range(120)]
+    body = {"urls": urls, "name": "polite", "concurrency": 20, "per_host": 3, "autothrottle": True}
+    job = await api_post(page, live_stack, "/api/jobs/", body)
+    await page.goto(live_stack.url(f"/jobs/{job['id']}/"))
+    host = target.base_url.removeprefix("http://")
+    row = page.locator(f'#hosts-body tr[data-host="{host}"]')
+    await expect(row).to_be_visible()  # hosts.js renders the stats' hosts (no inline script: the CSP holds)
+    await expect(page.get_by_role("heading", name="Hosts")).to_be_visible()
+    # The adaptive limit grows from 1 towards per_host as fast answers come back; in flight never passes it.
+    await expect(row.locator("td").nth(2)).to_have_text("3", timeout=60_000)
+    shown_in_flight = int(await row.locator("td").nth(1).inner_text())
+    assert 0 <= shown_in_flight <= 3
+    stats = await api(page, live_stack, f"/api/jobs/{job['id']}/stats/")
+    assert [h["host"] for h in stats["hosts"]] == [host] and stats["hosts"][0]["limit"] == 3
+    await expect(page.locator("#job-status")).to_have_text("Completed")
+    assert target.stats().peak_in_flight <= 3
