@@ -14,8 +14,10 @@ from typing import IO, Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
+from django.urls import reverse
 from tqdm import tqdm
 
+from jobs import conf
 from jobs.exceptions import SubmissionError
 from jobs.models import Job
 from jobs.submission import parsing
@@ -70,6 +72,16 @@ def describe_errors(errors: dict[str, Any], source: str) -> str:
         if len(detail) > MAX_LISTED_ERRORS:
             lines.append(f"... and {len(detail) - MAX_LISTED_ERRORS} more")
     return "\n".join(lines)
+
+
+def plural(count: int, noun: str) -> str:
+    """"1 URL", "2 URLs", "1,000 URLs"."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+def page_url(job: Job) -> str:
+    """The job's live page as a full URL (setting JOBS_SITE_URL, env BATCHFETCH_SITE_URL), to click in a terminal."""
+    return str(conf.get("JOBS_SITE_URL")).rstrip("/") + reverse("job_detail", kwargs={"job_id": job.pk})
 
 
 def resolve_owner(username: str | None) -> AbstractBaseUser:

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 JOB_FIELDS = (
     "name", "status", "concurrency", "timeout", "per_host", "host_delay", "retries", "max_redirects", "max_bytes",
-    "respect_robots", "save_bodies", "duplicate_urls", "total", "succeeded", "failed", "cancelled", "error",
+    "respect_robots", "save_bodies", "duplicate_urls", "skipped_urls", "total", "succeeded", "failed", "cancelled", "error",
 )  # fmt: skip
 RESULT_FIELDS = (
     "position", "url", "outcome", "status_code", "bytes", "elapsed_ms", "attempts", "error", "error_class",
@@ -33,6 +33,11 @@ def job_to_dict(job: Job) -> dict[str, Any]:
     data["started_at"] = _iso(job.started_at)
     data["finished_at"] = _iso(job.finished_at)
     return data
+
+
+def job_detail_to_dict(job: Job) -> dict[str, Any]:
+    """`job_to_dict` plus the skipped lines (up to 1000): for the answers about one job, not every progress message."""
+    return {**job_to_dict(job), "skipped": job.skipped}
 
 
 def result_to_dict(result: Result | FinalRow) -> dict[str, Any]:

@@ -17,7 +17,6 @@ import re
 import socket
 import ssl
 import zlib
-
 from typing import Any
 
 import aiohttp

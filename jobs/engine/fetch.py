@@ -23,6 +23,7 @@ from jobs.engine.response import _Attempt
 from jobs.engine.slots import Slots, Stopped
 from jobs.engine.values import BodySink, FetchOptions, FetchResult
 
+
 async def fetch_one(
     client: httpx.AsyncClient,
     position: int,

@@ -116,7 +116,8 @@ def rerun(job: Job, *, failed_only: bool, check_limits: bool = True) -> Job | No
 def _enqueue(owner: AbstractBaseUser, request: JobRequest) -> Job:
     return control.enqueue_job(
         owner=owner, urls=request.urls, name=request.name, concurrency=request.concurrency, timeout=request.timeout,
-        options={**request.options, "duplicate_urls": request.duplicates},
+        options={**request.options, "duplicate_urls": request.duplicates, "skipped": list(request.skipped),
+                 "skipped_urls": request.skipped_urls},
     )
 
 

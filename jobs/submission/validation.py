@@ -23,7 +23,7 @@ from jobs.submission.parsing import UrlLines
 from jobs.submission.urls import _check_url, _normalised, _shorten
 
 OPTION_FIELDS = ("per_host", "host_delay", "retries", "max_redirects", "max_bytes", "respect_robots", "save_bodies")
-FIELDS = ("urls", "name", "concurrency", "timeout", *OPTION_FIELDS)
+FIELDS = ("urls", "name", "concurrency", "timeout", *OPTION_FIELDS, "skip_invalid")
 NAME_MAX_LENGTH: int = Job._meta.get_field("name").max_length  # type: ignore[assignment]
 # A 100k-line paste full of garbage must not produce a 10 MB error response.
 MAX_REPORTED_URL_ERRORS = 1000
@@ -48,6 +48,10 @@ class JobRequest:
     save_bodies), all present after validation."""
     duplicates: int = 0
     """URLs that repeat an earlier one of the list (after normalisation); they are kept, and reported."""
+    skipped: tuple[dict[str, Any], ...] = ()
+    """With `skip_invalid`: the URL errors left out (`index`, `line`?, `value`, `error`), at most
+    MAX_REPORTED_URL_ERRORS of them; `skipped_urls` counts them all."""
+    skipped_urls: int = 0
 
 
 def _url_errors(value: Any) -> tuple[list[dict[str, Any]], tuple[str, ...]]:
@@ -74,10 +78,12 @@ def _url_errors(value: Any) -> tuple[list[dict[str, Any]], tuple[str, ...]]:
             if isinstance(checked, str):
                 problem = checked
             else:
+                normalised = _normalised(checked)
                 problem = None
-                urls.append(_normalised(checked))
-                if len(urls[-1]) > max_length:
+                if len(normalised) > max_length:
                     problem = f"longer than {max_length} characters once its host is in ASCII (IDNA)"
+                else:
+                    urls.append(normalised)
         else:
             problem = f"must be a string, not {_json_type(url)}"
         if problem is None:
@@ -225,7 +231,14 @@ def validate_submission(data: Mapping[str, Any]) -> JobRequest:
         if key not in FIELDS:
             errors[str(key)] = f"unknown field (expected {', '.join(FIELDS)})"
     url_errors, urls = _url_errors(data.get("urls"))
-    if url_errors:
+    skipped: list[dict[str, Any]] = []
+    try:
+        skip_invalid = _clean_bool(data.get("skip_invalid"))
+    except ValueError as exc:
+        errors["skip_invalid"], skip_invalid = str(exc), False
+    if url_errors and skip_invalid and urls and _only_bad_urls(url_errors):
+        skipped = url_errors
+    elif url_errors:
         errors["urls"] = url_errors
     cleaned: dict[str, Any] = {}
     for name, clean in (("name", _clean_name), ("concurrency", _clean_concurrency), ("timeout", _clean_timeout)):
@@ -241,7 +254,19 @@ def validate_submission(data: Mapping[str, Any]) -> JobRequest:
             errors[name] = str(exc)
     if errors:
         raise SubmissionError(errors)
-    return JobRequest(urls=urls, options=options, duplicates=len(urls) - len(set(urls)), **cleaned)
+    return JobRequest(
+        urls=urls, options=options, duplicates=len(urls) - len(set(urls)), skipped=tuple(_listed(skipped)),
+        skipped_urls=len(data["urls"]) - len(urls), **cleaned,
+    )
+
+
+def _only_bad_urls(url_errors: list[dict[str, Any]]) -> bool:
+    """True when every error is about single URLs (which `skip_invalid` may leave out), none about the list."""
+    return all("index" in item or item["error"].endswith("more invalid URLs not listed") for item in url_errors)
+
+
+def _listed(url_errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [item for item in url_errors if "index" in item]
 
 
 # Validating 100k URLs takes a noticeable fraction of a second: off the event loop.

@@ -141,7 +141,7 @@ async def _create_job(request: HttpRequest, user: AbstractBaseUser) -> HttpRespo
     # Parsing and checking 100k URLs is CPU work: keep it off the event loop.
     job_request = await sync_to_async(_parse_submission, thread_sensitive=False)(body)
     job = await service.asubmit(user, job_request)
-    response = JsonResponse(serializers.job_to_dict(job), status=201)
+    response = JsonResponse(serializers.job_detail_to_dict(job), status=201)
     response["Location"] = reverse("api_job", args=[job.id])
     return response
 
@@ -179,7 +179,7 @@ def _job_page(user: AbstractBaseUser, before: str | None, limit: int) -> list[Jo
 @api_view("GET")
 async def job(request: HttpRequest, user: AbstractBaseUser, job_id: str) -> HttpResponse:
     """One job."""
-    return JsonResponse(serializers.job_to_dict(await _get_job(user, job_id)))
+    return JsonResponse(serializers.job_detail_to_dict(await _get_job(user, job_id)))
 
 
 @api_view("POST")

@@ -7,6 +7,7 @@ naming the source line ("line 4: scheme must be http or https, not 'ftp'").
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django import forms
@@ -21,6 +22,24 @@ ALLOWED_EXTENSIONS = (".txt", ".csv")
 # Far above 100k URLs of ordinary length; stops a multi-gigabyte upload from being read into memory.
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 MAX_SHOWN_VALUE = 80
+
+
+def _number(value: float) -> str:
+    """1073741824 → "1,073,741,824" (not "1.07374e+09"); 0.5 → "0.5"."""
+    return f"{value:,}" if isinstance(value, int) or float(value).is_integer() and abs(value) >= 1000 else f"{value:g}"
+
+
+def _plain(value: float) -> str:
+    """A number for an HTML attribute: 1073741824 → "1073741824" (never "1.07374e+09"), 0.5 → "0.5"."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def binary_size(count: int) -> str:
+    """Bytes in the largest binary unit that divides them evenly enough: 1073741824 → "1 GiB", 10485760 → "10 MiB"."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= size:
+            return f"{count / size:.3g} {unit}"
+    return f"{count} bytes"
 
 
 class JobSubmitForm(forms.Form):
@@ -65,6 +84,8 @@ class JobSubmitForm(forms.Form):
                                         help_text="Skip URLs that the host's robots.txt disallows.")
     save_bodies = forms.BooleanField(label="Save bodies", required=False,
                                      help_text="Keep each response body, downloadable per URL and as one zip.")
+    skip_invalid = forms.BooleanField(label="Skip invalid lines", required=False,
+                                      help_text="Start the job with the valid lines; the job page lists the others.")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -87,7 +108,7 @@ class JobSubmitForm(forms.Form):
         self.job_request: JobRequest | None = None
 
     number_options = ("per_host", "host_delay", "retries", "max_redirects", "max_bytes")
-    flag_options = ("respect_robots", "save_bodies")
+    flag_options = ("respect_robots", "save_bodies", "skip_invalid")
 
     def _init_options(self) -> None:
         """Defaults, hints and number inputs of the fetch options, from the settings."""
@@ -105,8 +126,10 @@ class JobSubmitForm(forms.Form):
         for name, (initial, lower, upper, step, hint) in numbers.items():
             field = self.fields[name]
             field.initial = f"{initial:g}" if isinstance(initial, float) else initial
-            field.help_text = f"{hint}, {lower:g}–{upper:g}"
-            field.widget = forms.NumberInput(attrs={"min": f"{lower:g}", "max": f"{upper:g}", "step": step})
+            field.help_text = f"{hint}, {_number(lower)}–{_number(upper)}"
+            if name == "max_bytes":
+                field.help_text += f" ({binary_size(upper)})"
+            field.widget = forms.NumberInput(attrs={"min": _plain(lower), "max": _plain(upper), "step": step})
 
     @property
     def file_was_sent(self) -> bool:
@@ -138,6 +161,7 @@ class JobSubmitForm(forms.Form):
             self.job_request = validation.validate_submission(
                 {"urls": urls, "name": name, "concurrency": cleaned.get("concurrency"),
                  "timeout": cleaned.get("timeout"),
+                 "skip_invalid": cleaned.get("skip_invalid"),
                  **{option: cleaned.get(option) for option in validation.OPTION_FIELDS}}
             )
         except SubmissionError as exc:
@@ -153,7 +177,13 @@ class JobSubmitForm(forms.Form):
         return parsing.parse_url_file(upload.read(), filename=upload.name)
 
     def _add_submission_errors(self, errors: dict[str, Any], *, pasted_count: int, filename: str) -> None:
-        """Attach submission's errors to fields; URL errors go to the textarea or the file by index."""
+        """Attach submission's errors to fields; URL errors go to the textarea or the file by index.
+
+        The pasted lines refused are also put on the textarea (data-bad-lines), for static/js/badlines.js to mark.
+        """
+        bad_lines = [item["line"] for item in errors.get("urls", []) if "line" in item and item["index"] < pasted_count]
+        if bad_lines:
+            self.fields["urls"].widget.attrs["data-bad-lines"] = json.dumps(bad_lines)
         for field, detail in errors.items():
             if field == "urls":
                 for item in detail:

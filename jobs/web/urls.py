@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path, re_path
 
-from jobs.web import api, api_live, downloads, schema, views
+from jobs.web import api, api_live, downloads, result_detail, schema, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
@@ -20,6 +20,7 @@ urlpatterns = [
     path("api/jobs/<str:job_id>/results/", api.job_results, name="api_job_results"),
     path("api/jobs/<str:job_id>/results.jsonl", api.job_results_jsonl, name="api_job_results_jsonl"),
     path("api/jobs/<str:job_id>/results.csv", api.job_results_csv, name="api_job_results_csv"),
+    path("api/jobs/<str:job_id>/results/<int:position>/", result_detail.result_detail, name="api_result_detail"),
     path("api/jobs/<str:job_id>/results/<int:position>/body", downloads.result_body, name="api_result_body"),
     path("api/jobs/<str:job_id>/bodies.zip", downloads.job_bodies_zip, name="api_job_bodies_zip"),
     path("api/schema/", schema.openapi, name="api_schema"),
