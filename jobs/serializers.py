@@ -36,7 +36,11 @@ def job_to_dict(job: Job) -> dict[str, Any]:
 
 
 def job_detail_to_dict(job: Job) -> dict[str, Any]:
-    """`job_to_dict` plus the skipped lines (up to 1000): for the answers about one job, not every progress message."""
+    """`job_to_dict` plus the skipped lines (up to 1000), for the answer to a submission.
+
+    Not in the job's other views: those are the same dict everywhere (API, WebSocket, progress
+    messages, which would otherwise carry the list ten times a second).
+    """
     return {**job_to_dict(job), "skipped": job.skipped}
 
 

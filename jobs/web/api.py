@@ -179,7 +179,7 @@ def _job_page(user: AbstractBaseUser, before: str | None, limit: int) -> list[Jo
 @api_view("GET")
 async def job(request: HttpRequest, user: AbstractBaseUser, job_id: str) -> HttpResponse:
     """One job."""
-    return JsonResponse(serializers.job_detail_to_dict(await _get_job(user, job_id)))
+    return JsonResponse(serializers.job_to_dict(await _get_job(user, job_id)))
 
 
 @api_view("POST")

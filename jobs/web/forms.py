@@ -94,7 +94,7 @@ class JobSubmitForm(forms.Form):
         max_timeout = conf.get("JOBS_MAX_TIMEOUT")
         self.fields["concurrency"].initial = conf.get("JOBS_DEFAULT_CONCURRENCY")
         self.fields["concurrency"].help_text = (
-            f"Requests in flight at once, 1–{max_concurrency} (default {conf.get('JOBS_DEFAULT_CONCURRENCY')})"
+            f"Requests in flight at once, 1–{_number(max_concurrency)} (default {conf.get('JOBS_DEFAULT_CONCURRENCY')})"
         )
         self.fields["concurrency"].widget = forms.NumberInput(
             attrs={"min": 1, "max": max_concurrency, "step": 1, "inputmode": "numeric"}

@@ -79,8 +79,6 @@ async def test_bad_lines_are_highlighted_and_can_be_skipped(
     await expect(page.locator("#skipped-heading")).to_have_text("2 lines skipped")
     job = await api(page, live_stack, f"/api/jobs/{job_id}/")
     assert (job["total"], job["succeeded"], job["skipped_urls"]) == (3, 3, 2)
-    assert [(item["line"], item["value"]) for item in job["skipped"]] == [(2, "ftp://files.example/a"),
-                                                                         (5, "not a url")]
     await screenshot(page, "skipped")
 
 
