@@ -147,9 +147,11 @@ async def test_the_page_equals_the_api_mid_run_and_a_cancelled_bar_shows_what_wa
         await asyncio.sleep(1.0)
 
     # The row numbers are the API's positions (0-based, one numbering everywhere).
-    first_row = page.locator("#results-body tr[data-position]").first
-    position = int(await first_row.get_attribute("data-position") or "-1")
-    assert (await first_row.locator("td").first.inner_text()).strip() == f"{position:,}"
+    # (Read in one go: rows streamed meanwhile re-render the window.)
+    rows = await page.locator("#results-body tr[data-position]").evaluate_all(
+        "rows => rows.map(row => [row.dataset.position, row.cells[0].textContent.trim()])"
+    )
+    assert rows and all(shown == f"{int(position):,}" for position, shown in rows), rows
     page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
     await page.get_by_role("button", name="Cancel job").click()
     await expect(page.locator("#job-status")).to_have_text("Cancelled")
