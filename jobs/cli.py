@@ -15,8 +15,10 @@ from typing import IO, Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
+from django.urls import reverse
 from tqdm import tqdm
 
+from jobs import conf
 from jobs.exceptions import SubmissionError
 from jobs.models import Job
 from jobs.submission import parsing, requests
@@ -100,6 +102,16 @@ def request_fields(options: dict[str, Any]) -> dict[str, Any]:
     if options.get("retry_unsafe"):
         fields["retry_unsafe"] = True
     return fields
+
+
+def plural(count: int, noun: str) -> str:
+    """"1 URL", "2 URLs", "1,000 URLs"."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+def page_url(job: Job) -> str:
+    """The job's live page as a full URL (setting JOBS_SITE_URL, env BATCHFETCH_SITE_URL), to click in a terminal."""
+    return str(conf.get("JOBS_SITE_URL")).rstrip("/") + reverse("job_detail", kwargs={"job_id": job.pk})
 
 
 def resolve_owner(username: str | None) -> AbstractBaseUser:

@@ -9,6 +9,8 @@ from django.conf import settings
 from jobs.engine.netguard import Guard, parse_networks
 
 DEFAULTS: dict[str, Any] = {
+    # Where people reach the pages: the CLI prints job pages under it (`make run`'s address by default).
+    "JOBS_SITE_URL": "http://127.0.0.1:8000",
     # Submission limits
     "JOBS_MAX_URLS": 100_000,
     "JOBS_MAX_URL_LENGTH": 2048,

@@ -77,6 +77,14 @@ class Job(models.Model):
     duplicate_urls = models.PositiveIntegerField(
         default=0, help_text="Submitted URLs that repeat an earlier one (kept: one row per submitted URL)."
     )
+    # "Skip invalid lines" (README "Submitted URLs"): what was left out, and why.
+    skipped = models.JSONField(
+        default=list, blank=True,
+        help_text="Lines left out by 'skip invalid lines': [{index, line?, value, error}], at most 1000.",
+    )
+    skipped_urls = models.PositiveIntegerField(
+        default=0, help_text="Submitted URLs left out as invalid (skip invalid lines); all are counted."
+    )
 
     # Counters, kept equal to the Result rows by queue.record_results().
     total = models.PositiveIntegerField(default=0)

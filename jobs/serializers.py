@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 JOB_FIELDS = (
     "name", "status", "concurrency", "timeout", "per_host", "host_delay", "retries", "max_redirects", "max_bytes",
-    "respect_robots", "save_bodies", "url_deadline", "job_deadline", "duplicate_urls", "total", "succeeded", "failed", "cancelled", "error",
+    "respect_robots", "save_bodies", "url_deadline", "job_deadline", "duplicate_urls", "skipped_urls", "total", "succeeded", "failed", "cancelled", "error",
     "per_host_rate", "autothrottle",
 )  # fmt: skip
 RESULT_FIELDS = (
@@ -40,6 +40,15 @@ def job_to_dict(job: Job) -> dict[str, Any]:
     data["finished_at"] = _iso(job.finished_at)
     data["deadline_at"] = _iso(job.deadline_at)
     return data
+
+
+def job_detail_to_dict(job: Job) -> dict[str, Any]:
+    """`job_to_dict` plus the skipped lines (up to 1000), for the answer to a submission.
+
+    Not in the job's other views: those are the same dict everywhere (API, WebSocket, progress
+    messages, which would otherwise carry the list ten times a second).
+    """
+    return {**job_to_dict(job), "skipped": job.skipped}
 
 
 def result_to_dict(result: Result | FinalRow) -> dict[str, Any]:

@@ -186,6 +186,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("DJANGO_MAX_BODY_BYTES", str(50
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 
 # --- Batchfetch ----------------------------------------------------------------
+# The site's address as people reach it; `manage.py fetch` prints job pages under it.
+if os.environ.get("BATCHFETCH_SITE_URL", "").strip():
+    JOBS_SITE_URL = os.environ["BATCHFETCH_SITE_URL"].strip()
 # Lifts the SSRF guard (loopback/private targets); development and tests only.
 FETCH_ALLOW_PRIVATE_ADDRESSES = env_bool("FETCH_ALLOW_PRIVATE_ADDRESSES", default=False)
 # CIDR lists: networks the guard always allows (e.g. an internal API) / always refuses.

@@ -46,7 +46,7 @@ class JobAdmin(admin.ModelAdmin):
         "succeeded",
         "failed",
         "duration_display",
-        "created_at",
+        "created_display",
     )
     list_display_links = ("__str__",)
     list_filter = ("status", "owner", "created_at")
@@ -58,9 +58,12 @@ class JobAdmin(admin.ModelAdmin):
     list_per_page = 50
     actions = ("cancel_jobs", "rerun_jobs", "rerun_failed_urls")
     fieldsets = (
-        (None, {"fields": ("id", "name", "owner", "status", "error")}),
-        ("Options", {"fields": ("concurrency", "timeout", "url_deadline", "job_deadline")}),
+        (None, {"fields": ("id", "live_page", "name", "owner", "status", "error")}),
+        ("Options", {"fields": ("concurrency", "timeout", "per_host", "host_delay", "per_host_rate", "autothrottle",
+                                "retries", "max_redirects", "max_bytes", "respect_robots", "save_bodies",
+                                "url_deadline", "job_deadline")}),
         ("Request", {"fields": ("request_display",)}),
+        ("Submission", {"fields": ("duplicate_urls", "skipped_urls", "skipped_display")}),
         ("Progress", {"fields": ("progress_display", "total", "succeeded", "failed", "cancelled", "results_links",
                                  "failure_preview")}),
         ("Times", {"fields": ("created_at", "started_at", "deadline_at", "finished_at", "duration_display")}),
@@ -69,8 +72,10 @@ class JobAdmin(admin.ModelAdmin):
     # Only the display name is an admin's to change: the options belong to the
     # submission, everything else to the queue and the worker.
     readonly_fields = (
-        "id", "owner", "status", "error", "concurrency", "timeout", "url_deadline", "job_deadline", "deadline_at",
-        "request_display",
+        "id", "live_page", "owner", "status", "error", "concurrency", "timeout", "per_host", "host_delay",
+        "per_host_rate", "autothrottle", "retries", "max_redirects", "max_bytes", "respect_robots", "save_bodies",
+        "url_deadline", "job_deadline", "deadline_at", "request_display", "duplicate_urls", "skipped_urls",
+        "skipped_display",
         "progress_display", "total", "succeeded", "failed", "cancelled", "results_links", "failure_preview",
         "created_at", "started_at", "finished_at", "duration_display", "workers_display",
     )
@@ -128,6 +133,26 @@ class JobAdmin(admin.ModelAdmin):
         retry = ", POST/PATCH retried too" if job.retry_unsafe else ""
         return format_html("{} ({}{}{})<ul>{}</ul>", summary["method"], body, retry, extra, headers)
 
+    @admin.display(description="live page")
+    def live_page(self, job: Job) -> str:
+        return format_html('<a href="{}">Open the live page</a>', reverse("job_detail", kwargs={"job_id": job.pk}))
+
+    @admin.display(description="created", ordering="created_at")
+    def created_display(self, job: Job) -> str:
+        """Short and on one line (Django's full date wraps and is cut off in a 1280 px window)."""
+        return format_html('<span class="nowrap">{}</span>', timezone.localtime(job.created_at).strftime("%Y-%m-%d %H:%M"))
+
+    @admin.display(description="skipped lines")
+    def skipped_display(self, job: Job) -> str:
+        if not job.skipped:
+            return "—"
+        rows = format_html_join(
+            "", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            ((item.get("line", item.get("index")), item.get("value") or "", item["error"]) for item in job.skipped),
+        )
+        return format_html("<table><thead><tr><th>line</th><th>value</th><th>error</th></tr></thead>"
+                           "<tbody>{}</tbody></table>", rows)
+
     @admin.display(description="duration")
     def duration_display(self, job: Job) -> str:
         duration = job.duration
@@ -180,10 +205,10 @@ class JobAdmin(admin.ModelAdmin):
         rows = format_html_join(
             "",
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            ((position + 1, url, "" if code is None else code, error) for position, url, code, error in failures),
+            ((position, url, "" if code is None else code, error) for position, url, code, error in failures),
         )
         return format_html(
-            "<table><thead><tr><th>#</th><th>URL</th><th>status</th><th>error</th></tr></thead>"
+            "<table><thead><tr><th>position</th><th>URL</th><th>status</th><th>error</th></tr></thead>"
             "<tbody>{}</tbody></table>",
             rows,
         )
@@ -280,9 +305,10 @@ class ResultAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    @admin.display(description="#", ordering="position")
+    @admin.display(description="position", ordering="position")
     def position_display(self, result: Result) -> int:
-        return result.position + 1
+        """0-based, as on the live page, in the API and in the exports."""
+        return result.position
 
     @admin.display(description="error")
     def short_error(self, result: Result) -> str:

@@ -18,15 +18,12 @@ from dataclasses import replace
 import httpx
 
 from jobs.engine.attempt import _attempt
-from jobs.engine.errors import DEADLINE, _describe, _Failure
+from jobs.engine.errors import DEADLINE, _describe, _Failure, format_error
 from jobs.engine.netguard import Guard
 from jobs.engine.requestspec import RequestSpec
 from jobs.engine.response import _Attempt
 from jobs.engine.slots import Slots, Stopped
 from jobs.engine.values import BodySink, FetchOptions, FetchResult
-
-MAX_REASONS = 10
-"""Failed attempts described in `error` at most (the count is always right)."""
 
 
 async def fetch_one(
@@ -52,7 +49,7 @@ async def fetch_one(
         options = replace(options, timeout=timeout)
     slots = slots or Slots(job=asyncio.Semaphore(1))
     started = time.monotonic()
-    reasons: list[str] = []
+    reasons: list[tuple[str, str]] = []
     attempt = _Attempt(url)
     failure: _Failure | None = None
     number = 0
@@ -77,7 +74,7 @@ async def fetch_one(
                 delay = _retry_delay(failure, number, options, spec)
                 if delay is None:
                     break
-                reasons.append(f"attempt {number}: {failure.error_class}: {failure.message}")
+                reasons.append((failure.error_class, failure.message))
                 await asyncio.sleep(delay)  # outside every slot: a waiting retry holds none
     except TimeoutError:
         if clock is None or not clock.expired():
@@ -88,13 +85,10 @@ async def fetch_one(
 
 
 def _result(
-    position: int, url: str, attempt: _Attempt, failure: _Failure | None, reasons: list[str], *, attempts: int,
-    started: float,
+    position: int, url: str, attempt: _Attempt, failure: _Failure | None, reasons: list[tuple[str, str]], *,
+    attempts: int, started: float,
 ) -> FetchResult:
-    error = f"{failure.error_class}: {failure.message}" if failure else ""
-    if reasons:
-        shown = reasons[:MAX_REASONS] + ([f"{len(reasons) - MAX_REASONS} more"] if len(reasons) > MAX_REASONS else [])
-        error = "; ".join(filter(None, [error, *[f"({r})" for r in shown]]))
+    error = format_error((failure.error_class, failure.message) if failure else None, reasons)
     blocked_early = failure is not None and failure.error_class in ("blocked", "robots") and attempt.status_code is None
     return FetchResult(
         position=position,

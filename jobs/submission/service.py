@@ -134,7 +134,8 @@ def _rerun_lines(job: Job, picked: list[tuple[int, str]]) -> tuple[LineRecord, .
 
 
 def _enqueue(owner: AbstractBaseUser, request: JobRequest) -> Job:
-    options = {**request.options, **request.request, "duplicate_urls": request.duplicates}
+    options = {**request.options, **request.request, "duplicate_urls": request.duplicates,
+               "skipped": list(request.skipped), "skipped_urls": request.skipped_urls}
     with transaction.atomic():
         job = control.enqueue_job(
             owner=owner, urls=request.urls, name=request.name, concurrency=request.concurrency,

@@ -30,7 +30,7 @@ OPTION_FIELDS = (
 )  # fmt: skip
 PER_HOST_RATE_RANGE = (0.01, 1000.0)
 """Requests per second to one host a job may ask for (README "Politeness across workers")."""
-FIELDS = ("urls", "requests", "name", "concurrency", "timeout", *OPTION_FIELDS, *requests.JOB_FIELDS)
+FIELDS = ("urls", "requests", "name", "concurrency", "timeout", *OPTION_FIELDS, *requests.JOB_FIELDS, "skip_invalid")
 NAME_MAX_LENGTH: int = Job._meta.get_field("name").max_length  # type: ignore[assignment]
 # A 100k-line paste full of garbage must not produce a 10 MB error response.
 MAX_REPORTED_URL_ERRORS = 1000
@@ -61,6 +61,10 @@ class JobRequest:
     retry_unsafe); empty: a plain GET."""
     lines: tuple[LineRecord, ...] = ()
     """The overrides of the lines that have one (submitted as `requests`)."""
+    skipped: tuple[dict[str, Any], ...] = ()
+    """With `skip_invalid`: the URL errors left out (`index`, `line`?, `value`, `error`), at most
+    MAX_REPORTED_URL_ERRORS of them; `skipped_urls` counts them all."""
+    skipped_urls: int = 0
 
 
 def _url_errors(value: Any) -> tuple[list[dict[str, Any]], tuple[str, ...]]:
@@ -87,10 +91,12 @@ def _url_errors(value: Any) -> tuple[list[dict[str, Any]], tuple[str, ...]]:
             if isinstance(checked, str):
                 problem = checked
             else:
+                normalised = _normalised(checked)
                 problem = None
-                urls.append(_normalised(checked))
-                if len(urls[-1]) > max_length:
+                if len(normalised) > max_length:
                     problem = f"longer than {max_length} characters once its host is in ASCII (IDNA)"
+                else:
+                    urls.append(normalised)
         else:
             problem = f"must be a string, not {_json_type(url)}"
         if problem is None:
@@ -281,6 +287,11 @@ def validate_submission(data: Mapping[str, Any]) -> JobRequest:
             errors[str(key)] = f"unknown field (expected {', '.join(FIELDS)})"
     request, secret = requests.clean_job_request(data, errors)
     lines: tuple[LineRecord, ...] = ()
+    skipped: list[dict[str, Any]] = []
+    try:
+        skip_invalid = _clean_bool(data.get("skip_invalid"))
+    except ValueError as exc:
+        errors["skip_invalid"], skip_invalid = str(exc), False
     if "requests" in data:
         if "urls" in data:
             errors["urls"] = [{"error": "give urls or requests, not both"}]
@@ -290,7 +301,9 @@ def validate_submission(data: Mapping[str, Any]) -> JobRequest:
         urls, lines = tuple(checked.urls), tuple(checked.records)
     else:
         url_errors, urls = _url_errors(data.get("urls"))
-        if url_errors:
+        if url_errors and skip_invalid and urls and _only_bad_urls(url_errors):
+            skipped = url_errors
+        elif url_errors:
             errors["urls"] = url_errors
     cleaned: dict[str, Any] = {}
     for name, clean in (("name", _clean_name), ("concurrency", _clean_concurrency), ("timeout", _clean_timeout)):
@@ -307,7 +320,9 @@ def validate_submission(data: Mapping[str, Any]) -> JobRequest:
     if errors:
         raise SubmissionError(errors)
     return JobRequest(
-        urls=urls, options=options, duplicates=len(urls) - len(set(urls)), request=request, lines=lines, **cleaned
+        urls=urls, options=options, duplicates=len(urls) - len(set(urls)), request=request, lines=lines,
+        skipped=tuple(_listed(skipped)), skipped_urls=0 if "requests" in data else len(data["urls"]) - len(urls),
+        **cleaned,
     )
 
 
@@ -321,6 +336,15 @@ def _line_url(url: str) -> tuple[str, str | None]:
     if len(normalised) > max_length:
         return "", f"longer than {max_length} characters once its host is in ASCII (IDNA)"
     return normalised, None
+
+
+def _only_bad_urls(url_errors: list[dict[str, Any]]) -> bool:
+    """True when every error is about single URLs (which `skip_invalid` may leave out), none about the list."""
+    return all("index" in item or item["error"].endswith("more invalid URLs not listed") for item in url_errors)
+
+
+def _listed(url_errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [item for item in url_errors if "index" in item]
 
 
 # Validating 100k URLs takes a noticeable fraction of a second: off the event loop.

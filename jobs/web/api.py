@@ -144,7 +144,7 @@ async def _create_job(request: HttpRequest, user: AbstractBaseUser) -> HttpRespo
     # Parsing and checking 100k URLs is CPU work: keep it off the event loop.
     job_request = await sync_to_async(_parse_submission, thread_sensitive=False)(body)
     job = await service.asubmit(user, job_request)
-    response = JsonResponse(serializers.job_to_dict(job), status=201)
+    response = JsonResponse(serializers.job_detail_to_dict(job), status=201)
     response["Location"] = reverse("api_job", args=[job.id])
     return response
 

@@ -71,7 +71,22 @@ async def job_stats(request: HttpRequest, user: AbstractBaseUser, job_id: str) -
     return JsonResponse(data)
 
 
+# Reads of one answer at most: a job fetching hundreds of URLs a second may never be still between two reads.
+STATS_READS = 5
+
+
 def _stats(job: Job) -> dict[str, object]:
-    job.refresh_from_db()
-    return {"job": serializers.job_to_dict(job), **stats.breakdown(job.pk), "throughput": stats.throughput(job.pk),
-            "hosts": hoststats.job_hosts(job)}  # fmt: skip
+    """The job and its aggregates as of one moment, so the page's figures all agree with each other.
+
+    The counters and the rows are committed together, and counters only grow, so when the job row
+    reads the same before and after the aggregates, the aggregates saw exactly that state (on
+    PostgreSQL each statement has its own snapshot; this holds on both databases without locking).
+    """
+    for _ in range(STATS_READS):
+        job.refresh_from_db()
+        before = (job.succeeded, job.failed, job.cancelled, job.status)
+        data = {**stats.breakdown(job.pk), "throughput": stats.throughput(job.pk)}
+        job.refresh_from_db()
+        if (job.succeeded, job.failed, job.cancelled, job.status) == before:
+            break
+    return {"job": serializers.job_to_dict(job), **data, "hosts": hoststats.job_hosts(job)}

@@ -7,6 +7,7 @@ naming the source line ("line 4: scheme must be http or https, not 'ftp'").
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django import forms
@@ -23,6 +24,24 @@ ALLOWED_EXTENSIONS = (".txt", ".csv", ".jsonl", ".ndjson")
 # Far above 100k URLs of ordinary length; stops a multi-gigabyte upload from being read into memory.
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 MAX_SHOWN_VALUE = 80
+
+
+def _number(value: float) -> str:
+    """1073741824 → "1,073,741,824" (not "1.07374e+09"); 0.5 → "0.5"."""
+    return f"{value:,}" if isinstance(value, int) or float(value).is_integer() and abs(value) >= 1000 else f"{value:g}"
+
+
+def _plain(value: float) -> str:
+    """A number for an HTML attribute: 1073741824 → "1073741824" (never "1.07374e+09"), 0.5 → "0.5"."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def binary_size(count: int) -> str:
+    """Bytes in the largest binary unit that divides them evenly enough: 1073741824 → "1 GiB", 10485760 → "10 MiB"."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= size:
+            return f"{count / size:.3g} {unit}"
+    return f"{count} bytes"
 
 
 class JobSubmitForm(forms.Form):
@@ -87,6 +106,8 @@ class JobSubmitForm(forms.Form):
     autothrottle = forms.BooleanField(label="Autothrottle", required=False,
                                       help_text="Adapt the requests in flight per host (1 to Per host) to its latency"
                                                 " and its 429/503 answers, over all workers.")  # fmt: skip
+    skip_invalid = forms.BooleanField(label="Skip invalid lines", required=False,
+                                      help_text="Start the job with the valid lines; the job page lists the others.")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -95,7 +116,7 @@ class JobSubmitForm(forms.Form):
         max_timeout = conf.get("JOBS_MAX_TIMEOUT")
         self.fields["concurrency"].initial = conf.get("JOBS_DEFAULT_CONCURRENCY")
         self.fields["concurrency"].help_text = (
-            f"Requests in flight at once, 1–{max_concurrency} (default {conf.get('JOBS_DEFAULT_CONCURRENCY')})"
+            f"Requests in flight at once, 1–{_number(max_concurrency)} (default {conf.get('JOBS_DEFAULT_CONCURRENCY')})"
         )
         self.fields["concurrency"].widget = forms.NumberInput(
             attrs={"min": 1, "max": max_concurrency, "step": 1, "inputmode": "numeric"}
@@ -111,7 +132,7 @@ class JobSubmitForm(forms.Form):
     number_options = (
         "per_host", "host_delay", "per_host_rate", "retries", "max_redirects", "max_bytes", "url_deadline", "job_deadline",
     )  # fmt: skip
-    flag_options = ("respect_robots", "save_bodies", "retry_unsafe", "autothrottle")
+    flag_options = ("respect_robots", "save_bodies", "retry_unsafe", "autothrottle", "skip_invalid")
     request_options = ("method", "headers", "body")
 
     def _init_options(self) -> None:
@@ -132,8 +153,10 @@ class JobSubmitForm(forms.Form):
         for name, (initial, lower, upper, step, hint) in numbers.items():
             field = self.fields[name]
             field.initial = f"{initial:g}" if isinstance(initial, float) else ("" if initial is None else initial)
-            field.help_text = f"{hint}, {lower:g}–{upper:g}"
-            field.widget = forms.NumberInput(attrs={"min": f"{lower:g}", "max": f"{upper:g}", "step": step})
+            field.help_text = f"{hint}, {_number(lower)}–{_number(upper)}"
+            if name == "max_bytes":
+                field.help_text += f" ({binary_size(upper)})"
+            field.widget = forms.NumberInput(attrs={"min": _plain(lower), "max": _plain(upper), "step": step})
         deadlines = {"url_deadline": ("Seconds one URL may take over all attempts and waits", "JOBS_MAX_URL_DEADLINE"),
                      "job_deadline": ("Seconds the job may run from its start", "JOBS_MAX_JOB_DEADLINE")}  # fmt: skip
         for name, (hint, bound) in deadlines.items():
@@ -173,6 +196,7 @@ class JobSubmitForm(forms.Form):
             self.job_request = validation.validate_submission(
                 {**lines, "name": name, "concurrency": cleaned.get("concurrency"),
                  "timeout": cleaned.get("timeout"),
+                 "skip_invalid": cleaned.get("skip_invalid"),
                  **{option: cleaned.get(option) for option in validation.OPTION_FIELDS},
                  **self._request_fields(cleaned)}
             )
@@ -206,7 +230,13 @@ class JobSubmitForm(forms.Form):
         return parsing.parse_url_file(upload.read(), filename=upload.name)
 
     def _add_submission_errors(self, errors: dict[str, Any], *, pasted_count: int, filename: str) -> None:
-        """Attach submission's errors to fields; URL errors go to the textarea or the file by index."""
+        """Attach submission's errors to fields; URL errors go to the textarea or the file by index.
+
+        The pasted lines refused are also put on the textarea (data-bad-lines), for static/js/badlines.js to mark.
+        """
+        bad_lines = [item["line"] for item in errors.get("urls", []) if "line" in item and item["index"] < pasted_count]
+        if bad_lines:
+            self.fields["urls"].widget.attrs["data-bad-lines"] = json.dumps(bad_lines)
         for field, detail in errors.items():
             if field in ("urls", "requests"):
                 for item in detail:

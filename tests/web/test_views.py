@@ -392,6 +392,7 @@ def test_page_links_the_static_files_it_needs(alice: Client) -> None:
     assert [attrs["src"] for attrs in page.find("script") if attrs.get("src")] == [
         "/static/js/live.js",
         "/static/js/dashboard.js",
+        "/static/js/badlines.js",
     ]
 
 

@@ -16,7 +16,6 @@ import threading
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.urls import reverse
 
 from jobs import cli
 from jobs.exceptions import SubmissionError
@@ -44,6 +43,8 @@ class Command(BaseCommand):
         parser.add_argument("--json", default=None, help="the request body, as JSON (sent as application/json)")
         parser.add_argument("--body", default=None, help="the request body, as text")
         parser.add_argument("--retry-unsafe", action="store_true", help="retry POST and PATCH requests too")
+        parser.add_argument("--skip-invalid", action="store_true",
+                            help="leave invalid lines out (each is listed) and submit the rest")
 
     def handle(self, *args: Any, **options: Any) -> None:
         source: str = options["source"]
@@ -53,16 +54,21 @@ class Command(BaseCommand):
             name = options["name"] if options["name"] is not None else ("" if source == "-" else source[-200:])
             request = validation.validate_submission(
                 {("requests" if isinstance(lines, RequestLines) else "urls"): lines, "name": name,
-                 "concurrency": options["concurrency"], "timeout": options["timeout"], **cli.request_fields(options)}
+                 "concurrency": options["concurrency"], "timeout": options["timeout"], 
+                 "skip_invalid": options["skip_invalid"], **cli.request_fields(options)}
             )
         except cli.InputError as exc:
             raise CommandError(str(exc), returncode=2) from exc
         except SubmissionError as exc:
             raise CommandError("the job was not created:\n" + cli.describe_errors(exc.errors, source),
                                returncode=2) from exc
+        if request.skipped_urls:
+            self.stderr.write(f"Skipped {cli.plural(request.skipped_urls, 'invalid line')}:\n"
+                              + cli.describe_errors({"urls": list(request.skipped)}, source))
         job = service.submit(owner, request)
-        page = reverse("job_detail", kwargs={"job_id": job.pk})
-        self.stdout.write(f"Job {job.pk} queued: {job.total} URLs, concurrency {job.concurrency}. Page: {page}")
+        page = cli.page_url(job)
+        self.stdout.write(f"Job {job.pk} queued: {cli.plural(job.total, 'URL')}, concurrency {job.concurrency}. "
+                          f"Page: {page}")
         if not options["wait"]:
             return
         interrupted = threading.Event()
