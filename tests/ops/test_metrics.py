@@ -86,10 +86,14 @@ def test_a_job_of_100_urls_is_counted_by_the_workers_endpoint_which_answers_whil
         code, during = get(worker_metrics)
         assert code == 200 and time.monotonic() - started < 1.0
         assert samples(during, "batchfetch_worker_jobs_running") == {(): 1.0}
-        assert samples(during, "batchfetch_requests_in_flight")[()] > 0
+        wait_for(lambda: samples(get(worker_metrics)[1], "batchfetch_requests_in_flight")[()] > 0, timeout=10,
+                 what="requests in flight")  # fmt: skip
         assert status() == Job.Status.RUNNING  # scraped while it ran
 
         wait_for(lambda: status() == Job.Status.COMPLETED, timeout=60, what="the job to complete")
+        # The worker counts a batch once its transaction has returned: a moment after the commit others see.
+        wait_for(lambda: sum(samples(get(worker_metrics)[1], "batchfetch_urls_fetched_total").values()) >= 100,
+                 timeout=5, what="the last batch to be counted")  # fmt: skip
         code, after = get(worker_metrics)
         assert code == 200
         fetched = samples(after, "batchfetch_urls_fetched_total")
