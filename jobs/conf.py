@@ -50,6 +50,12 @@ DEFAULTS: dict[str, Any] = {
     # Networks (CIDR strings) always allowed / always refused by the SSRF guard.
     "FETCH_ALLOWED_NETWORKS": (),
     "FETCH_DENIED_NETWORKS": (),
+    # Monitoring (jobs/monitoring/): links in notifications, webhook timeout and retries (seconds).
+    "MONITOR_SITE_URL": "",
+    "MONITOR_WEBHOOK_TIMEOUT": 10.0,
+    "MONITOR_WEBHOOK_BACKOFF": 10.0,
+    "MONITOR_WEBHOOK_BACKOFF_CAP": 600.0,
+    "MONITOR_WEBHOOK_GIVE_UP": 3600.0,
 }
 
 

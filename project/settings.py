@@ -195,6 +195,16 @@ WORKER_CHUNK_SIZE = int(os.environ.get("WORKER_CHUNK_SIZE", "500"))
 for _limit in ("JOBS_MAX_QUEUED_PER_USER", "JOBS_SUBMISSIONS_PER_MINUTE", "WS_MAX_MESSAGE_BYTES"):
     if os.environ.get(_limit, "").strip():
         globals()[_limit] = int(os.environ[_limit])
+# Monitoring (jobs/monitoring/): the site's address for links in notifications, webhook timeout and retries.
+MONITOR_SITE_URL = os.environ.get("MONITOR_SITE_URL", "")
+for _seconds in ("MONITOR_WEBHOOK_TIMEOUT", "MONITOR_WEBHOOK_BACKOFF", "MONITOR_WEBHOOK_BACKOFF_CAP", "MONITOR_WEBHOOK_GIVE_UP"):
+    if os.environ.get(_seconds, "").strip():
+        globals()[_seconds] = float(os.environ[_seconds])
+# Notification emails: Django's SMTP backend unless EMAIL_BACKEND says otherwise (tests use locmem).
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "batchfetch@localhost")
 
 LOGGING = {
     "version": 1,

@@ -20,6 +20,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
 from jobs.models import Job, Result
+from jobs.monitoring import links as monitoring_links
 from jobs.submission import validation
 
 FAILURE_PREVIEW_ROWS = 10
@@ -197,7 +198,7 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.action(description="Re-run selected jobs (all URLs)")
     def rerun_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        reruns = (validation.rerun(job, failed_only=False, check_limits=False) for job in queryset.select_related("owner"))
+        reruns = (monitoring_links.rerun(job, failed_only=False, check_limits=False) for job in queryset.select_related("owner"))
         created = [job for job in reruns if job is not None]
         self.message_user(request, f"Queued {len(created)} new job(s).", messages.SUCCESS)
 
@@ -207,7 +208,7 @@ class JobAdmin(admin.ModelAdmin):
         without_failures = 0
         for job in queryset.select_related("owner"):
             # validation.rerun stores the new job, wakes the workers and updates the owner's dashboard.
-            new_job = validation.rerun(job, failed_only=True, check_limits=False)
+            new_job = monitoring_links.rerun(job, failed_only=True, check_limits=False)
             if new_job is None:
                 without_failures += 1
                 continue

@@ -54,6 +54,7 @@ from jobs.engine.fetcher import FetchResult
 from jobs.engine.netguard import Guard
 from jobs.exceptions import ClaimLost
 from jobs.models import Job
+from jobs.monitoring.ticker import Ticker
 from jobs.progress import publisher
 from jobs.queue import claims
 from jobs.queue.claims import Ending
@@ -144,6 +145,7 @@ class Worker:
         # Per-host caps hold across all jobs of this worker; the SSRF guard is read from the settings once.
         self._hosts = fetcher.HostSlots()
         self._guard = conf.fetch_guard()
+        self._ticker = Ticker()
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -170,6 +172,7 @@ class Worker:
                 finally:
                     self._stopping.set()
                     await self._drain()
+                    await self._ticker.aclose(timeout=0.0 if self.forced else self.grace)
                     listener.cancel()
                     await asyncio.wait({listener})
         finally:
@@ -187,6 +190,7 @@ class Worker:
     async def _serve(self) -> None:
         while not self._stopping.is_set():
             self._wake.clear()
+            await self._ticker.maybe_run()  # due schedule ticks, finished monitored jobs, webhooks
             await self._fill()
             if self.batch and not self._runs:
                 return  # the queue is empty and nothing runs
