@@ -19,7 +19,7 @@ RUNTIME_STAMP := $(VENV)/.requirements.stamp
 DEV_STAMP := $(VENV)/.requirements-dev.stamp
 
 # System commands the tests need, as command=Debian-package; `make test` apt-get
-# installs a package when its command is missing. tests/test_browser.py drives Debian's
+# installs a package when its command is missing. tests/e2e/test_browser.py drives Debian's
 # Chromium through Playwright (which never downloads a browser of its own).
 TEST_TOOLS := initdb=postgresql
 TEST_TOOLS += chromium=chromium

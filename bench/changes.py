@@ -53,13 +53,13 @@ def run(n: int) -> None:
 
     from jobs.models import Job, Result
     from jobs.monitoring import changes
-    from jobs.queue import claims
+    from jobs.queue.control import enqueue_job
 
     owner = get_user_model().objects.create_user(username="bench")
     urls = [f"http://h{i % 97}.example/page/{i}" for i in range(n)]
     started = time.perf_counter()
-    first = claims.enqueue_job(owner=owner, urls=urls, name="first", concurrency=10, timeout=5.0)
-    second = claims.enqueue_job(owner=owner, urls=urls, name="second", concurrency=10, timeout=5.0)
+    first = enqueue_job(owner=owner, urls=urls, name="first", concurrency=10, timeout=5.0)
+    second = enqueue_job(owner=owner, urls=urls, name="second", concurrency=10, timeout=5.0)
     now = timezone.now()
     Result.objects.filter(job__in=[first, second]).update(outcome="succeeded", status_code=200, sha256="a" * 64,
                                                           fetched_at=now)  # fmt: skip

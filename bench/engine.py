@@ -2,7 +2,7 @@
 
     python -m bench.engine --base http://127.0.0.1:P --n N --c C [--loop asyncio|uvloop] [--variant ...]
 
-Runs `jobs.engine.fetcher.fetch_all` (what the worker runs) over the same URLs as the
+Runs `jobs.engine.pipeline.fetch_all` (what the worker runs) over the same URLs as the
 baselines with each client variant, and prints one JSON line per variant:
 seconds and CPU seconds of this process. This is where the client is the
 bottleneck, so it is where transports, pool shapes and event loops are compared
@@ -23,7 +23,9 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from bench.baselines import run_aiohttp, urls
-from jobs.engine import fetcher
+from jobs.engine.client import FetchClient, make_client
+from jobs.engine.pipeline import fetch_all
+from jobs.engine.values import FetchResult
 
 
 def _httpx_aiohttp(concurrency: int, client_class: type[httpx.AsyncClient]) -> httpx.AsyncClient:
@@ -38,22 +40,22 @@ VARIANTS: dict[str, Callable[[int], httpx.AsyncClient] | None] = {
     # The worker's client before issue 6: httpx.AsyncClient (with its cookie jar) on httpx_aiohttp's transport.
     "httpx+httpx_aiohttp": lambda c: _httpx_aiohttp(c, httpx.AsyncClient),
     # The same without the cookie jar.
-    "FetchClient+httpx_aiohttp": lambda c: _httpx_aiohttp(c, fetcher.FetchClient),
-    # What the worker uses now: fetcher.make_client (FetchClient on LeanAiohttpTransport).
-    "FetchClient+lean": lambda c: fetcher.make_client(max_connections=c),
+    "FetchClient+httpx_aiohttp": lambda c: _httpx_aiohttp(c, FetchClient),
+    # What the worker uses now: client.make_client (FetchClient on LeanAiohttpTransport).
+    "FetchClient+lean": lambda c: make_client(max_connections=c),
 }
 
 
 async def run_variant(name: str, targets: list[str], concurrency: int) -> dict[str, Any]:
     factory = VARIANTS[name]
-    results: list[fetcher.FetchResult] = []
+    results: list[FetchResult] = []
     cpu0, started = time.process_time(), time.perf_counter()
     if factory is None:
         await run_aiohttp(targets, concurrency, [0])
         ok = len(targets)
     else:
         async with factory(concurrency) as client:
-            await fetcher.fetch_all(
+            await fetch_all(
                 client, enumerate(targets), concurrency=concurrency, timeout=30, on_result=results.append
             )
         ok = sum(1 for r in results if r.outcome == "succeeded")

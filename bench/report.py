@@ -121,7 +121,7 @@ def render_engine(engine: list[dict[str, Any]]) -> list[str]:
     n, c = engine[0]["n"], engine[0]["c"]
     lines = [
         "",
-        f"The fetch engine alone (`python -m bench.engine`, fetcher.fetch_all, no database), N={n:,}, C={c}, 0 ms:",
+        f"The fetch engine alone (`python -m bench.engine`, jobs.engine.pipeline.fetch_all, no database), N={n:,}, C={c}, 0 ms:",
         "",
         "| client | loop | seconds | CPU ms/URL | CPU vs bare aiohttp |",
         "|---|---|---|---|---|",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.checks import Error, register
+from django.core.checks import Warning as CheckWarning
 
 from jobs import conf
 
@@ -64,3 +65,21 @@ def check_limits(app_configs: Any = None, **kwargs: Any) -> list[Error]:
             )
         )
     return errors
+
+
+METRICS_TOKEN_MIN_CHARS = 16
+
+
+@register()
+def check_operations(app_configs: Any = None, **kwargs: Any) -> list[Error | CheckWarning]:
+    """JOBS_RETENTION_DAYS and METRICS_TOKEN (jobs/ops/)."""
+    problems: list[Error | CheckWarning] = []
+    days = conf.get("JOBS_RETENTION_DAYS")
+    if days is not None and (isinstance(days, bool) or not isinstance(days, (int, float)) or days <= 0):
+        problems.append(Error(f"JOBS_RETENTION_DAYS must be a positive number of days (or unset), not {days!r}.",
+                              id="jobs.E016"))  # fmt: skip
+    token = conf.get("METRICS_TOKEN") or ""
+    if token and len(token) < METRICS_TOKEN_MIN_CHARS:
+        problems.append(CheckWarning(f"METRICS_TOKEN is shorter than {METRICS_TOKEN_MIN_CHARS} characters: easy to guess.",
+                                id="jobs.W016"))  # fmt: skip
+    return problems

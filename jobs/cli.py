@@ -16,9 +16,10 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from tqdm import tqdm
 
+from jobs.exceptions import SubmissionError
 from jobs.models import Job
-from jobs.submission import validation
-from jobs.submission.validation import SubmissionError, UrlLines
+from jobs.submission import parsing
+from jobs.submission.parsing import UrlLines
 
 POLL_SECONDS = 0.5
 MAX_LISTED_ERRORS = 20
@@ -46,7 +47,7 @@ def read_urls(source: str, *, stdin: IO[bytes]) -> UrlLines:
             raise InputError(f"{source}: cannot read ({exc.strerror or exc})") from exc
         filename = source
     try:
-        return validation.parse_url_file(data, filename=filename)
+        return parsing.parse_url_file(data, filename=filename)
     except SubmissionError as exc:
         raise InputError(f"{_label(source)}: {exc.errors.get('file', exc.errors)}") from exc
 

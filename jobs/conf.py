@@ -50,6 +50,9 @@ DEFAULTS: dict[str, Any] = {
     # Networks (CIDR strings) always allowed / always refused by the SSRF guard.
     "FETCH_ALLOWED_NETWORKS": (),
     "FETCH_DENIED_NETWORKS": (),
+    # Operations (jobs/ops/): the web's /metrics bearer token ("" turns it off); days finished jobs are kept.
+    "METRICS_TOKEN": "",
+    "JOBS_RETENTION_DAYS": None,
     # Monitoring (jobs/monitoring/): links in notifications, webhook timeout and retries (seconds).
     "MONITOR_SITE_URL": "",
     "MONITOR_WEBHOOK_TIMEOUT": 10.0,

@@ -17,7 +17,7 @@ from django.db.models.functions import StrIndex, Substr, TruncSecond
 from jobs.models import Result
 
 FETCHED = (Result.Outcome.SUCCEEDED, Result.Outcome.FAILED)
-# Error texts are "<class>: <message>" (fetcher._describe); the class is what the page groups by.
+# Error texts are "<class>: <message>" (jobs.engine.errors._describe); the class is what the page groups by.
 _ERROR_CLASS = Case(
     When(Q(error="") | ~Q(error__contains=":"), then=Value("")),
     default=Substr("error", 1, StrIndex("error", Value(":")) - 1),

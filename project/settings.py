@@ -12,6 +12,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from jobs.ops.logs import logging_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -63,6 +65,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: /healthz, /readyz and /metrics answer before the host check and the HTTPS redirect (jobs/web/ops.py).
+    "jobs.web.ops.OpsEndpointsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "jobs.web.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -142,7 +146,7 @@ CHANNEL_LAYERS = {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         # channels-redis waits for a message with BZPOPMIN for up to 5 s, and redis-py's default socket
         # timeout is 5 s too: every idle wait would then end in "Timeout reading" (closing an idle page's
-        # socket with 1011). Sends have their own, shorter bounds (jobs/progress/publisher.py).
+        # socket with 1011). Sends have their own, shorter bounds (jobs/progress/groups.py).
         "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}], "prefix": "batchfetch"},
     }
 }
@@ -206,11 +210,20 @@ EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
 EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "batchfetch@localhost")
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": "WARNING"},
-    "loggers": {"jobs": {"level": os.environ.get("BATCHFETCH_LOG_LEVEL", "INFO")}},
-}
+# Operations (README "Running it in production"): the bearer token of the web's /metrics (unset: no
+# /metrics), and how many days finished jobs are kept (unset: forever; workers purge daily when set).
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+if os.environ.get("JOBS_RETENTION_DAYS", "").strip():
+    try:
+        JOBS_RETENTION_DAYS = float(os.environ["JOBS_RETENTION_DAYS"])
+    except ValueError:
+        raise ImproperlyConfigured(f"JOBS_RETENTION_DAYS must be a number of days, not {os.environ['JOBS_RETENTION_DAYS']!r}") from None
+
+# BATCHFETCH_LOG_FORMAT: text (human-readable, the default) or json (one object per line).
+try:
+    LOGGING = logging_config(
+        log_format=os.environ.get("BATCHFETCH_LOG_FORMAT", "").strip().lower() or "text",
+        level=os.environ.get("BATCHFETCH_LOG_LEVEL", "INFO"),
+    )
+except ValueError as exc:
+    raise ImproperlyConfigured(str(exc)) from None

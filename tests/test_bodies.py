@@ -16,7 +16,7 @@ from django.core.management import call_command
 from django.test import AsyncClient
 
 from jobs.models import Job, Result
-from jobs.queue import claims
+from jobs.queue import control
 from tests.target import TargetServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -40,7 +40,7 @@ def target() -> Iterator[TargetServer]:
 @pytest.fixture
 def job(owner: Any, target: TargetServer) -> Job:
     urls = [target.url("/bytes/100"), target.url("/gzip-bomb?mb=1"), target.url("/bytes/2000000"), target.url("/hang")]
-    job = claims.enqueue_job(
+    job = control.enqueue_job(
         owner=owner, urls=urls, name="Bodies", concurrency=4, timeout=2,
         options={"save_bodies": True, "max_bytes": 1024 * 1024 + 10, "retries": 0},
     )  # fmt: skip

@@ -20,8 +20,9 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
 from jobs.models import Job, Result
+from jobs.ops import retention
 from jobs.monitoring import links as monitoring_links
-from jobs.submission import validation
+from jobs.submission import service
 
 FAILURE_PREVIEW_ROWS = 10
 
@@ -73,7 +74,7 @@ class JobAdmin(admin.ModelAdmin):
     )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
-        # A job needs its Result rows; validation.submit (the dashboard or the API) creates both.
+        # A job needs its Result rows; service.submit (the dashboard or the API) creates both.
         return False
 
     def save_model(self, request: HttpRequest, obj: Job, form: Any, change: bool) -> None:
@@ -85,6 +86,28 @@ class JobAdmin(admin.ModelAdmin):
         """
         if form.changed_data:
             obj.save(update_fields=form.changed_data)
+
+    # --- deleting: finished jobs only, with their bodies, in bounded steps (jobs/ops/retention.py) ----
+
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple[list[Any], dict[str, int], set[str], list[Any]]:
+        """What the confirmation page lists: the jobs and counts, not each of their 100k results.
+
+        An unfinished job is shown as protected (a worker may still be writing its rows and bodies), so
+        Django refuses the deletion; results need no delete permission of their own (the worker's rows).
+        """
+        jobs = list(objs)
+        finished = [job for job in jobs if job.is_terminal]
+        removed = retention.count_jobs(job.pk for job in finished)
+        counts = {"jobs": removed.jobs, "results": removed.results, "saved bodies": removed.bodies}
+        protected = [f"{job} is {job.status}: cancel it first, or wait until it has finished"
+                     for job in jobs if not job.is_terminal]  # fmt: skip
+        return [str(job) for job in finished], counts, set(), protected
+
+    def delete_model(self, request: HttpRequest, obj: Job) -> None:
+        retention.delete_jobs([obj.pk])
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        retention.delete_jobs(queryset.values_list("pk", flat=True))
 
     # --- columns -------------------------------------------------------------------
 
@@ -185,8 +208,8 @@ class JobAdmin(admin.ModelAdmin):
             if status in Job.TERMINAL:
                 skipped += 1
                 continue
-            # validation.cancel = queue.request_cancel + an update to the owner's open pages.
-            updated.append(validation.cancel(job_id))
+            # service.cancel = queue.request_cancel + an update to the owner's open pages.
+            updated.append(service.cancel(job_id))
         cancelled = sum(job.status == Job.Status.CANCELLED for job in updated)
         stopping = sum(job.status == Job.Status.CANCELLING for job in updated)
         self.message_user(
@@ -207,7 +230,7 @@ class JobAdmin(admin.ModelAdmin):
         created: list[Job] = []
         without_failures = 0
         for job in queryset.select_related("owner"):
-            # validation.rerun stores the new job, wakes the workers and updates the owner's dashboard.
+            # service.rerun stores the new job, wakes the workers and updates the owner's dashboard.
             new_job = monitoring_links.rerun(job, failed_only=True, check_limits=False)
             if new_job is None:
                 without_failures += 1

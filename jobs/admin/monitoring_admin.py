@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from jobs.monitoring import schedules
 from jobs.monitoring_models import Delivery, DeliveryAttempt, Schedule, ScheduleRun
-from jobs.progress import publisher
+from jobs.progress import groups
 
 
 class ScheduleRunInline(admin.TabularInline):
@@ -81,7 +81,7 @@ class ScheduleAdmin(admin.ModelAdmin):
             else:
                 started += 1
         if started:
-            publisher.wake_workers_sync()
+            groups.wake_workers_sync()
         level = messages.SUCCESS if started else messages.WARNING
         self.message_user(request, f"Started {started} run(s); skipped {skipped} (previous run still going).", level)
 

@@ -1,6 +1,6 @@
 """Per-host request slots, shared by every job of a worker: a FIFO cap and a pacing delay.
 
-Pure asyncio (no Django), used by the fetch engine (`fetcher.Slots`).
+Pure asyncio (no Django), used by the fetch engine (`slots.Slots`).
 """
 
 from __future__ import annotations
@@ -34,6 +34,10 @@ class HostSlots:
     def in_flight(self, host: str) -> int:
         state = self._hosts.get(host)
         return state.in_flight if state else 0
+
+    def snapshot(self) -> dict[str, int]:
+        """Requests holding a slot, per host that has any. Safe to call from another thread (metrics)."""
+        return {host: state.in_flight for host, state in list(self._hosts.items()) if state.in_flight}
 
     @contextlib.asynccontextmanager
     async def hold(self, host: str, *, limit: int, delay: float = 0.0) -> AsyncIterator[None]:

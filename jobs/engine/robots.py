@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 from urllib.robotparser import RobotFileParser
 
-from jobs.engine.fetcher import BodySink, FetchOptions, FetchResult, Slots, fetch_one
+from jobs.engine.fetch import fetch_one
+from jobs.engine.values import BodySink, FetchOptions, FetchResult
 
 if TYPE_CHECKING:
     import httpx
 
     from jobs.engine.netguard import Guard
+    from jobs.engine.slots import Slots
 
 USER_AGENT = "batchfetch"
 """The product token matched against `User-agent:` lines (the client sends `batchfetch/<version>`)."""

@@ -2,7 +2,7 @@
 
 The worker keeps `httpx.AsyncClient` as its API, but its transport is the hot
 path: every URL goes through it once. Compared with `httpx_aiohttp`'s
-`AiohttpTransport` (which it replaces in `fetcher.make_client`), it does only
+`AiohttpTransport` (which it replaces in `client.make_client`), it does only
 what a GET of many URLs needs and skips per-request allocations: the URL goes
 to aiohttp already parsed (`yarl.URL(..., encoded=True)`, no second parse or
 re-quoting), headers go as a plain list of pairs, `ClientTimeout`s are cached
@@ -11,7 +11,7 @@ they arrive, no re-chunking). No proxies, no Unix sockets, no HTTP/2 (aiohttp
 speaks HTTP/1.1 only).
 
 aiohttp errors become the httpx exceptions of the same meaning, chained
-(`raise ... from exc`), so `fetcher._describe` classifies them by their cause
+(`raise ... from exc`), so `errors._describe` classifies them by their cause
 as before.
 """
 

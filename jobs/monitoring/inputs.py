@@ -18,8 +18,9 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
 from jobs.monitoring_models import NotifyOn
+from jobs.exceptions import SubmissionError
 from jobs.submission import validation
-from jobs.submission.validation import SubmissionError
+from jobs.submission.urls import url_problem
 
 NOTIFY_FIELDS = ("notify_url", "notify_on", "notify_email")
 SCHEDULE_FIELDS = ("cron", "interval", "timezone", "enabled", *NOTIFY_FIELDS)
@@ -67,7 +68,7 @@ def clean_notify(data: Mapping[str, Any], errors: dict[str, Any]) -> Notify:
         url = ""
     elif url:
         url = url.strip()
-        problem = validation.url_problem(url)
+        problem = url_problem(url)
         if problem:
             errors["notify_url"] = f"not a webhook URL: {problem}"
     on = data.get("notify_on")

@@ -11,7 +11,7 @@ from typing import Any
 
 from jobs.models import Job
 from jobs.monitoring_models import JobMonitor
-from jobs.submission import validation
+from jobs.submission import service
 
 
 def link_rerun(job: Job, *, previous: Job) -> JobMonitor:
@@ -33,8 +33,8 @@ def link_notify(job: Job, *, notify: dict[str, Any]) -> JobMonitor:
 
 
 def rerun(job: Job, *, failed_only: bool, check_limits: bool = True) -> Job | None:
-    """`submission.validation.rerun`, linked to `job` as its previous run (what every re-run path calls)."""
-    new = validation.rerun(job, failed_only=failed_only, check_limits=check_limits)
+    """`submission.service.rerun`, linked to `job` as its previous run (what every re-run path calls)."""
+    new = service.rerun(job, failed_only=failed_only, check_limits=check_limits)
     if new is not None:
         link_rerun(new, previous=job)
     return new

@@ -29,7 +29,7 @@ from django.utils import timezone
 from jobs.models import Job
 from jobs.monitoring.inputs import ScheduleSpec
 from jobs.monitoring_models import JobMonitor, Schedule, ScheduleRun
-from jobs.queue import claims
+from jobs.queue.control import enqueue_job
 from jobs.submission import validation
 
 TICK_BATCH = 50
@@ -158,7 +158,7 @@ def _run(schedule: Schedule, *, due_at: datetime, manual: bool) -> ScheduleRun:
             schedule=schedule, due_at=due_at, manual=manual, status=ScheduleRun.Status.SKIPPED,
             reason=f"the previous run ({latest.pk}) is still {latest.status}",
         )  # fmt: skip
-    job = claims.enqueue_job(
+    job = enqueue_job(
         owner=schedule.owner, urls=schedule.urls, name=schedule.name or f"schedule {schedule.pk}",
         concurrency=schedule.options["concurrency"], timeout=schedule.options["timeout"],
         options={

@@ -19,11 +19,11 @@ from channels.db import database_sync_to_async
 from django.db import DatabaseError
 
 from jobs import conf
-from jobs.engine import fetcher
+from jobs.engine.client import make_client
 from jobs.models import Job
 from jobs.monitoring import schedules, settle, webhooks
 from jobs.monitoring_models import Delivery
-from jobs.progress import publisher
+from jobs.progress import groups
 
 logger = logging.getLogger(__name__)
 
@@ -55,10 +55,10 @@ class Ticker:
     async def run_once(self) -> None:
         outcome = await database_sync_to_async(schedules.tick)()
         if outcome.started:
-            await publisher.wake_workers()
+            await groups.wake_workers()
         for run in outcome.runs:
             if run.job is not None:
-                await publisher.publish_job_update(run.job)
+                await groups.publish_job_update(run.job)
         await database_sync_to_async(settle.settle_finished)()
         room = MAX_SENDING - len(self._sending)
         if room > 0:
@@ -98,7 +98,7 @@ class Ticker:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = fetcher.make_client(max_connections=MAX_SENDING, guard=self._guard)
+            self._client = make_client(max_connections=MAX_SENDING, guard=self._guard)
         return self._client
 
 

@@ -19,7 +19,7 @@ from jobs.models import Result
 from jobs.queue.rawsql import db_value, fetch, table
 
 if TYPE_CHECKING:
-    from jobs.engine.fetcher import FetchResult
+    from jobs.engine.values import FetchResult
 
 # A batch's values in this order (FetchResult attributes), then the Result columns written from them.
 VALUE_FIELDS = (

@@ -1,6 +1,6 @@
 """Abuse limits on submitting jobs: queued jobs per user, submissions per minute per user.
 
-Checked by `submission.submit()`/`asubmit()` after validation and before
+Checked by `service.submit()`/`asubmit()` after validation and before
 anything is stored, so a refused submission leaves no trace in the database.
 The per-minute limit is a fixed-window counter in Redis (INCR + EXPIRE in one
 MULTI), shared by every web process. If Redis cannot be reached the check

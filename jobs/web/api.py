@@ -34,9 +34,11 @@ from django.utils.text import slugify
 from django.views.csrf import csrf_failure as html_csrf_failure
 
 from jobs import serializers
+from jobs.exceptions import SubmissionError
 from jobs.models import Job, Result
 from jobs.monitoring import inputs, links, schedules
-from jobs.submission import limits, validation
+from jobs.ops import retention
+from jobs.submission import limits, service, validation
 from jobs.web import tokens
 
 JOBS_DEFAULT_LIMIT = 50
@@ -85,7 +87,7 @@ def api_view(*methods: str) -> Callable[[ApiView], ApiView]:
                 return await view(request, user, *args, **kwargs)
             except Http404:
                 return error_response(404, "not found")
-            except (BadRequest, validation.SubmissionError) as exc:
+            except (BadRequest, SubmissionError) as exc:
                 return JsonResponse({"errors": exc.errors}, status=400)
             except limits.LimitExceeded as exc:
                 response = JsonResponse({"errors": exc.errors}, status=429)
@@ -141,7 +143,7 @@ async def _create_job(request: HttpRequest, user: AbstractBaseUser) -> HttpRespo
         return JsonResponse({"errors": {"body": f"request body larger than {limit} bytes"}}, status=413)
     # Parsing and checking 100k URLs is CPU work: keep it off the event loop.
     job_request, notify = await sync_to_async(_parse_submission, thread_sensitive=False)(body)
-    job = await validation.asubmit(user, job_request)
+    job = await service.asubmit(user, job_request)
     if notify:
         await sync_to_async(links.link_notify)(job, notify=notify.as_fields())
     response = JsonResponse(serializers.job_to_dict(job), status=201)
@@ -159,10 +161,10 @@ def _parse_submission(body: bytes) -> tuple[validation.JobRequest, inputs.Notify
         data = {key: value for key, value in data.items() if key not in inputs.NOTIFY_FIELDS}
     try:
         job_request = validation.validate_submission(data)
-    except validation.SubmissionError as exc:
-        raise validation.SubmissionError({**exc.errors, **errors}) from None
+    except SubmissionError as exc:
+        raise SubmissionError({**exc.errors, **errors}) from None
     if errors:
-        raise validation.SubmissionError(errors)
+        raise SubmissionError(errors)
     return job_request, notify
 
 
@@ -171,13 +173,13 @@ def decode_json(body: bytes | str) -> Any:
     try:
         return json.loads(body)
     except json.JSONDecodeError as exc:
-        raise validation.SubmissionError(
+        raise SubmissionError(
             {"body": f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"}
         ) from exc
     except UnicodeDecodeError as exc:
-        raise validation.SubmissionError({"body": f"malformed JSON: not UTF-8 (byte {exc.start})"}) from exc
+        raise SubmissionError({"body": f"malformed JSON: not UTF-8 (byte {exc.start})"}) from exc
     except RecursionError as exc:
-        raise validation.SubmissionError({"body": "malformed JSON: nested too deeply"}) from exc
+        raise SubmissionError({"body": "malformed JSON: nested too deeply"}) from exc
 
 
 def _job_page(user: AbstractBaseUser, before: str | None, limit: int, *, schedule: str = "") -> list[Job]:
@@ -197,10 +199,16 @@ def _job_page(user: AbstractBaseUser, before: str | None, limit: int, *, schedul
     return list(jobs[: limit + 1])
 
 
-@api_view("GET")
+@api_view("GET", "DELETE")
 async def job(request: HttpRequest, user: AbstractBaseUser, job_id: str) -> HttpResponse:
-    """One job."""
-    return JsonResponse(serializers.job_to_dict(await _get_job(user, job_id)))
+    """One job. DELETE removes a finished job with its results and saved bodies (204); 409 until it is finished."""
+    owned = await _get_job(user, job_id)
+    if request.method == "DELETE":
+        removed = await sync_to_async(retention.delete_jobs)([owned.pk]) if owned.is_terminal else None
+        if removed is None or not removed.jobs:
+            return error_response(409, f"the job is {owned.status}: cancel it first, or wait until it has finished")
+        return HttpResponse(status=204)
+    return JsonResponse(serializers.job_to_dict(owned))
 
 
 @api_view("POST")
@@ -208,7 +216,7 @@ async def job_cancel(request: HttpRequest, user: AbstractBaseUser, job_id: str) 
     """Cancel: a queued job becomes `cancelled`, a running one `cancelling`. 202 either way."""
     owned = await _get_job(user, job_id)
     try:
-        cancelled = await validation.acancel(owned.id)
+        cancelled = await service.acancel(owned.id)
     except Job.DoesNotExist:
         raise Http404 from None
     return JsonResponse(serializers.job_to_dict(cancelled), status=202)

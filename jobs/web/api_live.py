@@ -18,7 +18,7 @@ from django.urls import reverse
 from jobs import serializers, stats
 from jobs.models import Job
 from jobs.monitoring import links
-from jobs.submission import validation
+from jobs.submission import service
 from jobs.web.api import _get_job, api_view, error_response
 
 # Statuses a pause or resume cannot change.
@@ -28,13 +28,13 @@ _SETTLED = frozenset({*Job.TERMINAL, Job.Status.CANCELLING})
 @api_view("POST")
 async def job_pause(request: HttpRequest, user: AbstractBaseUser, job_id: str) -> HttpResponse:
     """Pause: a queued job becomes `paused`, a running one `pausing` (then `paused`). 202, or 409 if settled."""
-    return await _control(user, job_id, validation.apause, "cannot pause a {} job (only a queued or running one)")
+    return await _control(user, job_id, service.apause, "cannot pause a {} job (only a queued or running one)")
 
 
 @api_view("POST")
 async def job_resume(request: HttpRequest, user: AbstractBaseUser, job_id: str) -> HttpResponse:
     """Resume: a paused job is queued again (a `pausing` one goes on running). 202, or 409 if settled."""
-    return await _control(user, job_id, validation.aresume, "cannot resume a {} job (only a paused one)")
+    return await _control(user, job_id, service.aresume, "cannot resume a {} job (only a paused one)")
 
 
 async def _control(

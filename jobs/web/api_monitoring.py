@@ -20,7 +20,7 @@ from django.utils.text import slugify
 from jobs.models import Job
 from jobs.monitoring import changes, history, inputs, schedules, serialize
 from jobs.monitoring_models import Change, JobMonitor, Schedule
-from jobs.progress import publisher
+from jobs.progress import groups
 from jobs.web.api import BadRequest, _get_job, _int_param, _page_url, api_view, decode_json
 
 SCHEDULES_MAX = 500
@@ -81,8 +81,8 @@ async def schedule_run(request: HttpRequest, user: AbstractBaseUser, schedule_id
     data = await sync_to_async(lambda: serialize.run_to_dict(run))()
     if run.job is None:
         return JsonResponse({"error": run.reason, "run": data}, status=409)
-    await publisher.wake_workers()
-    await publisher.publish_job_update(run.job)
+    await groups.wake_workers()
+    await groups.publish_job_update(run.job)
     return JsonResponse(data, status=201)
 
 

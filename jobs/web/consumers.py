@@ -24,9 +24,10 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocke
 from django.contrib.auth.models import AbstractBaseUser
 
 from jobs import conf, serializers
+from jobs.exceptions import SubmissionError
 from jobs.models import Job, Result
-from jobs.progress import publisher
-from jobs.submission import limits, validation
+from jobs.progress import groups
+from jobs.submission import limits, service, validation
 
 # Rows in a job snapshot: the newest final ones; the page loads older rows over the API.
 SNAPSHOT_RESULTS = 100
@@ -81,7 +82,7 @@ class JobConsumer(JsonMessageConsumer):
             return
         self.job_id = job_id
         # Join before reading the snapshot, so no update falls between the two.
-        self.group = publisher.job_group(job_id)
+        self.group = groups.job_group(job_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
         snapshot = await _job_snapshot(job_id)
@@ -126,7 +127,7 @@ class JobConsumer(JsonMessageConsumer):
             return
         assert self.job_id is not None  # set before accept
         try:
-            job = await validation.acancel(self.job_id)
+            job = await service.acancel(self.job_id)
         except Job.DoesNotExist:
             await self.send_error({"job": "not found"})
             return
@@ -144,7 +145,7 @@ class JobListConsumer(JsonMessageConsumer):
         if not user.is_authenticated:
             await self.close()
             return
-        self.group = publisher.user_group(user.pk)
+        self.group = groups.user_group(user.pk)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
         await self.send_json({"type": "jobs", "jobs": await _recent_jobs(user)})
@@ -167,11 +168,11 @@ class JobListConsumer(JsonMessageConsumer):
         fields = {key: value for key, value in content.items() if key != "type"}
         try:
             job_request = await validation.avalidate_submission(fields)
-        except validation.SubmissionError as exc:
+        except SubmissionError as exc:
             await self.send_error(exc.errors)
             return
         try:
-            job = await validation.asubmit(self.scope["user"], job_request)
+            job = await service.asubmit(self.scope["user"], job_request)
         except limits.LimitExceeded as exc:
             await self.send_error(exc.errors)
             return

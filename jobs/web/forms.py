@@ -12,8 +12,10 @@ from typing import Any
 from django import forms
 
 from jobs import conf
-from jobs.submission import validation
-from jobs.submission.validation import JobRequest, SubmissionError, UrlLines
+from jobs.exceptions import SubmissionError
+from jobs.submission import parsing, validation
+from jobs.submission.parsing import UrlLines
+from jobs.submission.validation import JobRequest
 
 ALLOWED_EXTENSIONS = (".txt", ".csv")
 # Far above 100k URLs of ordinary length; stops a multi-gigabyte upload from being read into memory.
@@ -117,7 +119,7 @@ class JobSubmitForm(forms.Form):
             return cleaned
         upload = cleaned.get("file")
         try:
-            pasted = validation.parse_url_lines(cleaned.get("urls") or "")
+            pasted = parsing.parse_url_lines(cleaned.get("urls") or "")
             uploaded = self._read_upload(upload) if upload else UrlLines()
         except SubmissionError as exc:
             self._add_submission_errors(exc.errors, pasted_count=0, filename=upload.name if upload else "")
@@ -148,7 +150,7 @@ class JobSubmitForm(forms.Form):
             raise SubmissionError({"file": "must be a .txt or .csv file"})
         if upload.size > MAX_UPLOAD_BYTES:
             raise SubmissionError({"file": f"is larger than {MAX_UPLOAD_BYTES // (1024 * 1024)} MB"})
-        return validation.parse_url_file(upload.read(), filename=upload.name)
+        return parsing.parse_url_file(upload.read(), filename=upload.name)
 
     def _add_submission_errors(self, errors: dict[str, Any], *, pasted_count: int, filename: str) -> None:
         """Attach submission's errors to fields; URL errors go to the textarea or the file by index."""

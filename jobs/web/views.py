@@ -18,7 +18,7 @@ from django.views.decorators.http import require_http_methods
 
 from jobs.models import Job, Result
 from jobs.serializers import job_to_dict
-from jobs.submission import limits, validation
+from jobs.submission import limits, service
 from jobs.web.consumers import SNAPSHOT_JOBS
 from jobs.web.forms import JobSubmitForm
 from jobs.web.views_monitoring import changes_panel
@@ -49,7 +49,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         form = JobSubmitForm(request.POST, request.FILES)
         if form.is_valid() and form.job_request is not None:
             try:
-                job = validation.submit(request.user, form.job_request)
+                job = service.submit(request.user, form.job_request)
             except limits.LimitExceeded as exc:
                 form.add_error(None, "; ".join(exc.errors.values()))
                 status = 429
@@ -76,7 +76,7 @@ def job_detail(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
     job = get_object_or_404(Job, pk=job_id, owner=request.user)
     if request.method == "POST":
         if request.POST.get("action") == "cancel":
-            job = validation.cancel(job.id)
+            job = service.cancel(job.id)
             messages.info(request, "Cancel requested." if not job.is_terminal else f"The job is {job.status}.")
         return redirect("job_detail", job_id=job.id)
     # The latest fetched rows, newest first; `fetched_at IS NOT NULL` lets the

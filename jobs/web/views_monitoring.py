@@ -19,8 +19,9 @@ from django.views.decorators.http import require_http_methods
 
 from jobs.monitoring import changes, history, inputs, schedules, webhooks
 from jobs.monitoring_models import Change, JobMonitor, NotifyOn, Schedule, WebhookSecret
-from jobs.progress import publisher
-from jobs.submission import validation
+from jobs.progress import groups
+from jobs.exceptions import SubmissionError
+from jobs.submission.parsing import parse_url_lines
 
 FORM_FIELDS = ("name", "urls", "when", "every", "timezone", "notify_url", "notify_email")
 
@@ -36,7 +37,7 @@ def schedule_list(request: HttpRequest) -> HttpResponse:
         values["notify_on"] = request.POST.getlist("notify_on")
         try:
             spec = inputs.validate_schedule(_form_data(values))
-        except validation.SubmissionError as exc:
+        except SubmissionError as exc:
             errors = {key: _message(value) for key, value in exc.errors.items()}
         else:
             schedule = schedules.create_schedule(owner=request.user, spec=spec)
@@ -49,7 +50,7 @@ def schedule_list(request: HttpRequest) -> HttpResponse:
 
 def _form_data(values: dict[str, Any]) -> dict[str, Any]:
     data: dict[str, Any] = {
-        "name": values["name"], "urls": validation.parse_url_lines(values["urls"]), "timezone": values["timezone"],
+        "name": values["name"], "urls": parse_url_lines(values["urls"]), "timezone": values["timezone"],
         "notify_url": values["notify_url"], "notify_email": values["notify_email"], "notify_on": values["notify_on"],
     }  # fmt: skip
     data["cron" if values["when"] == "cron" else "interval"] = values["every"].strip() or None
@@ -88,7 +89,7 @@ def _act(request: HttpRequest, schedule: Schedule, action: str) -> HttpResponse:
         if run.job is None:
             messages.warning(request, f"Not started: {run.reason}.")
         else:
-            publisher.wake_workers_sync()
+            groups.wake_workers_sync()
             messages.success(request, "Run started.")
     elif action in ("enable", "disable"):
         spec = inputs.validate_schedule({**schedules.as_input(schedule), "enabled": action == "enable"})

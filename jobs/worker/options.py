@@ -1,9 +1,9 @@
-"""From a Job row and the settings to the engine's `FetchOptions` (the Django side of fetcher.py)."""
+"""From a Job row and the settings to the engine's `FetchOptions` (the Django side of jobs/engine/values.py)."""
 
 from __future__ import annotations
 
 from jobs import conf
-from jobs.engine.fetcher import FetchOptions
+from jobs.engine.values import FetchOptions
 from jobs.models import Job
 
 

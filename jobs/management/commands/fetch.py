@@ -1,6 +1,6 @@
 """`manage.py fetch urls.txt|- [--name --concurrency --timeout --user] [--wait]`: submit a job from the shell.
 
-A thin shim over jobs.cli and jobs.submission.validation (the rules every entry point
+A thin shim over jobs.cli and jobs.submission (the rules every entry point
 shares). Without --wait it prints the job id and returns; with --wait it draws
 a progress bar until the job ends and exits 0 when every URL succeeded, 1 when
 some failed, 3 when the job was cancelled or failed. Bad input exits 2.
@@ -19,8 +19,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.urls import reverse
 
 from jobs import cli
-from jobs.submission import validation
-from jobs.submission.validation import SubmissionError
+from jobs.exceptions import SubmissionError
+from jobs.submission import service, validation
 
 
 class Command(BaseCommand):
@@ -48,7 +48,7 @@ class Command(BaseCommand):
         except SubmissionError as exc:
             raise CommandError("the job was not created:\n" + cli.describe_errors(exc.errors, source),
                                returncode=2) from exc
-        job = validation.submit(owner, request)
+        job = service.submit(owner, request)
         page = reverse("job_detail", kwargs={"job_id": job.pk})
         self.stdout.write(f"Job {job.pk} queued: {job.total} URLs, concurrency {job.concurrency}. Page: {page}")
         if not options["wait"]:
@@ -79,7 +79,7 @@ class Command(BaseCommand):
                               f"running: {page}")
             return False
         if answer:
-            validation.cancel(job.pk)
+            service.cancel(job.pk)
             self.stdout.write(f"Cancel requested for job {job.pk}.")
             return True
         self.stdout.write(f"Job {job.pk} keeps running: {page}")
