@@ -7,6 +7,7 @@ history live, under the strict CSP (a CSP violation or a script error fails the 
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -52,6 +53,11 @@ async def test_create_a_schedule_watch_its_history_and_open_the_changes(
     await page.get_by_role("button", name="Disable").click()
     await expect(page.locator("#schedule-state")).to_have_text("Disabled")
     latest = (await api(page, live_stack, f"/api/jobs/?schedule={schedule_id}"))["jobs"][0]
+    # The newest run may still be going (or just ended): its changes are computed once a worker settles it.
+    for _ in range(300):
+        if (await api(page, live_stack, f"/api/jobs/{latest['id']}/changes/")).get("computed"):
+            break
+        await asyncio.sleep(0.1)
     await page.goto(live_stack.url(f"/jobs/{latest['id']}/"))
     panel = page.locator("#changes-panel")
     await panel.get_by_text("Changes since the previous run").click()
