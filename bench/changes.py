@@ -86,7 +86,7 @@ def run(n: int) -> None:
                 "unchanged": n - 4 * tenth}  # fmt: skip
     assert counts == expected, counts
     batches = -(-n // changes.CHANGES_BATCH)
-    print(f"| database | URLs | batches (queries) | compare, best of 3 | worst | counts query | setup |")
+    print("| database | URLs | batches (queries) | compare, best of 3 | worst | counts query | setup |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     print(f"| {connection.vendor} | {n:,} | {batches} | {min(timings):.2f} s | {max(timings):.2f} s "
           f"| {count_time * 1000:.0f} ms | {setup:.1f} s |")  # fmt: skip

@@ -247,5 +247,11 @@ class ApiToken(models.Model):
 # Monitoring's models (schedules, changes, deliveries) live with their concern; importing them here makes
 # them part of the `jobs` app.
 from jobs.monitoring_models import (  # noqa: E402, F401
-    Change, Delivery, DeliveryAttempt, JobMonitor, Schedule, ScheduleRun, WebhookSecret,
+    Change,
+    Delivery,
+    DeliveryAttempt,
+    JobMonitor,
+    Schedule,
+    ScheduleRun,
+    WebhookSecret,
 )

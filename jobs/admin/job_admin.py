@@ -21,8 +21,8 @@ from django.utils.http import urlencode
 
 from jobs import requestdata
 from jobs.models import Job, Result
-from jobs.ops import retention
 from jobs.monitoring import links as monitoring_links
+from jobs.ops import retention
 from jobs.submission import service
 
 FAILURE_PREVIEW_ROWS = 10

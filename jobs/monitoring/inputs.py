@@ -17,8 +17,8 @@ from cronsim import CronSim, CronSimError
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
-from jobs.monitoring_models import NotifyOn
 from jobs.exceptions import SubmissionError
+from jobs.monitoring_models import NotifyOn
 from jobs.submission import validation
 from jobs.submission.urls import url_problem
 

@@ -5,7 +5,15 @@ from __future__ import annotations
 from django.urls import path, re_path
 
 from jobs.web import (
-    api, api_live, api_monitoring, downloads, result_detail, result_page, schema, views, views_monitoring,
+    api,
+    api_live,
+    api_monitoring,
+    downloads,
+    result_detail,
+    result_page,
+    schema,
+    views,
+    views_monitoring,
 )
 
 urlpatterns = [

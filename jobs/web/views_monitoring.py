@@ -17,10 +17,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
+from jobs.exceptions import SubmissionError
 from jobs.monitoring import changes, history, inputs, schedules, webhooks
 from jobs.monitoring_models import Change, JobMonitor, NotifyOn, Schedule, WebhookSecret
 from jobs.progress import groups
-from jobs.exceptions import SubmissionError
 from jobs.submission.parsing import parse_url_lines
 
 FORM_FIELDS = ("name", "urls", "when", "every", "timezone", "notify_url", "notify_email")

@@ -27,7 +27,7 @@ POOL_SIZE = 32
 
 
 def shared() -> bool:
-    """Whether per-host caps hold across workers (FETCH_SHARED_HOST_SLOTS, on by default)."""
+    """Whether per-host caps hold across workers (FETCH_SHARED_HOST_SLOTS, off by default)."""
     return bool(conf.get("FETCH_SHARED_HOST_SLOTS"))
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Any
 
 import pytest
 from playwright.async_api import Page, expect

@@ -70,7 +70,8 @@ def target() -> Any:
 
 @pytest.fixture
 def env(live_database_url: str, redis_url: str) -> dict[str, str]:
-    return services.product_env(database_url=live_database_url, redis_url=redis_url)
+    # Fleet-wide slots are opt-in (FETCH_SHARED_HOST_SLOTS, README "Politeness across workers").
+    return {**services.product_env(database_url=live_database_url, redis_url=redis_url), "FETCH_SHARED_HOST_SLOTS": "1"}
 
 
 def test_per_host_holds_across_four_workers_and_two_jobs(
