@@ -126,6 +126,7 @@ class Stack:
         worker_args: tuple[str, ...] = (),
         extra_env: dict[str, str] | None = None,
         workers: int = 1,
+        username: str = USERNAME,
     ) -> None:
         self.name = name
         self.workdir = workdir
@@ -134,6 +135,8 @@ class Stack:
             sys.executable, "manage.py", "runworker", "--concurrency", str(worker_concurrency), *worker_args,
         ]  # fmt: skip
         self.password = secrets.token_urlsafe(16)
+        self.username = username
+        """The bench user it creates and logs in as (a database shared by several stacks needs one each)."""
         self.base_url = ""
         self.processes: list[ManagedProcess] = []
         self.daphne: ManagedProcess | None = None
@@ -181,7 +184,8 @@ class Stack:
     def _prepare_database(self) -> None:
         self._manage("migrate", "--noinput")
         env = dict(self.env, DJANGO_SUPERUSER_PASSWORD=self.password)
-        self._manage("createsuperuser", "--noinput", "--username", USERNAME, "--email", "bench@example.com", env=env)
+        email = f"{self.username}@example.com"
+        self._manage("createsuperuser", "--noinput", "--username", self.username, "--email", email, env=env)
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -198,7 +202,7 @@ class Stack:
         match = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
         if not match:
             raise RuntimeError(f"{self.name}: no CSRF token on the login page ({response.status})")
-        form = {"username": USERNAME, "password": self.password, "csrfmiddlewaretoken": match.group(1)}
+        form = {"username": self.username, "password": self.password, "csrfmiddlewaretoken": match.group(1)}
         async with self.session.post(self.url("/accounts/login/"), data=form, allow_redirects=False) as response:
             if response.status != 302:
                 raise RuntimeError(f"{self.name}: login failed with {response.status}")
@@ -211,7 +215,7 @@ class Stack:
         procs = [psutil.Process(worker.pid) for worker in self.workers]
         proc = procs[0]
         rss_start = proc.memory_info().rss
-        cpu0 = sum(map(_cpu, procs))
+        cpu0 = sum(map(cpu_seconds, procs))
         sampler = RssSampler(proc)
         sampling = asyncio.create_task(sampler.run())
         started, posted_at = time.perf_counter(), time.time()
@@ -224,7 +228,7 @@ class Stack:
             sampling.cancel()
         seconds = min(w.final_at for w in watches if w.final_at) - started
         seen_at = posted_at + seconds
-        cpu = sum(map(_cpu, procs)) - cpu0
+        cpu = sum(map(cpu_seconds, procs)) - cpu0
         status, final = await self._get_json(f"/api/jobs/{job['id']}/")
         assert status == 200, final
         total_final = final["succeeded"] + final["failed"] + final["cancelled"]
@@ -352,6 +356,7 @@ class RssSampler:
             await asyncio.sleep(0.25)
 
 
-def _cpu(proc: psutil.Process) -> float:
+def cpu_seconds(proc: psutil.Process) -> float:
+    """User + system time of `proc` so far."""
     times = proc.cpu_times()
     return float(times.user + times.system)
