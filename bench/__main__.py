@@ -1,6 +1,6 @@
 """`make bench`: Batchfetch end to end next to the bare asyncio scripts, on the same loopback URLs.
 
-    scripts/testenv.py -- python -m bench [--quick] [--only sqlite|postgresql] [--no-engine]
+    scripts/testenv.py -- python -m bench [--quick] [--only sqlite|postgresql] [--no-engine] [--politeness]
 
 Needs REDIS_URL and TEST_POSTGRES_URL (scripts/testenv.py provides both, as
 for `make test`). Starts one loopback target process per delay
@@ -244,7 +244,14 @@ def main() -> None:
         "--only", choices=("sqlite", "postgresql", "fleet"), help="run the end-to-end cells on one database, or the fleet"
     )
     parser.add_argument("--no-fleet", action="store_true", help="skip the fleet cell (one job, 1/2/4 workers)")
-    sys.exit(asyncio.run(main_async(parser.parse_args())))
+    parser.add_argument("--politeness", action="store_true",
+                        help="run only the politeness cell (bench/politeness.py: 4 workers, shared vs per-worker slots)")  # fmt: skip
+    args = parser.parse_args()
+    if args.politeness:
+        from bench import politeness
+
+        sys.exit(asyncio.run(politeness.main_async()))
+    sys.exit(asyncio.run(main_async(args)))
 
 
 if __name__ == "__main__":

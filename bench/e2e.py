@@ -113,7 +113,8 @@ def _django_env(database_url: str, redis_url: str, extra: dict[str, str]) -> dic
 
 
 class Stack:
-    """daphne and `workers` `runworker` processes (one by default) on one database; use `async with`."""
+    """daphne and `workers` `runworker` processes (one by default; 0: the caller starts its own) on one database;
+    use `async with`."""
 
     def __init__(
         self,
@@ -209,8 +210,12 @@ class Stack:
 
     # --- one job ------------------------------------------------------------------------
 
-    async def run_job(self, urls: list[str], concurrency: int, *, watchers: int = 1) -> JobFigures:
-        """Submit `urls` as one job, watch it to its end, return the figures."""
+    async def run_job(
+        self, urls: list[str], concurrency: int, *, watchers: int = 1, fields: dict[str, Any] | None = None
+    ) -> JobFigures:
+        """Submit `urls` as one job, watch it to its end, return the figures.
+
+        `fields`: more submission fields (a job-level request; `requests` replaces `urls`)."""
         assert self.session is not None and self.workers
         procs = [psutil.Process(worker.pid) for worker in self.workers]
         proc = procs[0]
@@ -219,7 +224,7 @@ class Stack:
         sampler = RssSampler(proc)
         sampling = asyncio.create_task(sampler.run())
         started, posted_at = time.perf_counter(), time.time()
-        job, submit_seconds, stall_ms = await self._submit(urls, concurrency)
+        job, submit_seconds, stall_ms = await self._submit(urls, concurrency, fields or {})
         watches = [Watch() for _ in range(watchers)]
         try:
             async with asyncio.timeout(max(120.0, len(urls) / 200)):
@@ -257,13 +262,19 @@ class Stack:
             ),
         )  # fmt: skip
 
-    async def _submit(self, urls: list[str], concurrency: int) -> tuple[dict[str, Any], float, float]:
+    async def _submit(
+        self, urls: list[str], concurrency: int, fields: dict[str, Any]
+    ) -> tuple[dict[str, Any], float, float]:
         """POST the job; meanwhile probe the web process every 50 ms. Returns (job, seconds, slowest probe ms)."""
         assert self.session is not None
         # One target host: per_host = C, so the job's concurrency is the only cap (as the baselines have).
-        body = json.dumps({
+        submission = {
             "urls": urls, "concurrency": concurrency, "per_host": concurrency, "timeout": 30, "name": f"bench {len(urls)}",
-        })
+            **fields,
+        }
+        if "requests" in submission:
+            del submission["urls"]
+        body = json.dumps(submission)
         headers = {"X-CSRFToken": self.cookie("csrftoken"), "Content-Type": "application/json"}
         probe = asyncio.create_task(self._probe())
         started = time.perf_counter()

@@ -4,7 +4,8 @@ The worker gets a `StorageSink` per URL: the body streams into a spooled
 temporary file (memory up to 1 MiB, then disk) and, once complete, goes to
 Django's default storage (a FileSystemStorage under MEDIA_ROOT unless
 STORAGES says otherwise) as `bodies/<job id>/<position>`. An incomplete body
-(too large, timeout, reset) is discarded. Deleting a job deletes its bodies.
+(too large, timeout, reset) is discarded. Deleting a job deletes its bodies
+(the receiver below; jobs/ops/retention.py deletes them itself, counting them).
 
 Downloading them is `downloads.py`'s business.
 """
@@ -77,16 +78,33 @@ def sink_factory(job: Job) -> Callable[[int], BodySink] | None:
 
 @receiver(post_delete, sender=Job, dispatch_uid="jobs.bodies.delete_bodies")
 def delete_bodies(sender: type[Job], instance: Job, **kwargs: object) -> None:
-    """A deleted job (admin, cascade) takes its saved bodies along, once the deletion is committed."""
+    """A deleted job (admin, API, cascade) takes its saved bodies along, once the deletion is committed."""
     if instance.save_bodies:
-        transaction.on_commit(lambda: _delete_dir(body_dir(instance.pk)))
+        # The id now: Django sets the instance's pk to None once it is deleted, before an outer
+        # transaction (the admin's delete view runs in one) commits and runs this callback.
+        job_id = instance.pk
+        transaction.on_commit(lambda: delete_stored_bodies(job_id))
 
 
-def _delete_dir(directory: str) -> None:
+def count_stored_bodies(job_id: uuid.UUID) -> int:
+    """How many saved bodies of the job are in the storage."""
+    return len(_stored(body_dir(job_id)))
+
+
+def delete_stored_bodies(job_id: uuid.UUID) -> int:
+    """Delete the job's saved bodies (and their directory); return how many there were."""
+    directory = body_dir(job_id)
+    files = _stored(directory)
+    for name in files:
+        default_storage.delete(f"{directory}/{name}")
+    if files or default_storage.exists(directory):
+        default_storage.delete(directory)  # FileSystemStorage removes the (now empty) directory
+    return len(files)
+
+
+def _stored(directory: str) -> list[str]:
     try:
         _, files = default_storage.listdir(directory)
     except FileNotFoundError:
-        return  # nothing was ever saved
-    for name in files:
-        default_storage.delete(f"{directory}/{name}")
-    default_storage.delete(directory)  # FileSystemStorage removes the (now empty) directory
+        return []  # nothing was ever saved
+    return files

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.checks import Error, register
+from django.core.checks import Warning as CheckWarning
+from django.utils.module_loading import import_string
 
 from jobs import conf
 
@@ -43,6 +45,33 @@ def check_worker_timing(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     return errors
 
 
+@register()
+def check_event_loop(app_configs: Any = None, **kwargs: Any) -> list[Error]:
+    """The worker's event-loop settings (jobs/worker/eventloop.py) and the deadline bounds."""
+    errors: list[Error] = []
+    slow = conf.get("WORKER_SLOW_CALLBACK_SECONDS")
+    if isinstance(slow, bool) or not isinstance(slow, (int, float)) or not 0 < slow <= 60:
+        errors.append(Error(f"WORKER_SLOW_CALLBACK_SECONDS must be seconds above 0 (at most 60), not {slow!r}.",
+                            id="jobs.E181"))  # fmt: skip
+    hooks = conf.get("WORKER_STARTUP_HOOKS")
+    if isinstance(hooks, str) or not isinstance(hooks, (list, tuple)):
+        errors.append(Error(f"WORKER_STARTUP_HOOKS must be a list of dotted paths, not {hooks!r}.", id="jobs.E182"))
+    else:
+        for path in hooks:
+            try:
+                hook = import_string(path)
+            except ImportError as exc:
+                errors.append(Error(f"WORKER_STARTUP_HOOKS: cannot import {path!r} ({exc}).", id="jobs.E182"))
+                continue
+            if not callable(hook):
+                errors.append(Error(f"WORKER_STARTUP_HOOKS: {path!r} is not callable.", id="jobs.E182"))
+    bounds = {name: conf.get(name) for name in ("JOBS_MAX_URL_DEADLINE", "JOBS_MAX_JOB_DEADLINE")}
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in bounds.values()):
+        errors.append(Error(f"JOBS_MAX_URL_DEADLINE and JOBS_MAX_JOB_DEADLINE must be seconds above 0: {bounds!r}.",
+                            id="jobs.E183"))  # fmt: skip
+    return errors
+
+
 # daphne's default --websocket_max_message_size; docker-compose and the Dockerfile pass it explicitly.
 DAPHNE_MAX_MESSAGE_BYTES = 1024 * 1024
 
@@ -55,6 +84,11 @@ def check_limits(app_configs: Any = None, **kwargs: Any) -> list[Error]:
         errors.append(
             Error("JOBS_MAX_QUEUED_PER_USER must be >= 0 and JOBS_SUBMISSIONS_PER_MINUTE >= 1.", id="jobs.E004")
         )
+    body = conf.get("JOBS_MAX_REQUEST_BODY_BYTES")
+    if not isinstance(body, int) or isinstance(body, bool) or body < 0:
+        errors.append(
+            Error(f"JOBS_MAX_REQUEST_BODY_BYTES must be a whole number of bytes >= 0, not {body!r}.", id="jobs.E008")
+        )
     if not 0 < conf.get("WS_MAX_MESSAGE_BYTES") < DAPHNE_MAX_MESSAGE_BYTES:
         errors.append(
             Error(
@@ -64,3 +98,21 @@ def check_limits(app_configs: Any = None, **kwargs: Any) -> list[Error]:
             )
         )
     return errors
+
+
+METRICS_TOKEN_MIN_CHARS = 16
+
+
+@register()
+def check_operations(app_configs: Any = None, **kwargs: Any) -> list[Error | CheckWarning]:
+    """JOBS_RETENTION_DAYS and METRICS_TOKEN (jobs/ops/)."""
+    problems: list[Error | CheckWarning] = []
+    days = conf.get("JOBS_RETENTION_DAYS")
+    if days is not None and (isinstance(days, bool) or not isinstance(days, (int, float)) or days <= 0):
+        problems.append(Error(f"JOBS_RETENTION_DAYS must be a positive number of days (or unset), not {days!r}.",
+                              id="jobs.E016"))  # fmt: skip
+    token = conf.get("METRICS_TOKEN") or ""
+    if token and len(token) < METRICS_TOKEN_MIN_CHARS:
+        problems.append(CheckWarning(f"METRICS_TOKEN is shorter than {METRICS_TOKEN_MIN_CHARS} characters: easy to guess.",
+                                id="jobs.W016"))  # fmt: skip
+    return problems

@@ -8,18 +8,22 @@ draws a tqdm bar on stderr until the job is terminal.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from typing import IO, Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
+from django.urls import reverse
 from tqdm import tqdm
 
+from jobs import conf
 from jobs.exceptions import SubmissionError
 from jobs.models import Job
-from jobs.submission import parsing
+from jobs.submission import parsing, requests
 from jobs.submission.parsing import UrlLines
+from jobs.submission.requests import RequestLines
 
 POLL_SECONDS = 0.5
 MAX_LISTED_ERRORS = 20
@@ -35,8 +39,9 @@ class InputError(Exception):
     """Unusable input; the message names what and where."""
 
 
-def read_urls(source: str, *, stdin: IO[bytes]) -> UrlLines:
-    """URLs from a file (CSV if it ends in .csv, else one per line) or, for `-`, from standard input."""
+def read_urls(source: str, *, stdin: IO[bytes]) -> UrlLines | RequestLines:
+    """URLs from a file (CSV if it ends in .csv, else one per line) or, for `-`, from standard input;
+    requests (one JSON object per line) from a .jsonl file."""
     if source == "-":
         data, filename = stdin.read(), "-"
     else:
@@ -47,6 +52,8 @@ def read_urls(source: str, *, stdin: IO[bytes]) -> UrlLines:
             raise InputError(f"{source}: cannot read ({exc.strerror or exc})") from exc
         filename = source
     try:
+        if requests.is_jsonl(filename):
+            return requests.parse_request_file(data)
         return parsing.parse_url_file(data, filename=filename)
     except SubmissionError as exc:
         raise InputError(f"{_label(source)}: {exc.errors.get('file', exc.errors)}") from exc
@@ -60,16 +67,51 @@ def describe_errors(errors: dict[str, Any], source: str) -> str:
     """SubmissionError details as lines: `urls.txt line 4: scheme must be http or https, not 'ftp' (ftp://x)`."""
     lines = []
     for field, detail in errors.items():
-        if field != "urls":
+        if field not in ("urls", "requests"):
             lines.append(f"--{field}: {detail}")
             continue
         for item in detail[:MAX_LISTED_ERRORS]:
-            where = f"{_label(source)} line {item['line']}: " if "line" in item else f"{_label(source)}: "
+            bad = f" {item['field']}" if "field" in item else ""  # a request line's bad field
+            where = f"{_label(source)} line {item['line']}{bad}: " if "line" in item else f"{_label(source)}: "
             value = f" ({item['value']})" if item.get("value") else ""
             lines.append(f"{where}{item['error']}{value}")
         if len(detail) > MAX_LISTED_ERRORS:
             lines.append(f"... and {len(detail) - MAX_LISTED_ERRORS} more")
     return "\n".join(lines)
+
+
+def request_fields(options: dict[str, Any]) -> dict[str, Any]:
+    """The job-level request fields from the command's options (only those given)."""
+    fields: dict[str, Any] = {}
+    if options.get("method"):
+        fields["method"] = options["method"]
+    if options.get("header"):
+        try:
+            fields["headers"] = requests.parse_headers_text("\n".join(options["header"]))
+        except ValueError as exc:
+            raise InputError(f"--header: {str(exc).partition(': ')[2]} (not {options['header']!r})") from exc
+    if options.get("secret_header"):
+        fields["secret_headers"] = options["secret_header"]
+    if options.get("json") is not None:
+        try:
+            fields["json"] = json.loads(options["json"])
+        except json.JSONDecodeError as exc:
+            raise InputError(f"--json: not JSON ({exc.msg} at column {exc.colno})") from exc
+    if options.get("body") is not None:
+        fields["body"] = options["body"]
+    if options.get("retry_unsafe"):
+        fields["retry_unsafe"] = True
+    return fields
+
+
+def plural(count: int, noun: str) -> str:
+    """"1 URL", "2 URLs", "1,000 URLs"."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
+def page_url(job: Job) -> str:
+    """The job's live page as a full URL (setting JOBS_SITE_URL, env BATCHFETCH_SITE_URL), to click in a terminal."""
+    return str(conf.get("JOBS_SITE_URL")).rstrip("/") + reverse("job_detail", kwargs={"job_id": job.pk})
 
 
 def resolve_owner(username: str | None) -> AbstractBaseUser:

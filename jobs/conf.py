@@ -9,13 +9,20 @@ from django.conf import settings
 from jobs.engine.netguard import Guard, parse_networks
 
 DEFAULTS: dict[str, Any] = {
+    # Where people reach the pages: the CLI prints job pages under it (`make run`'s address by default).
+    "JOBS_SITE_URL": "http://127.0.0.1:8000",
     # Submission limits
     "JOBS_MAX_URLS": 100_000,
     "JOBS_MAX_URL_LENGTH": 2048,
+    # Largest body of one request (a job's or a line's json/body), UTF-8 bytes.
+    "JOBS_MAX_REQUEST_BODY_BYTES": 64 * 1024,
     "JOBS_DEFAULT_CONCURRENCY": 10,
     "JOBS_MAX_CONCURRENCY": 1000,
     "JOBS_DEFAULT_TIMEOUT": 10.0,
     "JOBS_MAX_TIMEOUT": 300.0,
+    # Upper bounds of the job options url_deadline and job_deadline, in seconds (README "Deadlines").
+    "JOBS_MAX_URL_DEADLINE": 3600.0,
+    "JOBS_MAX_JOB_DEADLINE": 7 * 24 * 3600.0,
     # Fetch options of a job: defaults and upper bounds (README "Job options").
     "JOBS_DEFAULT_PER_HOST": 8,
     "JOBS_MAX_HOST_DELAY": 60.0,
@@ -43,6 +50,11 @@ DEFAULTS: dict[str, Any] = {
     "WORKER_MAX_CLAIMS": 5,
     # URLs per chunk: the unit a worker claims, so several workers can share one job.
     "WORKER_CHUNK_SIZE": 500,
+    # The worker's event loop (jobs/worker/eventloop.py): asyncio debug mode (also at `runworker -v 3`), the
+    # slow-callback threshold it logs above, and dotted paths of callables run on the loop at startup.
+    "WORKER_ASYNCIO_DEBUG": False,
+    "WORKER_SLOW_CALLBACK_SECONDS": 0.1,
+    "WORKER_STARTUP_HOOKS": (),
     # Progress: at most this many messages per second per job.
     "PROGRESS_MAX_RATE": 10.0,
     # SSRF guard switch (development and tests lift it).
@@ -50,6 +62,12 @@ DEFAULTS: dict[str, Any] = {
     # Networks (CIDR strings) always allowed / always refused by the SSRF guard.
     "FETCH_ALLOWED_NETWORKS": (),
     "FETCH_DENIED_NETWORKS": (),
+    # Operations (jobs/ops/): the web's /metrics bearer token ("" turns it off); days finished jobs are kept.
+    "METRICS_TOKEN": "",
+    "JOBS_RETENTION_DAYS": None,
+    # Per-host caps, rates and autothrottle held across all workers through Redis (jobs/engine/fleetslots.py);
+    # off: each worker applies them on its own.
+    "FETCH_SHARED_HOST_SLOTS": True,
 }
 
 

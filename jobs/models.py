@@ -42,13 +42,48 @@ class Job(models.Model):
     # Fetch options (see README "Job options"); validated by submission.py.
     per_host = models.PositiveIntegerField(default=8, help_text="Most requests to one host in flight at once.")
     host_delay = models.FloatField(default=0.0, help_text="Seconds between two requests to one host.")
+    per_host_rate = models.FloatField(
+        null=True, blank=True, help_text="Requests per second to one host over all workers (empty: no rate)."
+    )
+    autothrottle = models.BooleanField(
+        default=False, help_text="Adapt the per-host concurrency to the host's latency and 429/503 answers."
+    )
     retries = models.PositiveSmallIntegerField(default=2, help_text="Retries of a URL after a retryable failure.")
     max_redirects = models.PositiveSmallIntegerField(default=10, help_text="Redirect hops followed at most.")
     max_bytes = models.BigIntegerField(default=10 * 1024 * 1024, help_text="Largest body (decoded) in bytes.")
     respect_robots = models.BooleanField(default=False, help_text="Skip URLs that robots.txt disallows.")
     save_bodies = models.BooleanField(default=False, help_text="Keep the response bodies.")
+    # Deadlines (README "Deadlines", jobs/queue/deadlines.py); empty: none.
+    url_deadline = models.FloatField(
+        null=True, blank=True, help_text="Seconds one URL may take over all its attempts and waits (empty: no limit)."
+    )
+    job_deadline = models.FloatField(
+        null=True, blank=True, help_text="Seconds the job may run from its start (empty: no limit)."
+    )
+    deadline_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the job deadline passes (set when the job starts)."
+    )
+    # The request each line sends unless it overrides it (README "Requests"); jobs/submission/requests.py.
+    method = models.CharField(max_length=8, default="GET", help_text="HTTP method of the job's requests.")
+    request_headers = models.JSONField(
+        default=list, blank=True, help_text="Request headers as [name, value] pairs; a secret one's value is null."
+    )
+    sealed_headers = models.TextField(
+        blank=True, editable=False, help_text="The secret headers' values, encrypted (jobs/crypto.py)."
+    )
+    request_body = models.TextField(null=True, blank=True, help_text="The request body, if any.")
+    retry_unsafe = models.BooleanField(default=False, help_text="Retry POST and PATCH requests too.")
+    line_requests = models.BooleanField(default=False, help_text="Some lines override the request (RequestLine).")
     duplicate_urls = models.PositiveIntegerField(
         default=0, help_text="Submitted URLs that repeat an earlier one (kept: one row per submitted URL)."
+    )
+    # "Skip invalid lines" (README "Submitted URLs"): what was left out, and why.
+    skipped = models.JSONField(
+        default=list, blank=True,
+        help_text="Lines left out by 'skip invalid lines': [{index, line?, value, error}], at most 1000.",
+    )
+    skipped_urls = models.PositiveIntegerField(
+        default=0, help_text="Submitted URLs left out as invalid (skip invalid lines); all are counted."
     )
 
     # Counters, kept equal to the Result rows by queue.record_results().
@@ -116,6 +151,24 @@ class Result(models.Model):
 
     def __str__(self) -> str:
         return f"{self.url} ({self.outcome})"
+
+
+class RequestLine(models.Model):
+    """What one line of a job overrides of the job's request; only lines with an override have one."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="request_lines", db_index=False)
+    position = models.PositiveIntegerField()
+    method = models.CharField(max_length=8, blank=True, help_text="Empty: the job's method.")
+    headers = models.JSONField(null=True, blank=True, help_text="[name, value] pairs replacing the job's of that name.")
+    sealed_headers = models.TextField(blank=True, editable=False, help_text="The secret headers' values, encrypted.")
+    body = models.TextField(null=True, blank=True, help_text="Null: the job's body.")
+
+    class Meta:
+        ordering = ["job_id", "position"]
+        constraints = [models.UniqueConstraint(fields=["job", "position"], name="requestline_unique_position")]
+
+    def __str__(self) -> str:
+        return f"{self.position}: {self.method or '(job method)'}"
 
 
 class Share(models.Model):

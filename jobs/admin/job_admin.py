@@ -19,7 +19,9 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
+from jobs import requestdata
 from jobs.models import Job, Result
+from jobs.ops import retention
 from jobs.submission import service
 
 FAILURE_PREVIEW_ROWS = 10
@@ -44,7 +46,7 @@ class JobAdmin(admin.ModelAdmin):
         "succeeded",
         "failed",
         "duration_display",
-        "created_at",
+        "created_display",
     )
     list_display_links = ("__str__",)
     list_filter = ("status", "owner", "created_at")
@@ -56,17 +58,24 @@ class JobAdmin(admin.ModelAdmin):
     list_per_page = 50
     actions = ("cancel_jobs", "rerun_jobs", "rerun_failed_urls")
     fieldsets = (
-        (None, {"fields": ("id", "name", "owner", "status", "error")}),
-        ("Options", {"fields": ("concurrency", "timeout")}),
+        (None, {"fields": ("id", "live_page", "name", "owner", "status", "error")}),
+        ("Options", {"fields": ("concurrency", "timeout", "per_host", "host_delay", "per_host_rate", "autothrottle",
+                                "retries", "max_redirects", "max_bytes", "respect_robots", "save_bodies",
+                                "url_deadline", "job_deadline")}),
+        ("Request", {"fields": ("request_display",)}),
+        ("Submission", {"fields": ("duplicate_urls", "skipped_urls", "skipped_display")}),
         ("Progress", {"fields": ("progress_display", "total", "succeeded", "failed", "cancelled", "results_links",
                                  "failure_preview")}),
-        ("Times", {"fields": ("created_at", "started_at", "finished_at", "duration_display")}),
+        ("Times", {"fields": ("created_at", "started_at", "deadline_at", "finished_at", "duration_display")}),
         ("Workers", {"fields": ("workers_display",)}),
     )
     # Only the display name is an admin's to change: the options belong to the
     # submission, everything else to the queue and the worker.
     readonly_fields = (
-        "id", "owner", "status", "error", "concurrency", "timeout",
+        "id", "live_page", "owner", "status", "error", "concurrency", "timeout", "per_host", "host_delay",
+        "per_host_rate", "autothrottle", "retries", "max_redirects", "max_bytes", "respect_robots", "save_bodies",
+        "url_deadline", "job_deadline", "deadline_at", "request_display", "duplicate_urls", "skipped_urls",
+        "skipped_display",
         "progress_display", "total", "succeeded", "failed", "cancelled", "results_links", "failure_preview",
         "created_at", "started_at", "finished_at", "duration_display", "workers_display",
     )
@@ -85,11 +94,64 @@ class JobAdmin(admin.ModelAdmin):
         if form.changed_data:
             obj.save(update_fields=form.changed_data)
 
+    # --- deleting: finished jobs only, with their bodies, in bounded steps (jobs/ops/retention.py) ----
+
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple[list[Any], dict[str, int], set[str], list[Any]]:
+        """What the confirmation page lists: the jobs and counts, not each of their 100k results.
+
+        An unfinished job is shown as protected (a worker may still be writing its rows and bodies), so
+        Django refuses the deletion; results need no delete permission of their own (the worker's rows).
+        """
+        jobs = list(objs)
+        finished = [job for job in jobs if job.is_terminal]
+        removed = retention.count_jobs(job.pk for job in finished)
+        counts = {"jobs": removed.jobs, "results": removed.results, "saved bodies": removed.bodies}
+        protected = [f"{job} is {job.status}: cancel it first, or wait until it has finished"
+                     for job in jobs if not job.is_terminal]  # fmt: skip
+        return [str(job) for job in finished], counts, set(), protected
+
+    def delete_model(self, request: HttpRequest, obj: Job) -> None:
+        retention.delete_jobs([obj.pk])
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        retention.delete_jobs(queryset.values_list("pk", flat=True))
+
     # --- columns -------------------------------------------------------------------
 
     @admin.display(description="progress")
     def progress_display(self, job: Job) -> str:
         return f"{job.done}/{job.total} ({_percent(job.done, job.total)}%)"
+
+    @admin.display(description="request")
+    def request_display(self, job: Job) -> str:
+        """Method, headers (secret values •••: the sealed column is never read here), body size and hash."""
+        summary = requestdata.request_summary(job.method, job.request_headers, job.request_body)
+        headers = format_html_join("", "<li><code>{}: {}</code></li>", summary["headers"].items())
+        body = (f"{summary['body_bytes']} bytes, SHA-256 {summary['body_sha256']}" if summary["body_bytes"] is not None
+                else "no body")  # fmt: skip
+        extra = "; some lines send their own request" if job.line_requests else ""
+        retry = ", POST/PATCH retried too" if job.retry_unsafe else ""
+        return format_html("{} ({}{}{})<ul>{}</ul>", summary["method"], body, retry, extra, headers)
+
+    @admin.display(description="live page")
+    def live_page(self, job: Job) -> str:
+        return format_html('<a href="{}">Open the live page</a>', reverse("job_detail", kwargs={"job_id": job.pk}))
+
+    @admin.display(description="created", ordering="created_at")
+    def created_display(self, job: Job) -> str:
+        """Short and on one line (Django's full date wraps and is cut off in a 1280 px window)."""
+        return format_html('<span class="nowrap">{}</span>', timezone.localtime(job.created_at).strftime("%Y-%m-%d %H:%M"))
+
+    @admin.display(description="skipped lines")
+    def skipped_display(self, job: Job) -> str:
+        if not job.skipped:
+            return "—"
+        rows = format_html_join(
+            "", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            ((item.get("line", item.get("index")), item.get("value") or "", item["error"]) for item in job.skipped),
+        )
+        return format_html("<table><thead><tr><th>line</th><th>value</th><th>error</th></tr></thead>"
+                           "<tbody>{}</tbody></table>", rows)
 
     @admin.display(description="duration")
     def duration_display(self, job: Job) -> str:
@@ -143,10 +205,10 @@ class JobAdmin(admin.ModelAdmin):
         rows = format_html_join(
             "",
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            ((position + 1, url, "" if code is None else code, error) for position, url, code, error in failures),
+            ((position, url, "" if code is None else code, error) for position, url, code, error in failures),
         )
         return format_html(
-            "<table><thead><tr><th>#</th><th>URL</th><th>status</th><th>error</th></tr></thead>"
+            "<table><thead><tr><th>position</th><th>URL</th><th>status</th><th>error</th></tr></thead>"
             "<tbody>{}</tbody></table>",
             rows,
         )
@@ -243,9 +305,10 @@ class ResultAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    @admin.display(description="#", ordering="position")
+    @admin.display(description="position", ordering="position")
     def position_display(self, result: Result) -> int:
-        return result.position + 1
+        """0-based, as on the live page, in the API and in the exports."""
+        return result.position
 
     @admin.display(description="error")
     def short_error(self, result: Result) -> str:

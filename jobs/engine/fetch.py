@@ -9,6 +9,7 @@ the server's Retry-After; while it waits it holds no slot. Errors never escape
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Callable
@@ -17,14 +18,12 @@ from dataclasses import replace
 import httpx
 
 from jobs.engine.attempt import _attempt
-from jobs.engine.errors import _describe, _Failure
+from jobs.engine.errors import DEADLINE, _describe, _Failure, format_error
 from jobs.engine.netguard import Guard
+from jobs.engine.requestspec import RequestSpec
 from jobs.engine.response import _Attempt
 from jobs.engine.slots import Slots, Stopped
 from jobs.engine.values import BodySink, FetchOptions, FetchResult
-
-MAX_REASONS = 10
-"""Failed attempts described in `error` at most (the count is always right)."""
 
 
 async def fetch_one(
@@ -37,8 +36,11 @@ async def fetch_one(
     guard: Guard | None = None,
     slots: Slots | None = None,
     sink: Callable[[], BodySink] | None = None,
+    request: RequestSpec | None = None,
 ) -> FetchResult:
     """GET `url` with redirects, retries and limits per `options` (`timeout` overrides `options.timeout`).
+
+    `request` (else `options.request`) sends another method, headers or a body instead of a plain GET.
 
     Never raises, except CancelledError: every failure becomes a "failed" result.
     """
@@ -47,38 +49,46 @@ async def fetch_one(
         options = replace(options, timeout=timeout)
     slots = slots or Slots(job=asyncio.Semaphore(1))
     started = time.monotonic()
-    reasons: list[str] = []
+    reasons: list[tuple[str, str]] = []
     attempt = _Attempt(url)
     failure: _Failure | None = None
-    for number in range(1, options.retries + 2):
-        attempt = _Attempt(url)
-        try:
-            await _attempt(client, attempt, options, guard, slots, sink)
-        except _Failure as exc:
-            failure = exc
-        except Stopped:
+    number = 0
+    spec = request if request is not None else options.request
+    # The URL's deadline over all attempts and waits: armed once its first attempt holds its slots (_attempt).
+    clock = asyncio.timeout(None) if options.url_deadline is not None else None
+    try:
+        async with clock or contextlib.nullcontext():
+            for number in range(1, options.retries + 2):
+                attempt = _Attempt(url)
+                try:
+                    await _attempt(client, attempt, options, guard, slots, sink, clock, spec)
+                except _Failure as exc:
+                    failure = exc
+                except Stopped:
+                    raise
+                except Exception as exc:  # not CancelledError: that is a BaseException and propagates
+                    failure = _Failure(*_describe(exc, options.timeout))
+                else:
+                    failure = None
+                    break
+                delay = _retry_delay(failure, number, options, spec)
+                if delay is None:
+                    break
+                reasons.append((failure.error_class, failure.message))
+                await asyncio.sleep(delay)  # outside every slot: a waiting retry holds none
+    except TimeoutError:
+        if clock is None or not clock.expired():
             raise
-        except Exception as exc:  # not CancelledError: that is a BaseException and propagates
-            failure = _Failure(*_describe(exc, options.timeout))
-        else:
-            failure = None
-            break
-        delay = _retry_delay(failure, number, options)
-        if delay is None:
-            break
-        reasons.append(f"attempt {number}: {failure.error_class}: {failure.message}")
-        await asyncio.sleep(delay)  # outside every slot: a waiting retry holds none
+        # Mid-attempt or waiting for the next one; the earlier attempts' reasons are in `reasons` already.
+        failure = _Failure(DEADLINE, f"not finished within the URL deadline of {options.url_deadline:g} s")
     return _result(position, url, attempt, failure, reasons, attempts=number, started=started)
 
 
 def _result(
-    position: int, url: str, attempt: _Attempt, failure: _Failure | None, reasons: list[str], *, attempts: int,
-    started: float,
+    position: int, url: str, attempt: _Attempt, failure: _Failure | None, reasons: list[tuple[str, str]], *,
+    attempts: int, started: float,
 ) -> FetchResult:
-    error = f"{failure.error_class}: {failure.message}" if failure else ""
-    if reasons:
-        shown = reasons[:MAX_REASONS] + ([f"{len(reasons) - MAX_REASONS} more"] if len(reasons) > MAX_REASONS else [])
-        error = "; ".join(filter(None, [error, *[f"({r})" for r in shown]]))
+    error = format_error((failure.error_class, failure.message) if failure else None, reasons)
     blocked_early = failure is not None and failure.error_class in ("blocked", "robots") and attempt.status_code is None
     return FetchResult(
         position=position,
@@ -98,11 +108,17 @@ def _result(
     )
 
 
-def _retry_delay(failure: _Failure, number: int, options: FetchOptions) -> float | None:
-    """Seconds to wait before attempt `number + 1`, or None if the failure is final."""
+def _retry_delay(failure: _Failure, number: int, options: FetchOptions, spec: RequestSpec | None) -> float | None:
+    """Seconds to wait before attempt `number + 1`, or None if the failure is final.
+
+    A request that is not idempotent (POST, PATCH) may have had its effect although it failed, so it is
+    retried only after a connect error (it never left) unless the job allows it (`retry_unsafe`)."""
     if number > options.retries:
         return None
     if not failure.retryable:
+        return None
+    if spec is not None and not spec.idempotent and not options.retry_unsafe and failure.error_class != "connect":
+        failure.message += f" (not retried: {spec.method} is not idempotent; the job's retry_unsafe allows it)"
         return None
     backoff = random.uniform(0, min(options.backoff_cap, options.backoff_base * 2 ** (number - 1)))
     hint = failure.retry_after

@@ -10,6 +10,23 @@ import contextlib
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class HostLimits(Protocol):
+    """What the engine needs of per-host slots: `HostSlots` (one worker) or `FleetSlots` (every worker)."""
+
+    async def acquire(
+        self, host: str, *, limit: int, delay: float = 0.0, rate: float | None = None, adaptive: bool = False
+    ) -> None: ...
+
+    def release(self, host: str) -> None: ...
+
+    def snapshot(self) -> dict[str, int]: ...
+
+    def observe(
+        self, host: str, *, status: int, latency: float, retry_after: float = 0.0, per_host: int, adaptive: bool
+    ) -> None: ...
 
 
 @dataclass(slots=True)
@@ -35,6 +52,10 @@ class HostSlots:
         state = self._hosts.get(host)
         return state.in_flight if state else 0
 
+    def snapshot(self) -> dict[str, int]:
+        """Requests holding a slot, per host that has any. Safe to call from another thread (metrics)."""
+        return {host: state.in_flight for host, state in list(self._hosts.items()) if state.in_flight}
+
     @contextlib.asynccontextmanager
     async def hold(self, host: str, *, limit: int, delay: float = 0.0) -> AsyncIterator[None]:
         """Hold one of `limit` slots of `host`, after waiting for its pacing delay."""
@@ -44,8 +65,15 @@ class HostSlots:
         finally:
             self.release(host)
 
-    async def acquire(self, host: str, *, limit: int, delay: float = 0.0) -> None:
-        """`hold` without a context manager (the engine's hot path): pair every return with `release(host)`."""
+    async def acquire(
+        self, host: str, *, limit: int, delay: float = 0.0, rate: float | None = None, adaptive: bool = False
+    ) -> None:
+        """`hold` without a context manager (the engine's hot path): pair every return with `release(host)`.
+
+        A `rate` paces like a delay of 1 / rate; `adaptive` (autothrottle) needs `FleetSlots` and is ignored.
+        """
+        if rate:
+            delay = max(delay, 1 / rate)
         state = self._hosts.get(host)
         if state is None:
             state = self._hosts[host] = _Host()
@@ -63,6 +91,11 @@ class HostSlots:
     def release(self, host: str) -> None:
         """Give back a slot taken with `acquire`."""
         self._release(host, self._hosts[host])
+
+    def observe(
+        self, host: str, *, status: int, latency: float, retry_after: float = 0.0, per_host: int, adaptive: bool
+    ) -> None:
+        """What a response said: nothing to do for one worker's slots (a retry waits its Retry-After itself)."""
 
     async def _acquire(self, state: _Host, limit: int) -> None:
         if state.in_flight < limit and not state.waiters:

@@ -15,29 +15,35 @@ from dataclasses import replace
 import httpx
 
 from jobs.engine.fetch import fetch_one
-from jobs.engine.hostslots import HostSlots
+from jobs.engine.hostslots import HostLimits
 from jobs.engine.netguard import Guard
+from jobs.engine.requestspec import RequestSpec
 from jobs.engine.robots import RobotsCache
 from jobs.engine.slots import Limit, Slots, Stopped
 from jobs.engine.values import BodySink, FetchOptions, FetchResult
 
+Item = tuple[int, str] | tuple[int, str, RequestSpec | None]
+"""(position, url), or (position, url, its own request)."""
+
 
 async def fetch_all(
     client: httpx.AsyncClient,
-    items: Iterable[tuple[int, str]] | AsyncIterable[tuple[int, str]],
+    items: Iterable[Item] | AsyncIterable[Item],
     *,
     concurrency: int,
     on_result: Callable[[FetchResult], None],
     timeout: float | None = None,
     options: FetchOptions | None = None,
     global_limit: asyncio.Semaphore | None = None,
-    hosts: HostSlots | None = None,
+    hosts: HostLimits | None = None,
     guard: Guard | None = None,
     sink: Callable[[int], BodySink] | None = None,
     stop: asyncio.Event | None = None,
     job_limit: Limit | None = None,
 ) -> None:
     """Fetch every (position, url) of `items`, at most `concurrency` at a time; call `on_result` for each.
+
+    An item may be (position, url, request): its own `RequestSpec` (None: `options.request`).
 
     One producer feeds a bounded queue from `items` (sync, or async so callers
     can stream pages from the database; fetch_all does not close it), and
@@ -65,7 +71,7 @@ async def fetch_all(
     slots = Slots(job=job_limit or asyncio.Semaphore(concurrency), worker=global_limit, hosts=hosts, stop=stop)
     consumers = concurrency * 2 if options.retries else concurrency
     robots = RobotsCache(client, options=options, slots=slots, guard=guard) if options.respect_robots else None
-    queue: asyncio.Queue[tuple[int, str] | None] = asyncio.Queue(maxsize=concurrency)
+    queue: asyncio.Queue[Item | None] = asyncio.Queue(maxsize=concurrency)
 
     def stopped() -> bool:
         return stop is not None and stop.is_set()
@@ -88,7 +94,11 @@ async def fetch_all(
         while (item := await queue.get()) is not None:
             if stopped():
                 continue  # drain without fetching, so the producer is never stuck on a full queue
-            position, url = item
+            if len(item) == 2:
+                position, url = item
+                request = None
+            else:
+                position, url, request = item
             try:
                 refusal = await robots.refusal(position, url) if robots is not None else None
                 if refusal is not None:
@@ -96,7 +106,8 @@ async def fetch_all(
                 else:
                     make_sink = (lambda: sink(position)) if sink is not None else None  # noqa: B023 (used at once)
                     result = await fetch_one(
-                        client, position, url, options=options, guard=guard, slots=slots, sink=make_sink
+                        client, position, url, options=options, guard=guard, slots=slots, sink=make_sink,
+                        request=request,
                     )
             except Stopped:
                 continue  # the stop came while this URL waited for a slot: it stays without a result

@@ -50,7 +50,8 @@ class RobotsCache:
         self, client: httpx.AsyncClient, *, options: FetchOptions, slots: Slots, guard: Guard | None = None
     ) -> None:
         self._client = client
-        self._options = replace(options, retries=0, max_bytes=MAX_ROBOTS_BYTES, max_redirects=5)
+        # A plain GET whatever the job sends (no method, body or secret headers of the job go to robots.txt).
+        self._options = replace(options, retries=0, max_bytes=MAX_ROBOTS_BYTES, max_redirects=5, request=None)
         self._slots = slots
         self._guard = guard
         self._rules: dict[str, asyncio.Task[tuple[RobotFileParser | None, FetchResult]]] = {}

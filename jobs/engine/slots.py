@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     import httpx
 
-    from jobs.engine.hostslots import HostSlots
+    from jobs.engine.hostslots import HostLimits
     from jobs.engine.values import FetchOptions
 
 class Limit(Protocol):
@@ -33,7 +33,7 @@ class Slots:
 
     job: Limit
     worker: asyncio.Semaphore | None = None
-    hosts: HostSlots | None = None
+    hosts: HostLimits | None = None
     stop: asyncio.Event | None = None
     """Once set, no request starts: `hold` raises `Stopped` instead of yielding."""
 
@@ -55,7 +55,10 @@ class Slots:
         await self.job.acquire()
         try:
             if self.hosts is not None:
-                await self.hosts.acquire(host, limit=options.per_host, delay=options.host_delay)
+                await self.hosts.acquire(
+                    host, limit=options.per_host, delay=options.host_delay, rate=options.per_host_rate,
+                    adaptive=options.autothrottle,
+                )  # fmt: skip
             try:
                 if self.worker is not None:
                     await self.worker.acquire()
@@ -71,6 +74,14 @@ class Slots:
         except BaseException:
             self.job.release()
             raise
+
+    def observe(self, host: str, status: int, latency: float, retry_after: float, options: FetchOptions) -> None:
+        """Tell the host's slots what a response said (its latency feeds autothrottle; Retry-After pauses)."""
+        if self.hosts is not None:
+            self.hosts.observe(
+                host, status=status, latency=latency, retry_after=retry_after, per_host=options.per_host,
+                adaptive=options.autothrottle,
+            )  # fmt: skip
 
     def release(self, host: str) -> None:
         if self.worker is not None:

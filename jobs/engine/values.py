@@ -8,6 +8,10 @@ engine module and by the worker, which builds `FetchOptions` from a Job row
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from jobs.engine.requestspec import RequestSpec
 
 # Backstop for requests made with the client outside fetch_one (fetch_one passes its own deadline).
 DEFAULT_TIMEOUT = 30.0
@@ -34,11 +38,23 @@ class FetchOptions:
     max_bytes: int = 10 * MIB
     """Largest body, counted after content decoding; more fails as `too_large`."""
     per_host: int = 8
-    """Requests in flight to one host at most (within a `HostSlots` registry, i.e. a worker)."""
+    """Requests in flight to one host (name and port) at most: per worker with `HostSlots`, across every
+    worker with `FleetSlots`."""
     host_delay: float = 0.0
     """Seconds between the starts of two requests to one host."""
+    per_host_rate: float | None = None
+    """Requests per second to one host at most (None: no rate); with `host_delay`, the longer spacing wins."""
+    autothrottle: bool = False
+    """Adapt the host's concurrency (1..per_host) to its latency and 429/503 answers (`FleetSlots`)."""
     respect_robots: bool = False
     """Consult each origin's robots.txt (fetched once per `fetch_all`) and skip what it disallows."""
+    url_deadline: float | None = None
+    """Seconds one URL may take over all its attempts and the waits between them, counted from when its first
+    request may go out (it holds its slots); then it fails as `deadline`. None: only `retries` and `timeout` bound it."""
+    request: RequestSpec | None = None
+    """Method, headers and body of every URL without its own (None: a plain GET, the fast path)."""
+    retry_unsafe: bool = False
+    """Retry non-idempotent requests (POST, PATCH) after failures that may have reached the server too."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +79,7 @@ class FetchResult:
     "(attempt n: ...)" for each earlier failed attempt. A success after retries keeps those."""
     error_class: str = ""
     """"" on success, else timeout | connect | dns | tls | too_large | too_many_redirects | blocked |
-    http_status | invalid_url | robots | protocol | other."""
+    http_status | invalid_url | robots | protocol | deadline | other."""
     final_url: str = ""
     """The URL of the last response, after redirects."""
     content_type: str = ""

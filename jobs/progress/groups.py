@@ -25,6 +25,7 @@ from channels.layers import get_channel_layer
 from redis.exceptions import RedisError
 
 from jobs.models import Job
+from jobs.ops import metrics
 from jobs.serializers import job_to_dict
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,8 @@ WAKEUP_GROUP = "jobs.wakeup"
 JOB_PROGRESS = "job.progress"  # to job_group(): {"type", "job": {...}, "results": [...], "text"}
 JOB_UPDATE = "job.update"  # to user_group(): {"type", "job": {...}, "text"}
 WORKER_WAKEUP = "worker.wakeup"  # to WAKEUP_GROUP: {"type"}
+MESSAGE_KINDS = {JOB_PROGRESS: "progress", JOB_UPDATE: "update", WORKER_WAKEUP: "wakeup"}
+"""The `kind` label of batchfetch_progress_messages_{sent,dropped}_total."""
 
 # A send that takes longer than this counts as an outage (a hung Redis must not stall a worker).
 SEND_TIMEOUT = 2.0
@@ -119,15 +122,21 @@ async def group_send(group: str, message: dict[str, Any]) -> bool:
     cancellation propagates.
     """
     layer = get_channel_layer()
-    if layer is None or not outage.should_try():
+    if layer is None:
+        return False
+    kind = MESSAGE_KINDS.get(message.get("type", ""), "other")
+    if not outage.should_try():
+        metrics.count_message(kind, sent=False)
         return False
     try:
         async with asyncio.timeout(SEND_TIMEOUT):
             await layer.group_send(group, message)
     except LAYER_ERRORS as exc:
         outage.failed(exc)
+        metrics.count_message(kind, sent=False)
         return False
     outage.succeeded()
+    metrics.count_message(kind, sent=True)
     return True
 
 

@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from jobs import conf
 from jobs.models import Chunk, Job, Result, Share
+from jobs.queue import deadlines
 from jobs.queue.control import _finish
 from jobs.queue.fences import Claim, _fenced_share, _locked_job, _mark_done
 from jobs.queue.rawsql import db_value, execute, fetch, table
@@ -141,7 +142,8 @@ def claim_job(
             if job.status == Job.Status.QUEUED:
                 job.status = Job.Status.RUNNING
             job.started_at = job.started_at or now
-            job.save(update_fields=["status", "started_at"])
+            deadlines.start_clock(job, now)
+            job.save(update_fields=["status", "started_at", "deadline_at"])
         return Claim(job=job, token=share.token, worker_id=worker_id, slots=slots)
 
 

@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from jobs.exceptions import ClaimLost
 from jobs.models import Chunk, Job, Result, Share
+from jobs.queue import deadlines
 from jobs.queue.control import _finish
 from jobs.queue.fences import Claim, _fenced_chunks, _fenced_share, _locked_job, _mark_done
 from jobs.queue.rawsql import db_value, execute, table
@@ -35,8 +36,8 @@ from jobs.queue.resultwrite import FinalRow, write_results
 if TYPE_CHECKING:
     from jobs.engine.values import FetchResult
 
-Ending = Literal["done", "cancel", "stop", "pause"]
-"""Why a worker leaves a job: no URL left for it, cancelled, shutting down, paused."""
+Ending = Literal["done", "cancel", "stop", "pause", "deadline"]
+"""Why a worker leaves a job: no URL left for it, cancelled, shutting down, paused, its job deadline passed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +108,9 @@ def leave_job(claim: Claim, ending: Ending, *, error: str | None = None) -> Job:
             return job
         if error is not None:
             _finish(job, Job.Status.FAILED, now, error=error)
+            return job
+        if ending == "deadline":  # whoever sees it first fails the whole job, other shares or not
+            _finish(job, Job.Status.FAILED, now, error=deadlines.fail_unfinished(job, now))
             return job
         last = not Share.objects.filter(job=job, lease_expires_at__gt=now).exists()
         pending = Result.objects.filter(job_id=job.pk, outcome=Result.Outcome.PENDING).exists()

@@ -19,11 +19,18 @@ from asgiref.sync import sync_to_async
 from jobs import conf
 from jobs.exceptions import SubmissionError
 from jobs.models import Job
+from jobs.requestdata import LineRecord
+from jobs.submission import requests
 from jobs.submission.parsing import UrlLines
 from jobs.submission.urls import _check_url, _normalised, _shorten
 
-OPTION_FIELDS = ("per_host", "host_delay", "retries", "max_redirects", "max_bytes", "respect_robots", "save_bodies")
-FIELDS = ("urls", "name", "concurrency", "timeout", *OPTION_FIELDS)
+OPTION_FIELDS = (
+    "per_host", "host_delay", "retries", "max_redirects", "max_bytes", "respect_robots", "save_bodies",
+    "url_deadline", "job_deadline", "per_host_rate", "autothrottle",
+)  # fmt: skip
+PER_HOST_RATE_RANGE = (0.01, 1000.0)
+"""Requests per second to one host a job may ask for (README "Politeness across workers")."""
+FIELDS = ("urls", "requests", "name", "concurrency", "timeout", *OPTION_FIELDS, *requests.JOB_FIELDS, "skip_invalid")
 NAME_MAX_LENGTH: int = Job._meta.get_field("name").max_length  # type: ignore[assignment]
 # A 100k-line paste full of garbage must not produce a 10 MB error response.
 MAX_REPORTED_URL_ERRORS = 1000
@@ -45,9 +52,19 @@ class JobRequest:
     """Per-URL deadline in seconds."""
     options: dict[str, Any] = field(default_factory=dict)
     """The fetch options (per_host, host_delay, retries, max_redirects, max_bytes, respect_robots,
-    save_bodies), all present after validation."""
+    save_bodies, url_deadline, job_deadline, per_host_rate, autothrottle), all present after validation
+    (a deadline or the rate may be None: none)."""
     duplicates: int = 0
     """URLs that repeat an earlier one of the list (after normalisation); they are kept, and reported."""
+    request: dict[str, Any] = field(default_factory=dict)
+    """The Job fields of the job's request (method, request_headers, sealed_headers, request_body,
+    retry_unsafe); empty: a plain GET."""
+    lines: tuple[LineRecord, ...] = ()
+    """The overrides of the lines that have one (submitted as `requests`)."""
+    skipped: tuple[dict[str, Any], ...] = ()
+    """With `skip_invalid`: the URL errors left out (`index`, `line`?, `value`, `error`), at most
+    MAX_REPORTED_URL_ERRORS of them; `skipped_urls` counts them all."""
+    skipped_urls: int = 0
 
 
 def _url_errors(value: Any) -> tuple[list[dict[str, Any]], tuple[str, ...]]:
@@ -74,10 +91,12 @@ def _url_errors(value: Any) -> tuple[list[dict[str, Any]], tuple[str, ...]]:
             if isinstance(checked, str):
                 problem = checked
             else:
+                normalised = _normalised(checked)
                 problem = None
-                urls.append(_normalised(checked))
-                if len(urls[-1]) > max_length:
+                if len(normalised) > max_length:
                     problem = f"longer than {max_length} characters once its host is in ASCII (IDNA)"
+                else:
+                    urls.append(normalised)
         else:
             problem = f"must be a string, not {_json_type(url)}"
         if problem is None:
@@ -130,10 +149,21 @@ def _clean_concurrency(value: Any) -> int:
 
 def _clean_timeout(value: Any) -> float:
     """Seconds as a finite number in (0, max]; text of a number is fine, bools are not."""
-    upper = conf.get("JOBS_MAX_TIMEOUT")
-    message = f"must be a number of seconds greater than 0 and at most {upper:g}"
     if value is None or (isinstance(value, str) and not value.strip()):
         return float(conf.get("JOBS_DEFAULT_TIMEOUT"))
+    return _positive_seconds(value, upper=conf.get("JOBS_MAX_TIMEOUT"))
+
+
+def _clean_deadline(value: Any, *, upper: float) -> float | None:
+    """Seconds in (0, upper], or None (no deadline) when missing or empty."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return _positive_seconds(value, upper=upper)
+
+
+def _positive_seconds(value: Any, *, upper: float) -> float:
+    """Seconds as a finite number in (0, upper]; text of a number is fine, bools are not."""
+    message = f"must be a number of seconds greater than 0 and at most {upper:g}"
     if isinstance(value, str):
         try:
             value = float(value.strip())
@@ -175,6 +205,24 @@ def _clean_seconds(value: Any, *, upper: float, default: float) -> float:
     return float(value)
 
 
+def _clean_rate(value: Any) -> float | None:
+    """Requests per second, a finite number in PER_HOST_RATE_RANGE, or None (empty: no rate)."""
+    lower, upper = PER_HOST_RATE_RANGE
+    message = f"must be a number of requests per second from {lower:g} to {upper:g}, or empty for no rate"
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ValueError(message) from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(message)
+    if not lower <= value <= upper:
+        raise ValueError(message)
+    return float(value)
+
+
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
 
 
@@ -186,6 +234,15 @@ def _clean_bool(value: Any) -> bool:
         return value
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
         return value.strip().lower() in _TRUE
+    raise ValueError(f"must be true or false, not {_json_type(value)}")
+
+
+def _clean_strict_bool(value: Any) -> bool:
+    """true/false/null only (JSON; the form sends its checkbox as a bool): a newer option takes no "yes"."""
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
     raise ValueError(f"must be true or false, not {_json_type(value)}")
 
 
@@ -207,6 +264,10 @@ def _option_cleaners() -> dict[str, Any]:
         ),
         "respect_robots": _clean_bool,
         "save_bodies": _clean_bool,
+        "url_deadline": lambda v: _clean_deadline(v, upper=conf.get("JOBS_MAX_URL_DEADLINE")),
+        "job_deadline": lambda v: _clean_deadline(v, upper=conf.get("JOBS_MAX_JOB_DEADLINE")),
+        "per_host_rate": _clean_rate,
+        "autothrottle": _clean_strict_bool,
     }
 
 
@@ -224,9 +285,26 @@ def validate_submission(data: Mapping[str, Any]) -> JobRequest:
     for key in data:
         if key not in FIELDS:
             errors[str(key)] = f"unknown field (expected {', '.join(FIELDS)})"
-    url_errors, urls = _url_errors(data.get("urls"))
-    if url_errors:
-        errors["urls"] = url_errors
+    request, secret = requests.clean_job_request(data, errors)
+    lines: tuple[LineRecord, ...] = ()
+    skipped: list[dict[str, Any]] = []
+    try:
+        skip_invalid = _clean_bool(data.get("skip_invalid"))
+    except ValueError as exc:
+        errors["skip_invalid"], skip_invalid = str(exc), False
+    if "requests" in data:
+        if "urls" in data:
+            errors["urls"] = [{"error": "give urls or requests, not both"}]
+        checked = requests.check_lines(data["requests"], secret=secret, url_check=_line_url)
+        if checked.errors:
+            errors["requests"] = checked.errors
+        urls, lines = tuple(checked.urls), tuple(checked.records)
+    else:
+        url_errors, urls = _url_errors(data.get("urls"))
+        if url_errors and skip_invalid and urls and _only_bad_urls(url_errors):
+            skipped = url_errors
+        elif url_errors:
+            errors["urls"] = url_errors
     cleaned: dict[str, Any] = {}
     for name, clean in (("name", _clean_name), ("concurrency", _clean_concurrency), ("timeout", _clean_timeout)):
         try:
@@ -241,7 +319,32 @@ def validate_submission(data: Mapping[str, Any]) -> JobRequest:
             errors[name] = str(exc)
     if errors:
         raise SubmissionError(errors)
-    return JobRequest(urls=urls, options=options, duplicates=len(urls) - len(set(urls)), **cleaned)
+    return JobRequest(
+        urls=urls, options=options, duplicates=len(urls) - len(set(urls)), request=request, lines=lines,
+        skipped=tuple(_listed(skipped)), skipped_urls=0 if "requests" in data else len(data["urls"]) - len(urls),
+        **cleaned,
+    )
+
+
+def _line_url(url: str) -> tuple[str, str | None]:
+    """(the normalised URL, None), or ("", what is wrong with it): the URL check of a request line."""
+    max_length = conf.get("JOBS_MAX_URL_LENGTH")
+    checked = _check_url(url.strip(), max_length)
+    if isinstance(checked, str):
+        return "", checked
+    normalised = _normalised(checked)
+    if len(normalised) > max_length:
+        return "", f"longer than {max_length} characters once its host is in ASCII (IDNA)"
+    return normalised, None
+
+
+def _only_bad_urls(url_errors: list[dict[str, Any]]) -> bool:
+    """True when every error is about single URLs (which `skip_invalid` may leave out), none about the list."""
+    return all("index" in item or item["error"].endswith("more invalid URLs not listed") for item in url_errors)
+
+
+def _listed(url_errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [item for item in url_errors if "index" in item]
 
 
 # Validating 100k URLs takes a noticeable fraction of a second: off the event loop.

@@ -33,9 +33,11 @@ from django.urls import reverse
 from django.utils.text import slugify
 from django.views.csrf import csrf_failure as html_csrf_failure
 
-from jobs import serializers
+from jobs import requestdata, serializers
 from jobs.exceptions import SubmissionError
 from jobs.models import Job, Result
+from jobs.ops import retention
+from jobs.queue import requestlines
 from jobs.submission import limits, service, validation
 from jobs.web import tokens
 
@@ -45,7 +47,8 @@ RESULTS_DEFAULT_LIMIT = 100
 RESULTS_MAX_LIMIT = 1000
 # Rows per database round trip while streaming an export.
 EXPORT_PAGE_SIZE = 1000
-EXPORT_COLUMNS = (*serializers.RESULT_FIELDS, "fetched_at")
+EXPORT_COLUMNS = (*serializers.RESULT_FIELDS, "fetched_at", "method", "request_headers", "request_body_sha256")
+"""The CSV's columns: the row, then the request it sent (secret header values as •••, the body's SHA-256)."""
 
 ApiView = Callable[..., Awaitable[HttpResponse]]
 
@@ -141,7 +144,7 @@ async def _create_job(request: HttpRequest, user: AbstractBaseUser) -> HttpRespo
     # Parsing and checking 100k URLs is CPU work: keep it off the event loop.
     job_request = await sync_to_async(_parse_submission, thread_sensitive=False)(body)
     job = await service.asubmit(user, job_request)
-    response = JsonResponse(serializers.job_to_dict(job), status=201)
+    response = JsonResponse(serializers.job_detail_to_dict(job), status=201)
     response["Location"] = reverse("api_job", args=[job.id])
     return response
 
@@ -176,10 +179,16 @@ def _job_page(user: AbstractBaseUser, before: str | None, limit: int) -> list[Jo
     return list(jobs[: limit + 1])
 
 
-@api_view("GET")
+@api_view("GET", "DELETE")
 async def job(request: HttpRequest, user: AbstractBaseUser, job_id: str) -> HttpResponse:
-    """One job."""
-    return JsonResponse(serializers.job_to_dict(await _get_job(user, job_id)))
+    """One job. DELETE removes a finished job with its results and saved bodies (204); 409 until it is finished."""
+    owned = await _get_job(user, job_id)
+    if request.method == "DELETE":
+        removed = await sync_to_async(retention.delete_jobs)([owned.pk]) if owned.is_terminal else None
+        if removed is None or not removed.jobs:
+            return error_response(409, f"the job is {owned.status}: cancel it first, or wait until it has finished")
+        return HttpResponse(status=204)
+    return JsonResponse(serializers.job_to_dict(owned))
 
 
 @api_view("POST")
@@ -244,14 +253,14 @@ async def job_results(request: HttpRequest, user: AbstractBaseUser, job_id: str)
 async def job_results_jsonl(request: HttpRequest, user: AbstractBaseUser, job_id: str) -> HttpResponse:
     """All rows as JSON Lines, streamed in submission order."""
     owned = await _get_job(user, job_id)
-    return _download(_jsonl_chunks(owned.id), owned, "jsonl", "application/x-ndjson; charset=utf-8")
+    return _download(_jsonl_chunks(owned), owned, "jsonl", "application/x-ndjson; charset=utf-8")
 
 
 @api_view("GET")
 async def job_results_csv(request: HttpRequest, user: AbstractBaseUser, job_id: str) -> HttpResponse:
     """All rows as CSV with a header row, streamed in submission order."""
     owned = await _get_job(user, job_id)
-    return _download(_csv_chunks(owned.id), owned, "csv", "text/csv; charset=utf-8")
+    return _download(_csv_chunks(owned), owned, "csv", "text/csv; charset=utf-8")
 
 
 def _download(chunks: AsyncIterator[bytes], job: Job, extension: str, content_type: str) -> StreamingHttpResponse:
@@ -313,20 +322,38 @@ def _filtered(rows: Any, outcomes: list[str] | None, status_codes: list[int] | N
     return rows
 
 
-async def _jsonl_chunks(job_id: uuid.UUID) -> AsyncIterator[bytes]:
-    async for page in _result_pages(job_id):
-        lines = (json.dumps(serializers.result_to_dict(row), ensure_ascii=False) for row in page)
+async def _exported_rows(job: Job) -> AsyncIterator[list[dict[str, Any]]]:
+    """Pages of rows as dicts, each with the `request` it sent (`requestdata.request_summary`)."""
+    default = requestdata.line_summary(job, None)
+    async for page in _result_pages(job.id):
+        lines = {}
+        if job.line_requests:  # only such jobs have RequestLine rows to read
+            lines = await sync_to_async(requestlines.lines_between)(job.id, page[0].position, page[-1].position)
+        rows = []
+        for row in page:
+            data = serializers.result_to_dict(row)
+            line = lines.get(row.position)
+            data["request"] = default if line is None else requestdata.line_summary(job, line)
+            rows.append(data)
+        yield rows
+
+
+async def _jsonl_chunks(job: Job) -> AsyncIterator[bytes]:
+    async for page in _exported_rows(job):
+        lines = (json.dumps(data, ensure_ascii=False) for data in page)
         yield ("\n".join(lines) + "\n").encode()
 
 
-async def _csv_chunks(job_id: uuid.UUID) -> AsyncIterator[bytes]:
+async def _csv_chunks(job: Job) -> AsyncIterator[bytes]:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(EXPORT_COLUMNS)
     yield _drain(buffer)
-    async for page in _result_pages(job_id):
-        for row in page:
-            data = serializers.result_to_dict(row)
+    async for page in _exported_rows(job):
+        for data in page:
+            request = data.pop("request")
+            data.update(method=request["method"], request_headers=json.dumps(request["headers"], ensure_ascii=False),
+                        request_body_sha256=request["body_sha256"])  # fmt: skip
             writer.writerow([data[column] for column in EXPORT_COLUMNS])
         yield _drain(buffer)
 

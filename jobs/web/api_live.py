@@ -15,7 +15,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
 
-from jobs import serializers, stats
+from jobs import hoststats, serializers, stats
 from jobs.models import Job
 from jobs.submission import service
 from jobs.web.api import _get_job, api_view, error_response
@@ -64,12 +64,29 @@ async def job_rerun_failed(request: HttpRequest, user: AbstractBaseUser, job_id:
 
 @api_view("GET")
 async def job_stats(request: HttpRequest, user: AbstractBaseUser, job_id: str) -> HttpResponse:
-    """The job, its status-code / error-class breakdown and its throughput per second."""
+    """The job, its status-code / error-class breakdown, its throughput per second, and its hosts (in flight
+    across all workers, the limit in force)."""
     owned = await _get_job(user, job_id)
     data = await sync_to_async(_stats)(owned)
     return JsonResponse(data)
 
 
+# Reads of one answer at most: a job fetching hundreds of URLs a second may never be still between two reads.
+STATS_READS = 5
+
+
 def _stats(job: Job) -> dict[str, object]:
-    job.refresh_from_db()
-    return {"job": serializers.job_to_dict(job), **stats.breakdown(job.pk), "throughput": stats.throughput(job.pk)}
+    """The job and its aggregates as of one moment, so the page's figures all agree with each other.
+
+    The counters and the rows are committed together, and counters only grow, so when the job row
+    reads the same before and after the aggregates, the aggregates saw exactly that state (on
+    PostgreSQL each statement has its own snapshot; this holds on both databases without locking).
+    """
+    for _ in range(STATS_READS):
+        job.refresh_from_db()
+        before = (job.succeeded, job.failed, job.cancelled, job.status)
+        data = {**stats.breakdown(job.pk), "throughput": stats.throughput(job.pk)}
+        job.refresh_from_db()
+        if (job.succeeded, job.failed, job.cancelled, job.status) == before:
+            break
+    return {"job": serializers.job_to_dict(job), **data, "hosts": hoststats.job_hosts(job)}

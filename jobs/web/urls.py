@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from django.urls import path, re_path
 
-from jobs.web import api, api_live, downloads, schema, views
+from jobs.web import api, api_live, downloads, result_detail, result_page, schema, views
 
 urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("jobs/<uuid:job_id>/", views.job_detail, name="job_detail"),
+    path("jobs/<uuid:job_id>/results/<int:position>/", result_page.result_detail, name="result_detail"),
     # API job ids are str, not uuid: a malformed id gets the API's JSON 404, not an HTML page.
     path("api/jobs/", api.jobs, name="api_jobs"),
     path("api/jobs/<str:job_id>/", api.job, name="api_job"),
@@ -20,6 +21,7 @@ urlpatterns = [
     path("api/jobs/<str:job_id>/results/", api.job_results, name="api_job_results"),
     path("api/jobs/<str:job_id>/results.jsonl", api.job_results_jsonl, name="api_job_results_jsonl"),
     path("api/jobs/<str:job_id>/results.csv", api.job_results_csv, name="api_job_results_csv"),
+    path("api/jobs/<str:job_id>/results/<int:position>/", result_detail.result_detail, name="api_result_detail"),
     path("api/jobs/<str:job_id>/results/<int:position>/body", downloads.result_body, name="api_result_body"),
     path("api/jobs/<str:job_id>/bodies.zip", downloads.job_bodies_zip, name="api_job_bodies_zip"),
     path("api/schema/", schema.openapi, name="api_schema"),

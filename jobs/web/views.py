@@ -85,12 +85,17 @@ def job_detail(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
         Result.objects.filter(job=job, fetched_at__isnull=False, outcome__in=fetched)
         .order_by("-fetched_at", "-position")[:MAX_RESULT_ROWS]
     )
+    # The page's bar counts the URLs fetched (a cancelled job's bar is not full); job.js keeps it so.
+    job.percent = _percent(job.succeeded + job.failed, job.total)  # type: ignore[attr-defined]
     context = {
         "job": _with_percent(job),
-        "job_data": job_to_dict(job),
+        "job_data": (job_data := job_to_dict(job)),
+        "request_info": job_data["request"],  # secret header values are ••• already
         "results": results,
         "max_rows": MAX_RESULT_ROWS,
         "pending": job.total - job.done,
+        "fetched": job.succeeded + job.failed,
+        "detail_api_url": reverse("api_result_detail", kwargs={"job_id": job.id, "position": 0}),
         "cancel_api_url": reverse("api_job_cancel", kwargs={"job_id": job.id}),
         "pause_api_url": reverse("api_job_pause", kwargs={"job_id": job.id}),
         "resume_api_url": reverse("api_job_resume", kwargs={"job_id": job.id}),

@@ -13,6 +13,11 @@ the lease every WORKER_HEARTBEAT_SECONDS.
 Pausing: a `pausing` job starts no new request (its requests pass a
 `PauseGate`), lets those in flight finish, records them and is released as
 `paused`; resuming queues it again.
+
+Deadline: a job with `deadline_at` (jobs/queue/deadlines.py) runs under
+`asyncio.timeout_at` of that moment on this loop; when it passes, the requests
+in flight are cancelled, what finished is recorded, and `leave_job` fails the
+job, recording every unfinished URL as failed (`deadline`).
 """
 
 from __future__ import annotations
@@ -21,20 +26,23 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Any, TypeVar, cast
 
 import httpx
 from django.db import DatabaseError
+from django.utils import timezone
 
 from jobs import bodies, conf
-from jobs.engine.hostslots import HostSlots
+from jobs.engine.hostslots import HostLimits
 from jobs.engine.netguard import Guard
-from jobs.engine.pipeline import fetch_all
+from jobs.engine.pipeline import Item, fetch_all
 from jobs.engine.values import FetchResult
 from jobs.models import Job
+from jobs.ops import metrics
 from jobs.progress import publisher
-from jobs.queue import claims, records, shares
+from jobs.queue import claims, deadlines, records, requestlines, shares
 from jobs.queue.fences import Claim
 from jobs.queue.records import Ending
 from jobs.worker import dbretry
@@ -67,7 +75,7 @@ class JobRun:
         stopping: asyncio.Event,
         forced: asyncio.Event,
         grace: float,
-        hosts: HostSlots | None = None,
+        hosts: HostLimits | None = None,
         guard: Guard | None = None,
         max_slots: int | None = None,
     ) -> None:
@@ -92,6 +100,11 @@ class JobRun:
         self._gate = PauseGate(limit)
         self._publisher = publisher.JobPublisher(claim.job)
 
+    @property
+    def in_flight(self) -> int:
+        """Requests of this job holding a worker slot now (read by the metrics' scrape thread)."""
+        return self._gate.in_flight
+
     def poke(self) -> None:
         """Check the job's status now (a wake-up may announce a cancel)."""
         self._check_now.set()
@@ -106,6 +119,8 @@ class JobRun:
             ending: Ending
             if job.status == Job.Status.CANCELLING:
                 ending = "cancel"
+            elif deadlines.has_passed(job, timezone.now()):
+                ending = "deadline"  # e.g. taken over after its worker stopped: nothing is fetched
             elif job.status == Job.Status.PAUSING:
                 ending = "pause"  # re-claimed after a crash mid-pause: nothing is in flight
             else:
@@ -139,8 +154,16 @@ class JobRun:
         )
         watcher = asyncio.create_task(self._watch(), name=f"watch {self.job.pk}")
         flusher = asyncio.create_task(self._flush_loop(), name=f"flush {self.job.pk}")
+        # The job deadline is stored as a wall-clock time, the same for every worker sharing the job.
+        clock = asyncio.timeout_at(loop_time_of(self.job.deadline_at))
         try:
-            return await self._supervise(fetch, watcher, flusher)
+            async with clock:
+                return await self._supervise(fetch, watcher, flusher)
+        except TimeoutError:
+            if not clock.expired():
+                raise
+            logger.info("Job %s: its deadline passed; cancelling its requests", self.job.pk)
+            return "deadline"
         finally:
             # Cancelling fetch_all cancels its requests; awaiting it means they have really stopped.
             await _cancel_and_wait(fetch, watcher, flusher)
@@ -205,17 +228,26 @@ class JobRun:
 
     # --- the pieces running beside fetch_all ----------------------------------------------
 
-    async def _items(self) -> AsyncGenerator[tuple[int, str], None]:
+    async def _items(self) -> AsyncGenerator[Item, None]:
         """Pending (position, url) pairs, a claimed chunk at a time, until no chunk is left for this share.
 
         fetch_all asks for the next item only when its queue has room, so the
         next chunk is claimed while the last one's requests are still in flight.
+        A job whose lines override its request yields (position, url, request) with each chunk's
+        requests read in one query; a job of plain lines reads none.
         """
         while self._feeding:
             chunk = await self._retrying(lambda: claims.aclaim_chunk(self.claim), "claiming URLs")
             if chunk is None:
                 return
-            for item in chunk.items:
+            items: Sequence[Item] = chunk.items
+            if self.job.line_requests:
+                specs = await self._retrying(
+                    lambda start=chunk.start, end=chunk.end: requestlines.aline_specs(self.job, start, end),
+                    "reading the lines' requests",
+                )
+                items = [(position, url, specs.get(position)) for position, url in chunk.items]
+            for item in items:
                 if not self._feeding:
                     return
                 yield item
@@ -241,9 +273,12 @@ class JobRun:
                 # Shielded: a write that started is finished, so its rows are never recorded twice or lost.
                 # Retried while the database is unreachable; the batch leaves the buffer only once written
                 # (a batch written twice, e.g. when the commit's answer was lost, only writes pending rows).
+                started = time.perf_counter()
                 recorded = await self._retrying(
                     lambda: shielded(records.arecord_results(self.claim, batch)), "recording results"
                 )
+                metrics.DB_WRITE_DURATION.observe(time.perf_counter() - started)
+                metrics.observe_recorded(recorded.results)
                 del self._buffer[: len(batch)]
                 self.job = recorded.job
                 self._publisher.update(recorded.job, recorded.results)
@@ -285,3 +320,10 @@ class JobRun:
                 # Keep watching: a cancel may follow while in-flight requests finish.
                 logger.info("Job %s: pause requested; letting in-flight requests finish", self.job.pk)
                 self._pause_requested.set()
+
+
+def loop_time_of(moment: datetime | None) -> float | None:
+    """The running loop's time at wall-clock `moment` (None, no deadline, stays None)."""
+    if moment is None:
+        return None
+    return asyncio.get_running_loop().time() + (moment - timezone.now()).total_seconds()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from jobs import conf
+from jobs import conf, requestdata
 from jobs.engine.values import FetchOptions
 from jobs.models import Job
 
 
 def fetch_options(job: Job) -> FetchOptions:
-    """The engine options of `job`: its own fields, plus the worker-wide retry settings."""
+    """The engine options of `job`: its own fields, plus the worker-wide retry settings.
+
+    Unseals the job's secret headers into its request (crypto.SealBroken if no configured key opens them)."""
     return FetchOptions(
         timeout=job.timeout,
         retries=job.retries,
@@ -20,5 +22,10 @@ def fetch_options(job: Job) -> FetchOptions:
         max_bytes=job.max_bytes,
         per_host=job.per_host,
         host_delay=job.host_delay,
+        per_host_rate=job.per_host_rate,
+        autothrottle=job.autothrottle,
         respect_robots=job.respect_robots,
+        url_deadline=job.url_deadline,
+        request=requestdata.job_spec(job),
+        retry_unsafe=job.retry_unsafe,
     )

@@ -28,6 +28,7 @@ import socket
 import threading
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -36,14 +37,15 @@ from django.db import DatabaseError
 
 from jobs import conf
 from jobs.engine.client import make_client
-from jobs.engine.hostslots import HostSlots
+from jobs.engine.hostslots import HostLimits, HostSlots
 from jobs.exceptions import ClaimLost
+from jobs.ops import logs, metrics
 from jobs.progress import groups, wakeups
 from jobs.queue import claims, records
 from jobs.queue.fences import Claim
-from jobs.worker import dbconn, dbretry
+from jobs.worker import dbconn, dbretry, eventloop, hostlimits, housekeeping
 from jobs.worker.jobrun import JobRun
-from jobs.worker.tasks import shielded
+from jobs.worker.tasks import _cancel_and_wait, shielded
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +84,7 @@ class Worker:
         grace: float = 10.0,
         poll_interval: float | None = None,
         handle_signals: bool = True,
+        health_file: Path | None = None,
     ) -> None:
         if concurrency < 1 or max_jobs < 1:
             raise ValueError("concurrency and max_jobs must be at least 1")
@@ -95,6 +98,8 @@ class Worker:
         """Seconds in-flight requests get to finish after SIGINT/SIGTERM."""
         self.poll_interval = float(conf.get("WORKER_POLL_SECONDS") if poll_interval is None else poll_interval)
         self.handle_signals = handle_signals
+        self.health_file = health_file
+        """Touched every few seconds while the loop runs (`runworker --check --health-file`)."""
         self.forced = False
         """True once a second signal cut the grace short."""
         self._runs: dict[Any, tuple[JobRun, asyncio.Task[None]]] = {}
@@ -104,27 +109,40 @@ class Worker:
         self._wake = asyncio.Event()
         self._limit = asyncio.Semaphore(concurrency)
         self._client: httpx.AsyncClient | None = None
-        # Per-host caps hold across all jobs of this worker; the SSRF guard is read from the settings once.
-        self._hosts = HostSlots()
+        # Per-host caps: run() puts the fleet-wide ones (hostlimits) here. The SSRF guard is read once.
+        self._hosts: HostLimits = HostSlots()
         self._guard = conf.fetch_guard()
 
     # --- lifecycle ---------------------------------------------------------------
 
     async def run(self) -> None:
         """Serve until stopped (signal or `stop()`), or in batch mode until the queue is empty."""
+        with logs.bind(worker_id=self.worker_id):  # every record of this worker (and its tasks) names it
+            await self._run()
+
+    async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         previous = self._install_signal_handlers(loop)
         logger.info(
             "Worker %s started (concurrency %d, max jobs %d%s)",
             self.worker_id, self.concurrency, self.max_jobs, ", batch" if self.batch else "",
         )  # fmt: skip
+        metrics.worker_gauges.add(self)
         try:
             async with (
                 dbconn.persistent_connections(),
                 make_client(max_connections=self.concurrency, guard=self._guard) as client,
+                hostlimits.host_limits(worker_id=self.worker_id) as hosts,
             ):
                 self._client = client
-                listener = asyncio.create_task(wakeups.listen_for_wakeups(self._on_wakeup), name="wake-ups")
+                self._hosts = hosts
+                await eventloop.call_startup_hooks(self)
+                background = [
+                    asyncio.create_task(wakeups.listen_for_wakeups(self._on_wakeup), name="wake-ups"),
+                    asyncio.create_task(housekeeping.purge_daily(), name="retention"),
+                ]
+                if self.health_file is not None:
+                    background.append(asyncio.create_task(housekeeping.touch_forever(self.health_file), name="alive"))
                 try:
                     await self._serve()
                 except asyncio.CancelledError:
@@ -133,11 +151,22 @@ class Worker:
                 finally:
                     self._stopping.set()
                     await self._drain()
-                    listener.cancel()
-                    await asyncio.wait({listener})
+                    await _cancel_and_wait(*background)
         finally:
+            metrics.worker_gauges.remove(self)
             self._restore_signal_handlers(loop, previous)
         logger.info("Worker %s stopped", self.worker_id)
+
+    # --- what the metrics read (from their scrape thread) ------------------------------
+
+    def requests_in_flight(self) -> int:
+        return sum(run.in_flight for run, _ in list(self._runs.values()))
+
+    def host_requests_in_flight(self) -> dict[str, int]:
+        return self._hosts.snapshot()
+
+    def jobs_running(self) -> int:
+        return len(self._runs)
 
     def stop(self, *, force: bool = False) -> None:
         """Stop claiming, let in-flight requests finish for `grace` seconds (none if `force`), release the jobs."""
@@ -185,7 +214,7 @@ class Worker:
             stopping=self._stopping,
             forced=self._forced,
             grace=self.grace,
-            hosts=self._hosts,
+            hosts=hostlimits.for_job(self._hosts, claim.job_id),
             guard=self._guard,
             max_slots=self.concurrency,
         )
@@ -201,9 +230,14 @@ class Worker:
     async def _run_job(self, run: JobRun) -> None:
         """The per-job boundary: whatever goes wrong with one job fails that job, not the worker."""
         claim = run.claim
+        with logs.bind(job_id=claim.job_id):
+            await self._run_job_bound(run, claim)
+
+    async def _run_job_bound(self, run: JobRun, claim: Claim) -> None:
         try:
             await run.execute()
         except ClaimLost as exc:
+            metrics.CLAIMS_LOST.inc()
             logger.warning("Job %s: %s; stopped working on it", claim.job_id, exc)
         except dbretry.TRANSIENT_ERRORS:
             # Only when forced to exit during an outage: not the job's fault, so not failed; it comes back.

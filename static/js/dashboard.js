@@ -70,7 +70,7 @@
       event.preventDefault();
       var files = event.dataTransfer.files;
       if (files.length !== 1) {
-        status.textContent = "Drop one .txt or .csv file.";
+        status.textContent = "Drop one .txt, .csv or .jsonl file.";
         return;
       }
       input.files = files;

@@ -23,6 +23,7 @@
   var RATE_WINDOW_MS = 10000; // "now" = URLs fetched over the last 10 s
   var ANNOUNCE_INTERVAL_MS = 5000; // the aria-live summary speaks at most this often
   var STATS_INTERVAL_MS = 2000; // charts refresh while the job runs
+  var STATS_GAP_MS = 500; // at least this long between two stats reads that follow the counters
   var PAGE_SIZE = 200; // rows per API page
   var ROW_HEIGHT = 32; // px; .results-scroll rows have this fixed height (app.css)
   var OVERSCAN = 10; // rows rendered above and below the visible ones
@@ -42,6 +43,7 @@
     stats: root.getAttribute("data-stats-url"),
     results: root.getAttribute("data-results-url"),
     jobPage: root.getAttribute("data-job-url"),
+    row: root.getAttribute("data-row-url"),
   };
   var el = {
     status: $("job-status"),
@@ -61,6 +63,7 @@
     started: $("stat-started"),
     finished: $("stat-finished"),
     error: $("job-error"),
+    progressCancelled: $("job-progress-cancelled"),
     cancelForm: $("cancel-form"),
     cancelButton: $("cancel-button"),
     pauseButton: $("pause-button"),
@@ -161,10 +164,15 @@
 
   /* ---- Summary ---- */
 
+  /* "7 of 60 URLs fetched (11%), 53 cancelled" once some were cancelled; else "45 of 60 URLs done (75%)". */
   function summaryText() {
-    var n = done(job);
-    var text =
-      B.formatNumber(n) + " of " + B.formatNumber(job.total) + " URLs done (" + B.percent(n, job.total) + "%)";
+    var n = fetched(job);
+    var text = B.formatNumber(n) + " of " + B.formatNumber(job.total);
+    if (job.cancelled) {
+      text += " URLs fetched (" + B.percent(n, job.total) + "%), " + B.formatNumber(job.cancelled) + " cancelled";
+    } else {
+      text += " URLs done (" + B.percent(n, job.total) + "%)";
+    }
     if (job.status !== "running" && job.status !== "queued") {
       text += " · " + B.statusLabel(job.status);
     }
@@ -193,8 +201,12 @@
 
   function renderJob(previousStatus) {
     var n = done(job);
-    var pct = B.setProgress(el.progress, n, job.total);
+    // The bar and the percentage count the URLs fetched; cancelled ones show as their own segment.
+    var pct = B.setProgress(el.progress, fetched(job), job.total);
     el.percent.textContent = pct + "%";
+    el.progressCancelled.hidden = !job.cancelled;
+    el.progressCancelled.style.width = job.total ? (100 * job.cancelled) / job.total + "%" : "0";
+    el.progressCancelled.title = B.formatNumber(job.cancelled) + " cancelled";
     el.status.className = "status status--" + job.status;
     el.status.textContent = B.statusLabel(job.status);
     el.succeeded.textContent = B.formatNumber(job.succeeded);
@@ -217,6 +229,7 @@
 
   function renderControls() {
     var terminal = B.isTerminal(job.status);
+    el.cancelForm.hidden = terminal; // nothing left to cancel
     el.cancelButton.disabled = terminal || job.status === "cancelling" || busy;
     var pausable = job.status === "queued" || job.status === "running";
     var resumable = job.status === "paused" || job.status === "pausing";
@@ -277,7 +290,14 @@
   function buildResultRow(result) {
     var tr = document.createElement("tr");
     tr.setAttribute("data-position", String(result.position));
-    tr.appendChild(cell(B.formatNumber(result.position + 1), "num"));
+    tr.tabIndex = 0; // Enter opens the detail (resultdetail.js)
+    tr.title = "Show the details of this result";
+    var number = cell("", "num");
+    var link = document.createElement("a");
+    link.href = urls.row + result.position + "/"; // the row's page (request, response, saved JSON body)
+    link.textContent = B.formatNumber(result.position);
+    number.appendChild(link);
+    tr.appendChild(number);
     var url = cell(result.url, "results__url");
     url.title = result.url;
     tr.appendChild(url);
@@ -621,25 +641,51 @@
 
   var statsTimer = null;
   var statsLoading = false;
+  var statsFetched = -1; // URLs fetched as of the last stats answer
+  var statsAgain = null; // a timer for the next read, when the counters moved past the last answer
+  var statsLoadedAt = 0;
+
+  /* The charts are as of one moment of the API's (api_live._stats). When the counters have moved
+     past that moment, read them again soon, so the charts catch up with the counters instead of
+     lagging until the next poll. */
+  function followCounters() {
+    if (statsFetched === fetched(job) || statsAgain !== null) {
+      return;
+    }
+    var wait = Math.max(0, STATS_GAP_MS - (performance.now() - statsLoadedAt));
+    statsAgain = window.setTimeout(function () {
+      statsAgain = null;
+      loadStats();
+    }, wait);
+  }
 
   function loadStats() {
     if (statsLoading) {
       return;
     }
     statsLoading = true;
+    statsLoadedAt = performance.now();
     fetch(urls.stats, { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (response) {
         return response.ok ? response.json() : Promise.reject(new Error("HTTP " + response.status));
       })
       .then(function (data) {
         breakdown = { status_codes: data.status_codes || [], errors: data.errors || [] };
+        statsFetched = data.job ? fetched(data.job) : -1;
+        if (data.job && data.job.id === job.id && !B.isStale(job, data.job)) {
+          updateJob(data.job); // newer than the socket's last word: show the counters of this same moment
+        }
         renderBreakdown();
         renderThroughput(data.throughput || []);
         renderCount();
+        document.dispatchEvent(new CustomEvent("batchfetch:stats", { detail: data })); // hosts.js
       })
       .catch(function () {})
       .then(function () {
         statsLoading = false;
+        if (active(job.status) || statsFetched !== fetched(job)) {
+          followCounters();
+        }
       });
   }
 
@@ -665,6 +711,8 @@
     }
     if (previousStatus !== job.status) {
       loadStats(); // e.g. the final charts, or the state a pause left
+    } else if (!statsLoading) {
+      followCounters();
     }
   }
 
@@ -752,6 +800,15 @@
   el.cancelForm.addEventListener("submit", function (event) {
     event.preventDefault();
     if (el.cancelButton.disabled) {
+      return;
+    }
+    var left = job.total - done(job);
+    var question =
+      "Cancel this job? " +
+      B.formatNumber(left) +
+      (left === 1 ? " URL" : " URLs") +
+      " not fetched yet will be recorded as cancelled; this cannot be undone.";
+    if (!window.confirm(question)) {
       return;
     }
     control(

@@ -143,13 +143,14 @@ async def assert_page_matches_api(page: Page, stack: LiveStack, job_id: str) -> 
     """The page's numbers equal the API's (call once the job has settled: both are then final)."""
     job = await api(page, stack, f"/api/jobs/{job_id}/")
     await expect(page.locator("#job-status")).to_have_text(job["status"].capitalize())
-    await expect(page.locator("#job-percent")).to_have_text(f"{job['done'] * 100 // job['total']}%")
+    fetched = job["succeeded"] + job["failed"]  # the bar counts the URLs fetched, not the cancelled ones
+    await expect(page.locator("#job-percent")).to_have_text(f"{fetched * 100 // job['total']}%")
     shown = {name: await number(page, f"#stat-{name}") for name in ("succeeded", "failed", "cancelled", "total",
                                                                      "pending")}
     expected = {name: job[name] for name in ("succeeded", "failed", "cancelled", "total")}
     expected["pending"] = job["total"] - job["done"]
     assert shown == expected
-    assert await page.locator("#job-progress").get_attribute("aria-valuenow") == str(job["done"])
+    assert await page.locator("#job-progress").get_attribute("aria-valuenow") == str(fetched)
     return job
 
 
@@ -266,9 +267,10 @@ async def test_cancel_from_the_page(page: Page, live_stack: LiveStack, target: T
     urls = [target.url(f"/ok/{i}?delay=2000") for i in range(200)]
     job_id = await submit_pasted(page, urls, name="to cancel", concurrency=4)
     await poll(lambda: target.stats().in_flight == 4, timeout=60, what="requests in flight", stack=live_stack)
+    page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))  # "Cancel this job? ..."
     await page.get_by_role("button", name="Cancel job").click()
     await expect(page.locator("#job-status")).to_have_text("Cancelled")
-    await expect(page.get_by_role("button", name="Cancel job")).to_be_disabled()
+    await expect(page.get_by_role("button", name="Cancel job")).to_be_hidden()
     job = await assert_page_matches_api(page, live_stack, job_id)
     assert job["cancelled"] >= 190 and job["done"] == job["total"] == 200
     assert target.stats().requests < 20
@@ -390,3 +392,24 @@ async def test_late_updates_from_another_worker_never_undo_what_the_page_shows(p
     ]
     for shown, update, expected in cases:
         assert await page.evaluate(stale, [shown, update]) is expected, (shown, update)
+
+
+async def test_the_live_page_shows_each_hosts_requests_in_flight_and_its_adaptive_limit(
+    page: Page, live_stack: LiveStack, target: TargetServer
+) -> None:
+    urls = [target.url(f"/ok/{i}?delay=400") for i in range(120)]
+    body = {"urls": urls, "name": "polite", "concurrency": 20, "per_host": 3, "autothrottle": True}
+    job = await api_post(page, live_stack, "/api/jobs/", body)
+    await page.goto(live_stack.url(f"/jobs/{job['id']}/"))
+    host = target.base_url.removeprefix("http://")
+    row = page.locator(f'#hosts-body tr[data-host="{host}"]')
+    await expect(row).to_be_visible()  # hosts.js renders the stats' hosts (no inline script: the CSP holds)
+    await expect(page.get_by_role("heading", name="Hosts")).to_be_visible()
+    # The adaptive limit grows from 1 towards per_host as fast answers come back; in flight never passes it.
+    await expect(row.locator("td").nth(2)).to_have_text("3", timeout=60_000)
+    shown_in_flight = int(await row.locator("td").nth(1).inner_text())
+    assert 0 <= shown_in_flight <= 3
+    stats = await api(page, live_stack, f"/api/jobs/{job['id']}/stats/")
+    assert [h["host"] for h in stats["hosts"]] == [host] and stats["hosts"][0]["limit"] == 3
+    await expect(page.locator("#job-status")).to_have_text("Completed")
+    assert target.stats().peak_in_flight <= 3

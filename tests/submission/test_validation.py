@@ -46,7 +46,8 @@ def test_defaults_apply_to_missing_and_null_fields(settings: Any) -> None:
     assert request == validation.JobRequest(
         urls=("http://a.example/",), name="", concurrency=7, timeout=2.5,
         options={"per_host": 8, "host_delay": 0.0, "retries": 2, "max_redirects": 10, "max_bytes": 10 * 1024 * 1024,
-                 "respect_robots": False, "save_bodies": False},
+                 "respect_robots": False, "save_bodies": False, "url_deadline": None, "job_deadline": None,
+                 "per_host_rate": None, "autothrottle": False},
     )  # fmt: skip
 
 

@@ -198,7 +198,7 @@ async def test_wrong_method_is_405_json(client: AsyncClient, ann: Any) -> None:
     job = await make_job(ann)
     for method, path, allow in [
         ("put", "/api/jobs/", "GET, POST"),
-        ("delete", f"/api/jobs/{job.id}/", "GET"),
+        ("patch", f"/api/jobs/{job.id}/", "DELETE, GET"),
         ("get", f"/api/jobs/{job.id}/cancel/", "POST"),
     ]:
         response = await getattr(client, method)(path)
@@ -334,8 +334,10 @@ async def test_csv_export_streams_every_row_in_submission_order(client: AsyncCli
     assert len(chunks) == 4  # the header, then one chunk per database page
     rows = list(csv.reader(io.StringIO(b"".join(chunks).decode())))
     assert rows[0] == ["position", "url", "outcome", "status_code", "bytes", "elapsed_ms", "attempts", "error",
-                       "error_class", "final_url", "content_type", "sha256", "redirects", "fetched_at"]
+                       "error_class", "final_url", "content_type", "sha256", "redirects", "fetched_at",
+                       "method", "request_headers", "request_body_sha256"]
     assert [int(row[0]) for row in rows[1:]] == list(range(count))
+    assert rows[1][-3:] == ["GET", "{}", ""]  # a plain job's request
     assert rows[1][:8] == ["0", "http://h0.example/0", "succeeded", "200", "0", "0", "1", ""]
     assert rows[2][:8] == ["1", "http://h1.example/1", "failed", "", "0", "3", "1", 'connect: refused, "quoted"\nline']
 

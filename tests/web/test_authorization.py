@@ -71,6 +71,7 @@ HTTP_ROWS = [
     Row("", "/", {"GET": PAGE_OWN, "POST": roles(LOGIN, 302, 302, 302, LOGIN)}, {"urls": "http://a.example/"}),
     Row("jobs/<uuid:job_id>/", "/jobs/{job}/", {"GET": JOB_PAGE, "POST": roles(LOGIN, 302, 404, 404, LOGIN)},
         {"action": "cancel"}),
+    Row("jobs/<uuid:job_id>/results/<int:position>/", "/jobs/{job}/results/0/", {"GET": JOB_PAGE, "POST": REFUSED}),
     Row("api/jobs/", "/api/jobs/", {"GET": API_OWN, "POST": roles(401, 201, 201, 201, 201), "PUT": roles(*[405] * 5)},
         {"json": SUBMIT}),
     Row("api/jobs/<str:job_id>/", "/api/jobs/{job}/", {"GET": API_JOB, "POST": roles(*[405] * 5)}),
@@ -88,10 +89,13 @@ HTTP_ROWS = [
     Row("api/jobs/<str:job_id>/results/", "/api/jobs/{job}/results/", {"GET": API_JOB}),
     Row("api/jobs/<str:job_id>/results.jsonl", "/api/jobs/{job}/results.jsonl", {"GET": API_JOB}),
     Row("api/jobs/<str:job_id>/results.csv", "/api/jobs/{job}/results.csv", {"GET": API_JOB}),
+    Row("api/jobs/<str:job_id>/results/<int:position>/", "/api/jobs/{job}/results/0/",
+        {"GET": API_JOB, "POST": REFUSED}),
     # Row 0 has a saved body (see make_world).
     Row("api/jobs/<str:job_id>/results/<int:position>/body", "/api/jobs/{job}/results/0/body",
         {"GET": API_JOB, "POST": REFUSED}),
     Row("api/jobs/<str:job_id>/bodies.zip", "/api/jobs/{job}/bodies.zip", {"GET": API_JOB, "POST": REFUSED}),
+    Row("favicon.ico", "/favicon.ico", {"GET": roles(*[301] * 5)}),
     Row("api/schema/", "/api/schema/", {"GET": PUBLIC, "POST": roles(*[405] * 5)}),
     Row("^api/", "/api/nothing-here/", {"GET": roles(*[404] * 5)}),
     Row("accounts/login/", "/accounts/login/", {"GET": PUBLIC}),
@@ -239,7 +243,7 @@ def test_non_owner_gets_the_same_404_as_an_unknown_id(world: dict[str, Any]) -> 
 @pytest.mark.parametrize("method, suffix", [
     ("POST", "cancel/"), ("POST", "pause/"), ("POST", "resume/"), ("POST", "rerun-failed/"), ("GET", "stats/"),
     ("GET", "results/"), ("GET", "results.jsonl"), ("GET", "results.csv"), ("GET", "results/0/body"),
-    ("GET", "bodies.zip"),
+    ("GET", "results/0/"), ("GET", "bodies.zip"),
 ])  # fmt: skip
 def test_every_job_route_answers_a_non_owner_as_an_unknown_id(world: dict[str, Any], method: str, suffix: str) -> None:
     """Byte for byte, and without touching the job: no route tells "not yours" from "no such job"."""

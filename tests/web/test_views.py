@@ -277,7 +277,7 @@ def test_invalid_form_input_is_reported_and_nothing_is_created(
 
 def test_upload_must_be_txt_or_csv_utf8_text(alice: Client) -> None:
     pdf = SimpleUploadedFile("urls.pdf", b"http://a.example/\n")
-    assert error_items(alice.post("/", {"file": pdf})) == ["urls.pdf: must be a .txt or .csv file"]
+    assert error_items(alice.post("/", {"file": pdf})) == ["urls.pdf: must be a .txt, .csv or .jsonl file"]
     latin1 = SimpleUploadedFile("urls.txt", b"http://a.example/\nhttp://caf\xe9.example/\n")
     assert error_items(alice.post("/", {"file": latin1})) == ["urls.txt: line 2: not UTF-8 text (byte 0xe9)"]
     empty_list = SimpleUploadedFile("urls.txt", b"# nothing here\n")
@@ -392,6 +392,7 @@ def test_page_links_the_static_files_it_needs(alice: Client) -> None:
     assert [attrs["src"] for attrs in page.find("script") if attrs.get("src")] == [
         "/static/js/live.js",
         "/static/js/dashboard.js",
+        "/static/js/badlines.js",
     ]
 
 

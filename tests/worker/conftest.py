@@ -19,8 +19,10 @@ from jobs.queue import control
 from tests import services
 
 
-def make_job(owner: Any, urls: list[str], *, concurrency: int, timeout: float = 5) -> Job:
-    return control.enqueue_job(owner=owner, urls=urls, name="test", concurrency=concurrency, timeout=timeout)
+def make_job(owner: Any, urls: list[str], *, concurrency: int, timeout: float = 5, **options: Any) -> Job:
+    return control.enqueue_job(
+        owner=owner, urls=urls, name="test", concurrency=concurrency, timeout=timeout, options=options
+    )
 
 
 amake_job = database_sync_to_async(make_job)

@@ -394,7 +394,9 @@ def test_four_workers_share_one_large_job_and_its_concurrency_holds_overall(
     try:
         for worker in workers:
             wait_until(lambda w=worker: "started" in w.log_path.read_text(), timeout=60, what="the workers are up")  # type: ignore[misc]
-        job = make_job(owner, [target.url(f"/ok/{i}?delay=50") for i in range(2400)], concurrency=concurrency)
+        # per_host = concurrency: one host, and per_host holds across the workers too (test_politeness.py).
+        urls = [target.url(f"/ok/{i}?delay=50") for i in range(2400)]
+        job = make_job(owner, urls, concurrency=concurrency, per_host=concurrency)
         wait_until(lambda: Job.objects.get(pk=job.pk).status in Job.TERMINAL, timeout=120, what="the job ends")
         for worker in workers:
             assert worker.poll() is None, worker.log_tail()

@@ -16,41 +16,59 @@ import threading
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.urls import reverse
 
 from jobs import cli
 from jobs.exceptions import SubmissionError
 from jobs.submission import service, validation
+from jobs.submission.requests import RequestLines
 
 
 class Command(BaseCommand):
     help = "Submit a job from a file of URLs (or - for standard input); --wait follows it with a progress bar."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("source", help="a .txt file (one URL per line), a .csv file (a 'url' column), or -")
+        parser.add_argument("source", help="a .txt file (one URL per line), a .csv file (a 'url' column), a .jsonl "
+                            "file of requests ({\"url\", \"method\"?, \"headers\"?, \"json\"? | \"body\"?} per line), or -")
         parser.add_argument("--name", default=None, help="job name (default: the file name)")
         parser.add_argument("--concurrency", default=None, help="requests in flight at once (default: the setting)")
         parser.add_argument("--timeout", default=None, help="seconds per URL (default: the setting)")
         parser.add_argument("--user", default=None, help="the job's owner (default: the only superuser)")
         parser.add_argument("--wait", action="store_true", help="follow the job with a progress bar until it ends")
+        # The job's request; each line of a .jsonl file may override it.
+        parser.add_argument("--method", default=None, help="HTTP method of every request (default GET)")
+        parser.add_argument("--header", action="append", metavar="'NAME: VALUE'", help="a request header (repeat it)")
+        parser.add_argument("--secret-header", action="append", metavar="NAME",
+                            help="also store this header encrypted and never show it (Authorization, Cookie, "
+                            "Proxy-Authorization and X-Api-Key always are)")
+        parser.add_argument("--json", default=None, help="the request body, as JSON (sent as application/json)")
+        parser.add_argument("--body", default=None, help="the request body, as text")
+        parser.add_argument("--retry-unsafe", action="store_true", help="retry POST and PATCH requests too")
+        parser.add_argument("--skip-invalid", action="store_true",
+                            help="leave invalid lines out (each is listed) and submit the rest")
 
     def handle(self, *args: Any, **options: Any) -> None:
         source: str = options["source"]
         try:
             owner = cli.resolve_owner(options["user"])
-            urls = cli.read_urls(source, stdin=sys.stdin.buffer)
+            lines = cli.read_urls(source, stdin=sys.stdin.buffer)
             name = options["name"] if options["name"] is not None else ("" if source == "-" else source[-200:])
             request = validation.validate_submission(
-                {"urls": urls, "name": name, "concurrency": options["concurrency"], "timeout": options["timeout"]}
+                {("requests" if isinstance(lines, RequestLines) else "urls"): lines, "name": name,
+                 "concurrency": options["concurrency"], "timeout": options["timeout"], 
+                 "skip_invalid": options["skip_invalid"], **cli.request_fields(options)}
             )
         except cli.InputError as exc:
             raise CommandError(str(exc), returncode=2) from exc
         except SubmissionError as exc:
             raise CommandError("the job was not created:\n" + cli.describe_errors(exc.errors, source),
                                returncode=2) from exc
+        if request.skipped_urls:
+            self.stderr.write(f"Skipped {cli.plural(request.skipped_urls, 'invalid line')}:\n"
+                              + cli.describe_errors({"urls": list(request.skipped)}, source))
         job = service.submit(owner, request)
-        page = reverse("job_detail", kwargs={"job_id": job.pk})
-        self.stdout.write(f"Job {job.pk} queued: {job.total} URLs, concurrency {job.concurrency}. Page: {page}")
+        page = cli.page_url(job)
+        self.stdout.write(f"Job {job.pk} queued: {cli.plural(job.total, 'URL')}, concurrency {job.concurrency}. "
+                          f"Page: {page}")
         if not options["wait"]:
             return
         interrupted = threading.Event()

@@ -10,12 +10,16 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from jobs.ops import health
+from jobs.worker import eventloop, housekeeping
 from jobs.worker.runner import Worker
 
 # --verbosity -> level of the `jobs` loggers; 1 (the default) keeps the configured level.
@@ -98,8 +102,25 @@ class Command(BaseCommand):
             "--grace", type=seconds, default=10.0,
             help="seconds in-flight requests get to finish after SIGINT/SIGTERM before the job is handed back (10)",
         )  # fmt: skip
+        parser.add_argument(
+            "--metrics-port", type=bounded_int(1, 65535), metavar="PORT",
+            help="serve this worker's Prometheus metrics on http://ADDR:PORT/metrics (one port per worker process)",
+        )  # fmt: skip
+        parser.add_argument("--metrics-addr", default="0.0.0.0", metavar="ADDR",
+                            help="address the metrics endpoint listens on (0.0.0.0)")  # fmt: skip
+        parser.add_argument(
+            "--health-file", type=Path, metavar="PATH",
+            help="touch PATH every few seconds while running; with --check, fail if it is stale",
+        )  # fmt: skip
+        parser.add_argument(
+            "--check", action="store_true",
+            help="exit 0 if the database and Redis answer within 1 s (and --health-file is fresh), else 1",
+        )  # fmt: skip
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["check"]:
+            self._check(options["health_file"])
+            return
         if options["max_jobs"] > options["concurrency"]:
             raise CommandError(
                 f"--max-jobs {options['max_jobs']} exceeds --concurrency {options['concurrency']}:"
@@ -114,6 +135,23 @@ class Command(BaseCommand):
             batch=options["batch"],
             worker_id=options["worker_id"],
             grace=options["grace"],
+            health_file=options["health_file"],
         )
-        with worker_gc():
-            asyncio.run(worker.run())
+        with worker_gc(), housekeeping.metrics_server(options["metrics_port"], options["metrics_addr"]):
+            # -v 3 or BATCHFETCH_ASYNCIO_DEBUG: asyncio's debug mode, its warnings in this log (jobs/worker/eventloop.py).
+            eventloop.run(worker.run(), debug=eventloop.debug_requested(options["verbosity"]))
+
+    def _check(self, health_file: Path | None) -> None:
+        """A container health check: prints the checks as JSON; CommandError (exit 1) naming what failed."""
+        ready = asyncio.run(health.readiness())
+        report = ready.as_dict()
+        problems = [f"{name}: {report['checks'][name]['error']}" for name in ready.failed]
+        if health_file is not None:
+            problem = housekeeping.liveness_problem(health_file)
+            report["checks"]["worker"] = {"ok": problem is None, "error": problem or ""}
+            if problem is not None:
+                problems.append(f"worker: {problem}")
+        report["status"] = "unavailable" if problems else "ok"
+        self.stdout.write(json.dumps(report))
+        if problems:
+            raise CommandError("not healthy: " + "; ".join(problems))
