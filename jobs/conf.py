@@ -68,6 +68,12 @@ DEFAULTS: dict[str, Any] = {
     # Per-host caps, rates and autothrottle held across all workers through Redis (jobs/engine/fleetslots.py);
     # off: each worker applies them on its own.
     "FETCH_SHARED_HOST_SLOTS": True,
+    # Monitoring (jobs/monitoring/): links in notifications, webhook timeout and retries (seconds).
+    "MONITOR_SITE_URL": "",
+    "MONITOR_WEBHOOK_TIMEOUT": 10.0,
+    "MONITOR_WEBHOOK_BACKOFF": 10.0,
+    "MONITOR_WEBHOOK_BACKOFF_CAP": 600.0,
+    "MONITOR_WEBHOOK_GIVE_UP": 3600.0,
 }
 
 

@@ -242,3 +242,10 @@ class ApiToken(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+# Monitoring's models (schedules, changes, deliveries) live with their concern; importing them here makes
+# them part of the `jobs` app.
+from jobs.monitoring_models import (  # noqa: E402, F401
+    Change, Delivery, DeliveryAttempt, JobMonitor, Schedule, ScheduleRun, WebhookSecret,
+)

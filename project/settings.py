@@ -209,6 +209,16 @@ WORKER_SLOW_CALLBACK_SECONDS = float(os.environ.get("WORKER_SLOW_CALLBACK_SECOND
 for _limit in ("JOBS_MAX_QUEUED_PER_USER", "JOBS_SUBMISSIONS_PER_MINUTE", "WS_MAX_MESSAGE_BYTES"):
     if os.environ.get(_limit, "").strip():
         globals()[_limit] = int(os.environ[_limit])
+# Monitoring (jobs/monitoring/): the site's address for links in notifications, webhook timeout and retries.
+MONITOR_SITE_URL = os.environ.get("MONITOR_SITE_URL", "")
+for _seconds in ("MONITOR_WEBHOOK_TIMEOUT", "MONITOR_WEBHOOK_BACKOFF", "MONITOR_WEBHOOK_BACKOFF_CAP", "MONITOR_WEBHOOK_GIVE_UP"):
+    if os.environ.get(_seconds, "").strip():
+        globals()[_seconds] = float(os.environ[_seconds])
+# Notification emails: Django's SMTP backend unless EMAIL_BACKEND says otherwise (tests use locmem).
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "25"))
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "batchfetch@localhost")
 
 # Operations (README "Running it in production"): the bearer token of the web's /metrics (unset: no
 # /metrics), and how many days finished jobs are kept (unset: forever; workers purge daily when set).

@@ -4,4 +4,4 @@ Importing this package registers both with the admin site (Django imports
 `jobs.admin` at start-up, through admin autodiscovery).
 """
 
-from jobs.admin import job_admin, token_admin  # noqa: F401  (registers the ModelAdmins)
+from jobs.admin import job_admin, monitoring_admin, token_admin  # noqa: F401  (registers the ModelAdmins)

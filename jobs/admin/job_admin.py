@@ -22,6 +22,7 @@ from django.utils.http import urlencode
 from jobs import requestdata
 from jobs.models import Job, Result
 from jobs.ops import retention
+from jobs.monitoring import links as monitoring_links
 from jobs.submission import service
 
 FAILURE_PREVIEW_ROWS = 10
@@ -259,7 +260,7 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.action(description="Re-run selected jobs (all URLs)")
     def rerun_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        reruns = (service.rerun(job, failed_only=False, check_limits=False) for job in queryset.select_related("owner"))
+        reruns = (monitoring_links.rerun(job, failed_only=False, check_limits=False) for job in queryset.select_related("owner"))
         created = [job for job in reruns if job is not None]
         self.message_user(request, f"Queued {len(created)} new job(s).", messages.SUCCESS)
 
@@ -269,7 +270,7 @@ class JobAdmin(admin.ModelAdmin):
         without_failures = 0
         for job in queryset.select_related("owner"):
             # service.rerun stores the new job, wakes the workers and updates the owner's dashboard.
-            new_job = service.rerun(job, failed_only=True, check_limits=False)
+            new_job = monitoring_links.rerun(job, failed_only=True, check_limits=False)
             if new_job is None:
                 without_failures += 1
                 continue

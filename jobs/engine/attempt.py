@@ -62,6 +62,8 @@ async def _attempt(
             loop = asyncio.get_running_loop()
             # The deadline starts once the first request may go out: waiting for a slot is not the URL's fault.
             deadline = deadline if deadline is not None else loop.time() + options.timeout
+            if attempt.started is None:
+                attempt.started = loop.time()
             if clock is not None and clock.when() is None and options.url_deadline is not None:
                 clock.reschedule(loop.time() + options.url_deadline)
             try:

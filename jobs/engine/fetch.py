@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import time
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -48,7 +47,6 @@ async def fetch_one(
     if timeout is not None:
         options = replace(options, timeout=timeout)
     slots = slots or Slots(job=asyncio.Semaphore(1))
-    started = time.monotonic()
     reasons: list[tuple[str, str]] = []
     attempt = _Attempt(url)
     failure: _Failure | None = None
@@ -59,7 +57,7 @@ async def fetch_one(
     try:
         async with clock or contextlib.nullcontext():
             for number in range(1, options.retries + 2):
-                attempt = _Attempt(url)
+                attempt = _Attempt(url, started=attempt.started)
                 try:
                     await _attempt(client, attempt, options, guard, slots, sink, clock, spec)
                 except _Failure as exc:
@@ -81,12 +79,12 @@ async def fetch_one(
             raise
         # Mid-attempt or waiting for the next one; the earlier attempts' reasons are in `reasons` already.
         failure = _Failure(DEADLINE, f"not finished within the URL deadline of {options.url_deadline:g} s")
-    return _result(position, url, attempt, failure, reasons, attempts=number, started=started)
+    return _result(position, url, attempt, failure, reasons, attempts=number)
 
 
 def _result(
     position: int, url: str, attempt: _Attempt, failure: _Failure | None, reasons: list[tuple[str, str]], *,
-    attempts: int, started: float,
+    attempts: int,
 ) -> FetchResult:
     error = format_error((failure.error_class, failure.message) if failure else None, reasons)
     blocked_early = failure is not None and failure.error_class in ("blocked", "robots") and attempt.status_code is None
@@ -96,7 +94,7 @@ def _result(
         outcome="failed" if failure else "succeeded",
         status_code=attempt.status_code,
         bytes=attempt.bytes,
-        elapsed_ms=round((time.monotonic() - started) * 1000),
+        elapsed_ms=_elapsed_ms(attempt),
         attempts=0 if blocked_early and attempts == 1 else attempts,
         error=error,
         error_class=failure.error_class if failure else "",
@@ -106,6 +104,13 @@ def _result(
         redirects=attempt.redirects,
         body_path=attempt.body_path,
     )
+
+
+def _elapsed_ms(attempt: _Attempt) -> int:
+    """From the URL's first request on (its wait for a slot excluded); 0 for a URL that never sent one."""
+    if attempt.started is None:
+        return 0
+    return round((asyncio.get_running_loop().time() - attempt.started) * 1000)
 
 
 def _retry_delay(failure: _Failure, number: int, options: FetchOptions, spec: RequestSpec | None) -> float | None:

@@ -34,6 +34,9 @@ class _Attempt:
     sha256: str = ""
     redirects: int = 0
     body_path: str = ""
+    started: float | None = None
+    """Loop time the URL's first request could go out (it held its slots): `elapsed_ms` counts from here,
+    so a wait for a slot is not the URL's time. Carried from attempt to attempt."""
 
 
 _WANTED = frozenset({b"content-type", b"location", b"content-encoding"})

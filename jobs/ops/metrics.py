@@ -54,7 +54,7 @@ CLAIMS_LOST = Counter(
     "batchfetch_claims_lost", "Shares of a job this worker lost: its lease expired or its URLs were taken over."
 )
 DB_WRITE_DURATION = Histogram(
-    "batchfetch_db_write_seconds", "Time to record one batch of results (one transaction), retries included.",
+    "batchfetch_db_write_seconds", "Time to record one batch of results (one transaction).",
     buckets=DB_BUCKETS,
 )  # fmt: skip
 PROGRESS_SENT = Counter(

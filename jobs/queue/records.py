@@ -12,6 +12,7 @@ so the event loop never blocks on the database.
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from django.utils import timezone
 
 from jobs.exceptions import ClaimLost
 from jobs.models import Chunk, Job, Result, Share
+from jobs.ops import metrics
 from jobs.queue import deadlines
 from jobs.queue.control import _finish
 from jobs.queue.fences import Claim, _fenced_chunks, _fenced_share, _locked_job, _mark_done
@@ -59,6 +61,7 @@ def record_results(claim: Claim, results: Sequence[FetchResult], *, fetched_at: 
     the share was lost or no longer holds a result's chunk.
     """
     fetched_at = fetched_at or timezone.now()
+    started = time.perf_counter()
     with transaction.atomic():
         job = _locked_job(claim.job_id)
         positions = [result.position for result in results]
@@ -79,6 +82,10 @@ def record_results(claim: Claim, results: Sequence[FetchResult], *, fetched_at: 
                 " SET succeeded = succeeded + %s, failed = failed + %s WHERE id = %s",
                 [succeeded, failed, db_value(job.pk, Job, "id")],
             )
+    # Counted here, once committed, by whoever wrote the rows: a flush cancelled after its shielded write
+    # finished leaves the rows to nobody else (the next attempt finds them final and writes none).
+    metrics.DB_WRITE_DURATION.observe(time.perf_counter() - started)
+    metrics.observe_recorded(rows)
     return Recorded(job=job, results=rows)
 
 

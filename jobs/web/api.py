@@ -36,6 +36,7 @@ from django.views.csrf import csrf_failure as html_csrf_failure
 from jobs import requestdata, serializers
 from jobs.exceptions import SubmissionError
 from jobs.models import Job, Result
+from jobs.monitoring import inputs, links, schedules
 from jobs.ops import retention
 from jobs.queue import requestlines
 from jobs.submission import limits, service, validation
@@ -128,7 +129,8 @@ async def jobs(request: HttpRequest, user: AbstractBaseUser) -> HttpResponse:
         return await _create_job(request, user)
     limit = _int_param(request, "limit", default=JOBS_DEFAULT_LIMIT, lowest=1, highest=JOBS_MAX_LIMIT)
     before = request.GET.get("before") or None
-    page = await sync_to_async(_job_page)(user, before, limit)
+    schedule = request.GET.get("schedule", "").strip()
+    page = await sync_to_async(_job_page)(user, before, limit, schedule=schedule)
     data = {"jobs": [serializers.job_to_dict(job) for job in page[:limit]], "next": None}
     if len(page) > limit:
         data["next"] = _page_url(request, before=str(page[limit - 1].id), limit=limit)
@@ -142,15 +144,30 @@ async def _create_job(request: HttpRequest, user: AbstractBaseUser) -> HttpRespo
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         return JsonResponse({"errors": {"body": f"request body larger than {limit} bytes"}}, status=413)
     # Parsing and checking 100k URLs is CPU work: keep it off the event loop.
-    job_request = await sync_to_async(_parse_submission, thread_sensitive=False)(body)
+    job_request, notify = await sync_to_async(_parse_submission, thread_sensitive=False)(body)
     job = await service.asubmit(user, job_request)
+    if notify:
+        await sync_to_async(links.link_notify)(job, notify=notify.as_fields())
     response = JsonResponse(serializers.job_detail_to_dict(job), status=201)
     response["Location"] = reverse("api_job", args=[job.id])
     return response
 
 
-def _parse_submission(body: bytes) -> validation.JobRequest:
-    return validation.validate_submission(decode_json(body))
+def _parse_submission(body: bytes) -> tuple[validation.JobRequest, inputs.Notify]:
+    """The job request and its notify_* fields (jobs/monitoring/inputs.py), every problem of both at once."""
+    data = decode_json(body)
+    errors: dict[str, Any] = {}
+    notify = inputs.Notify()
+    if isinstance(data, dict):
+        notify = inputs.clean_notify(data, errors)
+        data = {key: value for key, value in data.items() if key not in inputs.NOTIFY_FIELDS}
+    try:
+        job_request = validation.validate_submission(data)
+    except SubmissionError as exc:
+        raise SubmissionError({**exc.errors, **errors}) from None
+    if errors:
+        raise SubmissionError(errors)
+    return job_request, notify
 
 
 def decode_json(body: bytes | str) -> Any:
@@ -167,9 +184,14 @@ def decode_json(body: bytes | str) -> Any:
         raise SubmissionError({"body": "malformed JSON: nested too deeply"}) from exc
 
 
-def _job_page(user: AbstractBaseUser, before: str | None, limit: int) -> list[Job]:
-    """Up to limit+1 of the user's jobs, newest first, after the cursor job `before`."""
+def _job_page(user: AbstractBaseUser, before: str | None, limit: int, *, schedule: str = "") -> list[Job]:
+    """Up to limit+1 of the user's jobs (one schedule's runs with `schedule`), newest first, after the cursor job `before`."""
     jobs = Job.objects.filter(owner=user).order_by("-created_at", "-id")
+    if schedule:
+        schedule_id = schedules.owned_schedule_id(user, schedule)
+        if schedule_id is None:
+            raise BadRequest({"schedule": "not one of your schedules"})
+        jobs = jobs.filter(monitor__schedule_id=schedule_id)
     if before is not None:
         pk = _uuid_or_none(before)
         cursor = Job.objects.filter(owner=user, pk=pk).first() if pk else None

@@ -17,6 +17,7 @@ from django.urls import reverse
 
 from jobs import hoststats, serializers, stats
 from jobs.models import Job
+from jobs.monitoring import links
 from jobs.submission import service
 from jobs.web.api import _get_job, api_view, error_response
 
@@ -54,7 +55,7 @@ async def _control(
 async def job_rerun_failed(request: HttpRequest, user: AbstractBaseUser, job_id: str) -> HttpResponse:
     """A new job over the failed URLs only, same options: 201 with its JSON, 409 if none failed."""
     owned = await _get_job(user, job_id)
-    job = await sync_to_async(service.rerun)(owned, failed_only=True)
+    job = await sync_to_async(links.rerun)(owned, failed_only=True)
     if job is None:
         return error_response(409, "the job has no failed URLs to re-run")
     response = JsonResponse(serializers.job_to_dict(job), status=201)

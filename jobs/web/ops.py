@@ -20,7 +20,8 @@ from __future__ import annotations
 import hmac
 from collections.abc import Awaitable, Callable
 
-from asgiref.sync import markcoroutinefunction, sync_to_async
+from asgiref.sync import markcoroutinefunction
+from channels.db import database_sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from prometheus_client.exposition import choose_encoder
 
@@ -49,7 +50,8 @@ async def metrics_view(request: HttpRequest) -> HttpResponse:
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    body = await sync_to_async(lambda: encoder(metrics.queue_registry()))()
+    # database_sync_to_async: the queries' connection is closed (or pooled) again once the page is built.
+    body = await database_sync_to_async(lambda: encoder(metrics.queue_registry()))()
     return HttpResponse(body, content_type=content_type)
 
 

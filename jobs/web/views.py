@@ -21,6 +21,7 @@ from jobs.serializers import job_to_dict
 from jobs.submission import limits, service
 from jobs.web.consumers import SNAPSHOT_JOBS
 from jobs.web.forms import JobSubmitForm
+from jobs.web.views_monitoring import changes_panel
 
 # Rows the pages render and the scripts keep in the DOM. The job list matches
 # the /ws/jobs/ snapshot, which replaces it once the socket connects.
@@ -104,5 +105,6 @@ def job_detail(request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
         "results_api_url": reverse("api_job_results", kwargs={"job_id": job.id}),
         "csv_url": reverse("api_job_results_csv", kwargs={"job_id": job.id}),
         "jsonl_url": reverse("api_job_results_jsonl", kwargs={"job_id": job.id}),
+        "changes": changes_panel(job),
     }
     return render(request, "jobs/job_detail.html", context)

@@ -40,7 +40,6 @@ from jobs.engine.netguard import Guard
 from jobs.engine.pipeline import Item, fetch_all
 from jobs.engine.values import FetchResult
 from jobs.models import Job
-from jobs.ops import metrics
 from jobs.progress import publisher
 from jobs.queue import claims, deadlines, records, requestlines, shares
 from jobs.queue.fences import Claim
@@ -273,12 +272,9 @@ class JobRun:
                 # Shielded: a write that started is finished, so its rows are never recorded twice or lost.
                 # Retried while the database is unreachable; the batch leaves the buffer only once written
                 # (a batch written twice, e.g. when the commit's answer was lost, only writes pending rows).
-                started = time.perf_counter()
                 recorded = await self._retrying(
                     lambda: shielded(records.arecord_results(self.claim, batch)), "recording results"
                 )
-                metrics.DB_WRITE_DURATION.observe(time.perf_counter() - started)
-                metrics.observe_recorded(recorded.results)
                 del self._buffer[: len(batch)]
                 self.job = recorded.job
                 self._publisher.update(recorded.job, recorded.results)

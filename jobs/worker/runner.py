@@ -39,6 +39,7 @@ from jobs import conf
 from jobs.engine.client import make_client
 from jobs.engine.hostslots import HostLimits, HostSlots
 from jobs.exceptions import ClaimLost
+from jobs.monitoring.ticker import Ticker
 from jobs.ops import logs, metrics
 from jobs.progress import groups, wakeups
 from jobs.queue import claims, records
@@ -112,6 +113,7 @@ class Worker:
         # Per-host caps: run() puts the fleet-wide ones (hostlimits) here. The SSRF guard is read once.
         self._hosts: HostLimits = HostSlots()
         self._guard = conf.fetch_guard()
+        self._ticker = Ticker()
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -151,6 +153,7 @@ class Worker:
                 finally:
                     self._stopping.set()
                     await self._drain()
+                    await self._ticker.aclose(timeout=0.0 if self.forced else self.grace)
                     await _cancel_and_wait(*background)
         finally:
             metrics.worker_gauges.remove(self)
@@ -179,6 +182,7 @@ class Worker:
     async def _serve(self) -> None:
         while not self._stopping.is_set():
             self._wake.clear()
+            await self._ticker.maybe_run()  # due schedule ticks, finished monitored jobs, webhooks
             await self._fill()
             if self.batch and not self._runs:
                 return  # the queue is empty and nothing runs

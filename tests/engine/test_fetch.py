@@ -11,6 +11,7 @@ import pytest
 
 from jobs.engine.fetch import fetch_one
 from jobs.engine.pipeline import fetch_all
+from jobs.engine.slots import Slots
 from jobs.engine.values import FetchOptions, FetchResult
 from tests.engine.helpers import FAST, key, until
 from tests.target import TargetServer
@@ -190,3 +191,23 @@ async def test_a_server_that_never_answers_times_out_on_every_attempt(
 
     assert (result.outcome, result.error_class, result.attempts) == ("failed", "timeout", 2)
     assert 1.9 < elapsed < 8, elapsed
+
+
+async def test_elapsed_ms_times_the_requests_not_the_wait_for_a_slot(
+    target: TargetServer, client: httpx.AsyncClient
+) -> None:
+    """The job's only slot is busy for 0.6 s: the URL waits for it, then its request takes ~100 ms."""
+    job = asyncio.Semaphore(1)
+    await job.acquire()
+    asyncio.get_running_loop().call_later(0.6, job.release)
+    started = time.monotonic()
+    result = await fetch_one(client, 0, target.url("/delay/100"), timeout=5, slots=Slots(job=job))
+
+    assert time.monotonic() - started >= 0.6
+    assert result.outcome == "succeeded"
+    assert 100 <= result.elapsed_ms < 550, result.elapsed_ms
+
+
+async def test_a_url_that_never_sent_a_request_took_no_time(client: httpx.AsyncClient) -> None:
+    result = await fetch_one(client, 0, "ftp://a.example/")
+    assert (result.outcome, result.elapsed_ms) == ("failed", 0)

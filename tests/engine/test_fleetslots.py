@@ -224,7 +224,7 @@ async def test_a_release_hands_its_slot_to_a_waiter_here_but_lets_other_workers_
             await slots.acquire(HOST, limit=1)
             try:
                 order.append(name)
-                await asyncio.sleep(0.005)
+                await asyncio.sleep(0.02)  # HANDOFF_MAX hand-overs outlast the 0.05 s before the other one asks
             finally:
                 slots.release(HOST)
 

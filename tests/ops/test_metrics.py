@@ -99,6 +99,9 @@ def test_a_job_of_100_urls_is_counted_by_the_workers_endpoint_which_answers_whil
         assert status() == Job.Status.RUNNING  # scraped while it ran
 
         wait_for(lambda: status() == Job.Status.COMPLETED, timeout=60, what="the job to complete")
+        # The worker counts a batch once its transaction has returned: a moment after the commit others see.
+        wait_for(lambda: sum(samples(get(worker_metrics)[1], "batchfetch_urls_fetched_total").values()) >= 100,
+                 timeout=5, what="the last batch to be counted")  # fmt: skip
         code, after = get(worker_metrics)
         assert code == 200
         fetched = samples(after, "batchfetch_urls_fetched_total")

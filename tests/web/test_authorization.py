@@ -35,6 +35,7 @@ from django.test import AsyncClient, Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from jobs.models import Job, Result
+from jobs.monitoring_models import Delivery, Schedule
 from jobs.web import tokens
 from jobs.web.routing import websocket_urlpatterns
 from project.asgi import application
@@ -96,6 +97,18 @@ HTTP_ROWS = [
         {"GET": API_JOB, "POST": REFUSED}),
     Row("api/jobs/<str:job_id>/bodies.zip", "/api/jobs/{job}/bodies.zip", {"GET": API_JOB, "POST": REFUSED}),
     Row("favicon.ico", "/favicon.ico", {"GET": roles(*[301] * 5)}),
+    Row("schedules/", "/schedules/", {"GET": PAGE_OWN}),
+    Row("schedules/<int:schedule_id>/", "/schedules/{schedule}/", {"GET": JOB_PAGE}),
+    Row("account/", "/account/", {"GET": PAGE_OWN}),
+    Row("api/jobs/<str:job_id>/changes/", "/api/jobs/{job}/changes/", {"GET": API_JOB, "POST": REFUSED}),
+    Row("api/jobs/<str:job_id>/changes.csv", "/api/jobs/{job}/changes.csv", {"GET": API_JOB}),
+    Row("api/schedules/", "/api/schedules/", {"GET": API_OWN, "POST": roles(401, 201, 201, 201, 201), "PUT": REFUSED},
+        {"json": json.dumps({"urls": ["http://a.example/"], "interval": 60})}),
+    Row("api/schedules/<str:schedule_id>/", "/api/schedules/{schedule}/", {"GET": API_JOB, "POST": REFUSED}),
+    # The owner's run now queues a job; the token's (the same user) is then skipped: the previous run goes on.
+    Row("api/schedules/<str:schedule_id>/run/", "/api/schedules/{schedule}/run/",
+        {"POST": roles(401, 201, 404, 404, 409), "GET": REFUSED}),
+    Row("api/schedules/<str:schedule_id>/runs/", "/api/schedules/{schedule}/runs/", {"GET": API_JOB, "POST": REFUSED}),
     Row("api/schema/", "/api/schema/", {"GET": PUBLIC, "POST": roles(*[405] * 5)}),
     Row("^api/", "/api/nothing-here/", {"GET": roles(*[404] * 5)}),
     Row("accounts/login/", "/accounts/login/", {"GET": PUBLIC}),
@@ -122,7 +135,7 @@ HTTP_ROWS = [
 ]
 
 # Admin views a model's admin refuses even to staff: jobs come from submissions, results from the worker.
-ADMIN_REFUSED = {("job", "add"), ("result", "add"), ("result", "delete")}
+ADMIN_REFUSED = {("job", "add"), ("result", "add"), ("result", "delete"), ("schedule", "add"), ("delivery", "add")}
 
 
 def admin_model_rows() -> list[Row]:
@@ -181,7 +194,11 @@ def make_world(django_user_model: Any, settings: Any, media_root: Path) -> dict[
     result = Result.objects.create(job=job, position=0, url="http://a.example/", outcome="failed", status_code=404,
                                    error="http_status: 404 Not Found", error_class="http_status", body=body)
     new = tokens.create_token(user=ann)
+    schedule = Schedule.objects.create(owner=ann, urls=["http://a.example/"], options={"concurrency": 1, "timeout": 1.0},
+                                       interval=3600)  # fmt: skip
+    delivery = Delivery.objects.create(job=job, channel="webhook", target="http://hooks.example/", body="{}")
     ids = {
+        "schedule": schedule.pk, "delivery": delivery.pk,
         "job": job.pk, "result": result.pk, "apitoken": new.token.pk, "owner": ann.pk, "user": ann.pk,
         "group": Group.objects.create(name="g").pk, "job_type": ContentType.objects.get_for_model(Job).pk,
     }

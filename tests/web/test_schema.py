@@ -16,6 +16,7 @@ from django.urls import get_resolver
 from django.utils import timezone
 
 from jobs.models import Job, Result
+from jobs.monitoring_models import Schedule
 from jobs.web import tokens
 from tests.web.schema_check import DOCUMENT, assert_documented, openapi_path
 from tests.web.test_authorization import http_patterns
@@ -56,13 +57,15 @@ def test_schema_is_served_publicly_and_follows_the_settings(settings: Any) -> No
 
 def test_every_api_route_and_method_is_described(client: Client, ann: Any) -> None:
     job = Job.objects.create(owner=ann, concurrency=1, timeout=1, total=0)
+    schedule = Schedule.objects.create(owner=ann, urls=["http://a.example/"], options={}, interval=60)
     described = {path: {method.upper() for method in item if method != "parameters"}
                  for path, item in DOCUMENT["paths"].items()}
     routes = [path for path in api_paths() if path != "/^api/"]  # the JSON 404 catch-all
     assert sorted(described) == routes
     for path in routes:
-        # A method no route accepts: the 405's Allow header lists the ones the route does.
-        refused = client.generic("PATCH", path.replace("{job_id}", str(job.id)).replace("{position}", "0"))
+        # A method no route accepts (PUT): the 405's Allow header lists the ones the route does.
+        concrete = path.replace("{job_id}", str(job.id)).replace("{position}", "0").replace("{schedule_id}", str(schedule.pk))
+        refused = client.generic("PUT", concrete)
         assert refused.status_code == 405, path
         allowed = {method.strip() for method in refused["Allow"].split(",")} - {"HEAD"}
         assert allowed == described[path], path

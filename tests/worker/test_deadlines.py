@@ -70,12 +70,17 @@ def test_url_deadline_ends_each_url_within_its_deadline_over_retries_and_retry_a
     assert (job.status, job.failed, job.error) == (Job.Status.COMPLETED, 20, ""), log  # URL failures, not the job's
     rows = list(Result.objects.filter(job=job))
     for row in rows:
-        assert (row.outcome, row.error_class, row.status_code) == ("failed", "deadline", 503)
+        assert (row.outcome, row.error_class) == ("failed", "deadline")
+        # 503 when the deadline fell in a wait; None when it cut the third attempt short (a loaded machine).
+        assert row.status_code in (503, None), row.status_code
         assert 2500 <= row.elapsed_ms <= 2800, row.elapsed_ms
-        assert row.attempts == 3  # at 0, 1 and 2 s (Retry-After: 1); the wait for the 4th ran into the deadline
-        assert row.error.startswith("deadline: not finished within the URL deadline of 2.5 s")
-        assert "(attempt 1: http_status: 503 Service Unavailable)" in row.error
-    assert target.stats().requests == 60
+        # At most at 0, 1 and 2 s (Retry-After: 1); the shared per-host pause a 503's Retry-After sets for
+        # every request to the host (README "Politeness across workers") may space them further.
+        assert row.attempts in (2, 3), (row.attempts, row.error)
+        assert row.error.startswith("deadline: not finished within the URL deadline of 2.5 s"), row.error
+        assert "http_status: 503 Service Unavailable" in row.error, row.error
+    # Each URL sent its first request; a last attempt may have been cut while it waited for the paused host.
+    assert 20 <= target.stats().requests <= sum(row.attempts for row in rows)
     assert_counters_match_rows(job)
 
 

@@ -1,0 +1,1 @@
+"""Tests of jobs/monitoring/: schedules, changes, notifications (in-process, live workers, the browser)."""
