@@ -1,7 +1,7 @@
 """One cell, run again and again: paired runs, the fleet, and py-spy profiles of the worker and the web process.
 
     scripts/testenv.py -- python -m bench.cell --db sqlite --n 100000 --c 200 --delay-ms 0 [--runs 3]
-        [--workers 1] [--baseline] [--profile DIR]
+        [--workers 1] [--baseline] [--profile DIR] [--env NAME=VALUE ...]
 
 Each run submits one job through the API (as `make bench` does) and prints its
 seconds, throughput and the workers' CPU per URL; `--baseline` runs the bare
@@ -139,7 +139,7 @@ async def run(args: argparse.Namespace) -> int:
     try:
         async with Stack(
             name=args.db, database_url=database_url, redis_url=redis_url, workdir=workdir / args.db,
-            worker_concurrency=args.c, workers=args.workers,
+            worker_concurrency=args.c, workers=args.workers, extra_env=dict(item.split("=", 1) for item in args.env),
         ) as stack:  # fmt: skip
             await stack.run_job(make_urls(target.base_url, 500), min(job_concurrency, 50))  # imports, connections
             if args.workers > 1:
@@ -196,6 +196,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="runworker processes sharing the job")
     parser.add_argument("--baseline", action="store_true", help="run the bare aiohttp script before each run")
     parser.add_argument("--profile", metavar="DIR", help="py-spy the first worker and daphne over each job")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="an environment variable for daphne and the workers (e.g. FETCH_SHARED_HOST_SLOTS=0)")  # fmt: skip
     started = time.monotonic()
     code = asyncio.run(run(parser.parse_args()))
     print(f"took {time.monotonic() - started:.0f} s")
