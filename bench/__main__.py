@@ -30,10 +30,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
+import psutil
 
 from bench import report
 from bench.baselines import urls as make_urls
-from bench.e2e import JobFigures, Stack
+from bench.e2e import JobFigures, Stack, cpu_seconds
 from scripts.localservices import ManagedProcess, start_process
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -59,6 +60,11 @@ T = TypeVar("T")
 
 MATRIX = (Cell(10_000, 50, 50), Cell(10_000, 200, 50), Cell(100_000, 200, 0))
 QUICK_MATRIX = (Cell(2_000, 50, 50), Cell(2_000, 200, 50), Cell(10_000, 200, 0))
+FLEET = Cell(100_000, 200, 20)
+"""The fleet cell (PostgreSQL): one job shared by FLEET_WORKERS workers, C=200 each (the job's concurrency is
+200 x workers), 20 ms per request: one worker alone is CPU-bound at this delay."""
+QUICK_FLEET = Cell(20_000, 200, 20)
+FLEET_WORKERS = (1, 2, 4)
 
 
 class Target:
@@ -119,6 +125,28 @@ async def run_ours(stack: Stack, target: Target, cell: Cell, *, watchers: int = 
     return figures, peak
 
 
+async def run_fleet(
+    database_url: str, redis_url: str, workdir: Path, target: Target, cell: Cell, workers: int
+) -> report.FleetRow:
+    """One job of `cell.n` URLs shared by `workers` runworker processes of concurrency `cell.c` each."""
+    async with Stack(
+        name=f"postgresql x{workers}", database_url=database_url, redis_url=redis_url, workdir=workdir,
+        worker_concurrency=cell.c, workers=workers, username=f"bench-fleet-{workers}",
+    ) as stack:  # fmt: skip
+        await stack.run_job(make_urls(target.base_url, 500), cell.c)  # imports, connections
+        await asyncio.sleep(2)  # every worker idle and polling when the job arrives
+        target_proc = psutil.Process(target.process.pid)
+        target_cpu, machine = cpu_seconds(target_proc), psutil.cpu_times()
+        figures, _ = await run_ours(stack, target, Cell(cell.n, cell.c * workers, cell.delay_ms))
+        after = psutil.cpu_times()
+    busy = sum(getattr(after, f) - getattr(machine, f) for f in ("user", "system", "nice", "irq", "softirq", "steal"))
+    target_cpu = cpu_seconds(target_proc) - target_cpu
+    return report.FleetRow(
+        workers=workers, delay_ms=cell.delay_ms, ours=figures, target_cpu_seconds=target_cpu,
+        cores_busy=busy / figures.seconds,
+    )  # fmt: skip
+
+
 async def run_engine(target: Target, n: int, c: int) -> list[dict[str, Any]]:
     """bench.engine: the fetch engine alone with each client variant, on asyncio's loop and on uvloop."""
     results = []
@@ -138,13 +166,16 @@ async def main_async(args: argparse.Namespace) -> int:
     if not redis_url or not pg_url:
         print("REDIS_URL and TEST_POSTGRES_URL must be set: run `make bench` (scripts/testenv.py starts both)")
         return 2
-    matrix = QUICK_MATRIX if args.quick else MATRIX
+    matrix = () if args.only == "fleet" else QUICK_MATRIX if args.quick else MATRIX
     started = time.monotonic()
     machine = report.describe_machine()
     workdir = Path(tempfile.mkdtemp(prefix="batchfetch-bench-"))
-    targets = {delay: Target(delay, workdir) for delay in sorted({cell.delay_ms for cell in matrix})}
+    fleet = None if args.no_fleet or args.only == "sqlite" else (QUICK_FLEET if args.quick else FLEET)
+    delays = {cell.delay_ms for cell in matrix} | ({fleet.delay_ms} if fleet else set())
+    targets = {delay: Target(delay, workdir) for delay in sorted(delays)}
     rows: list[report.Row] = []
     watch_rows: list[report.WatchRow] = []
+    fleet_rows: list[report.FleetRow] = []
     try:
         print("baselines (separate processes):", flush=True)
         baselines: dict[Cell, dict[str, dict[str, Any]]] = {}
@@ -156,7 +187,7 @@ async def main_async(args: argparse.Namespace) -> int:
             baselines[cell] = {"aiohttp": {**median, "cpu_seconds": cpu, "runs": [run["seconds"] for run in runs]}}
             baselines[cell]["httpx"] = await run_baseline("httpx", target, cell)  # far slower: once is enough
         engine: list[dict[str, Any]] = []
-        if not args.no_engine:
+        if matrix and not args.no_engine:
             print("the fetch engine alone (bench.engine):", flush=True)
             engine = await run_engine(targets[matrix[-1].delay_ms], matrix[-1].n // 10, WORKER_CONCURRENCY)
         databases = {"sqlite": f"sqlite:///{workdir / 'bench.sqlite3'}", "postgresql": pg_url}
@@ -182,15 +213,22 @@ async def main_async(args: argparse.Namespace) -> int:
                     cell = Cell(matrix[0].n, 50, 50)
                     figures, _ = await run_ours(stack, targets[50], cell, watchers=WATCHERS)
                     watch_rows.append(report.WatchRow(db=db, delay_ms=50, ours=figures))
+        if fleet is not None:
+            print(f"the fleet on postgresql ({', '.join(map(str, FLEET_WORKERS))} workers, C={fleet.c} each):", flush=True)
+            for workers in FLEET_WORKERS:
+                fleet_rows.append(await run_fleet(pg_url, redis_url, workdir / f"fleet-{workers}",
+                                                  targets[fleet.delay_ms], fleet, workers))  # fmt: skip
     finally:
         for target in targets.values():
             target.process.stop(timeout=10)
     shutil.rmtree(workdir, ignore_errors=True)  # kept after a failure: the daphne and worker logs are there
     elapsed = time.monotonic() - started
-    text = report.render(rows, watch_rows, engine, machine=machine, elapsed=elapsed, quick=args.quick)
+    text = report.render(
+        rows, watch_rows, engine, fleet=fleet_rows, machine=machine, elapsed=elapsed, quick=args.quick
+    )
     print()
     print(text)
-    if not (args.quick or args.only or args.no_engine):  # only a full run replaces the recorded one
+    if not (args.quick or args.only or args.no_engine or args.no_fleet):  # only a full run replaces the recorded one
         report.write_results(BASE_DIR / "bench" / "results.md", text)
         print("written to bench/results.md")
     return 0
@@ -202,7 +240,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small matrix (a smoke run; results.md untouched)")
     parser.add_argument("--no-engine", action="store_true", help="skip the client variants (bench.engine)")
-    parser.add_argument("--only", choices=("sqlite", "postgresql"), help="run the end-to-end cells on one database")
+    parser.add_argument(
+        "--only", choices=("sqlite", "postgresql", "fleet"), help="run the end-to-end cells on one database, or the fleet"
+    )
+    parser.add_argument("--no-fleet", action="store_true", help="skip the fleet cell (one job, 1/2/4 workers)")
     parser.add_argument("--politeness", action="store_true",
                         help="run only the politeness cell (bench/politeness.py: 4 workers, shared vs per-worker slots)")  # fmt: skip
     args = parser.parse_args()

@@ -54,6 +54,7 @@ class JobFigures:
     succeeded: int
     failed: int
     worker_cpu_seconds: float
+    """User + system time of the `runworker` processes over the job, summed."""
     worker_rss_start_mb: float
     worker_rss_peak_mb: float
     worker_rss_end_mb: float
@@ -65,6 +66,9 @@ class JobFigures:
     """Watchers whose last message had the final counts."""
     reconnects: int
     """WebSocket reconnects over all watchers (a socket the server dropped)."""
+    timeline: dict[str, float] = field(default_factory=dict, repr=False)
+    """Seconds from sending the POST (wall clock) to the job's created_at, started_at, finished_at, and to a
+    watcher seeing it final: where a job's time goes (the same machine's clock on both sides)."""
 
     @property
     def latency_p50(self) -> float:
@@ -73,6 +77,13 @@ class JobFigures:
     @property
     def latency_p95(self) -> float:
         return _percentile(self.latencies_ms, 95)
+
+
+def _timeline(job: dict[str, Any], posted_at: float, seen_at: float) -> dict[str, float]:
+    """Seconds from the POST to the job's timestamps and to the watcher seeing it final (JobFigures.timeline)."""
+    stamps = ("created_at", "started_at", "finished_at")
+    found = {key: datetime.fromisoformat(job[key]).timestamp() - posted_at for key in stamps if job.get(key)}
+    return {**found, "seen": seen_at - posted_at}
 
 
 def _percentile(values: list[float], pct: int) -> float:
@@ -102,7 +113,8 @@ def _django_env(database_url: str, redis_url: str, extra: dict[str, str]) -> dic
 
 
 class Stack:
-    """daphne and one `runworker` on one database; use `async with`."""
+    """daphne and `workers` `runworker` processes (one by default; 0: the caller starts its own) on one database;
+    use `async with`."""
 
     def __init__(
         self,
@@ -114,6 +126,8 @@ class Stack:
         worker_concurrency: int,
         worker_args: tuple[str, ...] = (),
         extra_env: dict[str, str] | None = None,
+        workers: int = 1,
+        username: str = USERNAME,
     ) -> None:
         self.name = name
         self.workdir = workdir
@@ -122,9 +136,14 @@ class Stack:
             sys.executable, "manage.py", "runworker", "--concurrency", str(worker_concurrency), *worker_args,
         ]  # fmt: skip
         self.password = secrets.token_urlsafe(16)
+        self.username = username
+        """The bench user it creates and logs in as (a database shared by several stacks needs one each)."""
         self.base_url = ""
         self.processes: list[ManagedProcess] = []
-        self.worker: ManagedProcess | None = None
+        self.daphne: ManagedProcess | None = None
+        self.worker_count = workers
+        self.workers: list[ManagedProcess] = []
+        """The `runworker` processes; their CPU is summed, RSS is the first one's."""
         self.session: aiohttp.ClientSession | None = None
         self._slowest_probe = 0.0
         self._connecting = asyncio.Semaphore(CONNECTING)
@@ -140,10 +159,12 @@ class Stack:
             env=self.env, cwd=BASE_DIR, log_path=self.workdir / "daphne.log",
         )  # fmt: skip
         self.processes.append(daphne)
-        self.worker = start_process(
-            "runworker", self.worker_argv, env=self.env, cwd=BASE_DIR, log_path=self.workdir / "worker.log"
-        )
-        self.processes.append(self.worker)
+        self.daphne = daphne
+        for i in range(self.worker_count):
+            name = "worker.log" if i == 0 else f"worker-{i + 1}.log"
+            worker = start_process("runworker", self.worker_argv, env=self.env, cwd=BASE_DIR, log_path=self.workdir / name)
+            self.workers.append(worker)
+            self.processes.append(worker)
         await asyncio.to_thread(wait_for_port, LOOPBACK, port, timeout=60, process=daphne)
         self.session = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
         await self._login()
@@ -164,7 +185,8 @@ class Stack:
     def _prepare_database(self) -> None:
         self._manage("migrate", "--noinput")
         env = dict(self.env, DJANGO_SUPERUSER_PASSWORD=self.password)
-        self._manage("createsuperuser", "--noinput", "--username", USERNAME, "--email", "bench@example.com", env=env)
+        email = f"{self.username}@example.com"
+        self._manage("createsuperuser", "--noinput", "--username", self.username, "--email", email, env=env)
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -181,7 +203,7 @@ class Stack:
         match = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
         if not match:
             raise RuntimeError(f"{self.name}: no CSRF token on the login page ({response.status})")
-        form = {"username": USERNAME, "password": self.password, "csrfmiddlewaretoken": match.group(1)}
+        form = {"username": self.username, "password": self.password, "csrfmiddlewaretoken": match.group(1)}
         async with self.session.post(self.url("/accounts/login/"), data=form, allow_redirects=False) as response:
             if response.status != 302:
                 raise RuntimeError(f"{self.name}: login failed with {response.status}")
@@ -194,13 +216,14 @@ class Stack:
         """Submit `urls` as one job, watch it to its end, return the figures.
 
         `fields`: more submission fields (a job-level request; `requests` replaces `urls`)."""
-        assert self.session is not None and self.worker is not None
-        proc = psutil.Process(self.worker.pid)
+        assert self.session is not None and self.workers
+        procs = [psutil.Process(worker.pid) for worker in self.workers]
+        proc = procs[0]
         rss_start = proc.memory_info().rss
-        cpu0 = _cpu(proc)
+        cpu0 = sum(map(cpu_seconds, procs))
         sampler = RssSampler(proc)
         sampling = asyncio.create_task(sampler.run())
-        started = time.perf_counter()
+        started, posted_at = time.perf_counter(), time.time()
         job, submit_seconds, stall_ms = await self._submit(urls, concurrency, fields or {})
         watches = [Watch() for _ in range(watchers)]
         try:
@@ -209,7 +232,8 @@ class Stack:
         finally:
             sampling.cancel()
         seconds = min(w.final_at for w in watches if w.final_at) - started
-        cpu = _cpu(proc) - cpu0
+        seen_at = posted_at + seconds
+        cpu = sum(map(cpu_seconds, procs)) - cpu0
         status, final = await self._get_json(f"/api/jobs/{job['id']}/")
         assert status == 200, final
         total_final = final["succeeded"] + final["failed"] + final["cancelled"]
@@ -230,6 +254,7 @@ class Stack:
             progress_messages=watches[0].messages,
             latencies_ms=[lat for w in watches for lat in w.latencies_ms],
             reconnects=sum(w.reconnects for w in watches),
+            timeline=_timeline(final, posted_at, seen_at),
             watchers_final=sum(
                 1 for w in watches
                 if w.last_job is not None and w.last_job["status"] == final["status"]
@@ -342,6 +367,7 @@ class RssSampler:
             await asyncio.sleep(0.25)
 
 
-def _cpu(proc: psutil.Process) -> float:
+def cpu_seconds(proc: psutil.Process) -> float:
+    """User + system time of `proc` so far."""
     times = proc.cpu_times()
     return float(times.user + times.system)

@@ -70,7 +70,7 @@ async def run_mode(mode: Mode, stack: Stack, *, target_url: str, n: int, repeats
         )
         for i in range(WORKERS)
     ]
-    stack.worker = workers[0]  # run_job samples its CPU; we sum all four
+    stack.workers = workers  # run_job samples their CPU (and the first one's RSS)
     runs: list[Run] = []
     try:
         await asyncio.sleep(3)  # the workers are up
@@ -155,10 +155,9 @@ async def main_async(*, n: int = N, repeats: int = REPEATS, write_results: bool 
     results: dict[Mode, list[Run]] = {}
     try:
         print(f"politeness ({WORKERS} workers, one host, per_host {PER_HOST}):", flush=True)
+        # No worker of the stack's own: each mode starts its four.
         async with Stack(name="politeness", database_url=pg_url, redis_url=redis_url, workdir=workdir / "stack",
-                         worker_concurrency=200) as stack:  # fmt: skip
-            assert stack.worker is not None
-            await asyncio.to_thread(stack.worker.stop, timeout=20)  # each mode starts its own four
+                         worker_concurrency=200, workers=0) as stack:  # fmt: skip
             for mode in MODES:
                 results[mode] = await run_mode(mode, stack, target_url=target.base_url, n=n, repeats=repeats)
     finally:

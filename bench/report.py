@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -38,6 +39,18 @@ class WatchRow:
     db: str
     delay_ms: int
     ours: JobFigures
+
+
+@dataclass
+class FleetRow:
+    workers: int
+    delay_ms: int
+    ours: JobFigures
+    """The one job, shared by `workers` workers; worker_cpu_seconds is their sum."""
+    target_cpu_seconds: float = float("nan")
+    """CPU time of the target server (the loopback HTTP server) over the job."""
+    cores_busy: float = float("nan")
+    """The machine's busy CPU time over the job's seconds, every process (others' too): 2.0 = both cores full."""
 
 
 def describe_machine() -> str:
@@ -135,11 +148,39 @@ def render_engine(engine: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def render_fleet(fleet: Sequence[FleetRow]) -> list[str]:
+    """The fleet table: throughput and total CPU per URL against one worker's."""
+    if not fleet:
+        return []
+    first = fleet[0]
+    one = first.ours
+    lines = [
+        "",
+        f"The fleet (PostgreSQL): one {one.n:,}-URL job shared by N `runworker` processes on this machine,"
+        f" C={one.c // first.workers} each (the job's concurrency C x N), {first.delay_ms} ms per request:",
+        "",
+        "| workers | seconds | URLs/s | speed-up vs 1 | CPU s/1k URLs, all workers | CPU vs 1 | target server CPU s/1k"
+        " | cores busy (machine) | status |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    one_rate, one_cpu = one.n / one.seconds, one.worker_cpu_seconds / one.n
+    for r in fleet:
+        o = r.ours
+        rate, cpu = o.n / o.seconds, o.worker_cpu_seconds / o.n
+        lines.append(
+            f"| {r.workers} | {_fmt(o.seconds)} | {rate:,.0f} | {_fmt(rate / one_rate)} | {_fmt(cpu * 1000, 3)} |"
+            f" {cpu / one_cpu - 1:+.0%} | {_fmt(r.target_cpu_seconds * 1000 / o.n, 3)} | {_fmt(r.cores_busy)} |"
+            f" {o.status}, {o.succeeded:,} ok |"
+        )
+    return lines
+
+
 def render(
     rows: list[Row],
     watch_rows: list[WatchRow],
     engine: list[dict[str, Any]],
     *,
+    fleet: Sequence[FleetRow] = (),
     machine: str,
     elapsed: float,
     quick: bool,
@@ -169,6 +210,7 @@ def render(
             f" worker CPU {_fmt(o.worker_cpu_seconds * 1000 / o.n, 3)} s/1k URLs; {o.reconnects} sockets dropped"
             " by the server and reopened.",
         ]
+    lines += render_fleet(fleet)
     lines += render_engine(engine)
     lines += ["", f"`make bench{' --quick' if quick else ''}` took {elapsed:.0f} s; load average at the end:"
               f" {' '.join(f'{x:.2f}' for x in os.getloadavg())}."]  # fmt: skip

@@ -74,3 +74,16 @@ def test_a_cell_run_three_times_shows_the_median_run_and_the_ranges() -> None:
     header = [cell.strip() for cell in report.HEADER.strip("|").split("|")]
     assert cells[header.index("runs: ours s, aiohttp s")] == "3: 10.80-11.50, 10.40-10.60"
     assert cells[header.index("ours/aiohttp")] == "0.95"  # the median runs: 10.5 s / 11.0 s
+
+
+def test_the_fleet_table_compares_each_count_of_workers_with_one() -> None:
+    one = figures(n=100_000, c=200)
+    one.seconds, one.worker_cpu_seconds = 25.0, 22.0
+    two = figures(n=100_000, c=400)
+    two.seconds, two.worker_cpu_seconds = 14.0, 24.2
+    fleet = [report.FleetRow(workers=1, delay_ms=20, ours=one), report.FleetRow(workers=2, delay_ms=20, ours=two)]
+    text = report.render([], [], [], fleet=fleet, machine="- test machine", elapsed=1.0, quick=False)
+
+    assert "C=200 each" in text
+    assert "| 1 | 25.00 | 4,000 | 1.00 | 0.220 | +0% | - | - | completed, 100,000 ok |" in text
+    assert "| 2 | 14.00 | 7,143 | 1.79 | 0.242 | +10% | - | - | completed, 100,000 ok |" in text

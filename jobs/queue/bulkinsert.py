@@ -40,11 +40,16 @@ def insert_pending_results(job: Job, urls: Sequence[str]) -> None:
     sql = f"INSERT INTO {qn(Result._meta.db_table)} ({columns}) VALUES ({placeholders})"
     job_id = Result._meta.get_field("job").get_db_prep_save(job.pk, connection=connection)
     order = [field.attname for field in fields]
+    # One row as a list in column order; each row sets its position and url in it and goes out as a copy.
+    template = [job_id if name == "job_id" else constant.get(name) for name in order]
+    at_position, at_url = order.index("position"), order.index("url")
 
     def rows() -> Iterator[tuple[Any, ...]]:
+        row = template
         for position, url in enumerate(urls):
-            values = dict(constant, job_id=job_id, position=position, url=url)
-            yield tuple(values[name] for name in order)
+            row[at_position] = position
+            row[at_url] = url
+            yield tuple(row)
 
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":

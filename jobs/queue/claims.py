@@ -90,6 +90,15 @@ def _joinable(jobs: QuerySet[Job], worker_id: str, now: datetime) -> QuerySet[Jo
     return fair_order(jobs, now).filter(Q(status=Job.Status.QUEUED) | orphaned | helpable)
 
 
+def _candidates(exclude: Collection[uuid.UUID]) -> QuerySet[Job]:
+    """Jobs `claim_job` could give a share of: queued or started ones, less `exclude` (a superset of `_joinable`).
+
+    One indexed look-up (status) before the full query, whose subqueries cost ~4 ms of CPU: a busy worker asks
+    every second while it runs its jobs (the poll), and then usually nothing else is queued or running.
+    """
+    return Job.objects.filter(status__in=[Job.Status.QUEUED, *STARTED]).exclude(pk__in=list(exclude))
+
+
 def claim_job(
     worker_id: str, lease_seconds: float | None = None, *, max_slots: int | None = None,
     exclude: Collection[uuid.UUID] = (),
@@ -109,6 +118,8 @@ def claim_job(
     """
     lease = _lease(lease_seconds)
     passed = set(exclude)
+    if not _candidates(passed).exists():
+        return None
     while True:
         with transaction.atomic():
             now = timezone.now()

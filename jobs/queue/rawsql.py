@@ -30,6 +30,8 @@ def fetch(sql: str, params: Sequence[Any]) -> list[Any]:
         return cursor.fetchall()
 
 
-def execute(sql: str, params: Sequence[Any]) -> None:
+def execute(sql: str, params: Sequence[Any]) -> int:
+    """Run `sql`; return the rows it changed (the cursor's rowcount)."""
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
+        return int(cursor.rowcount)

@@ -17,13 +17,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from channels.db import database_sync_to_async
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
 from jobs import conf
-from jobs.models import Share
-from jobs.queue.fences import Claim, _locked_job, _share_lost
+from jobs.models import Job, Share
+from jobs.queue.fences import _LIVE_SHARE, Claim, _live_share_params, _locked_job, _share_lost
+from jobs.queue.rawsql import execute, fetch, table
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,28 +59,31 @@ def check_share(
     ClaimLost if the share was lost.
     """
     now = timezone.now()
-    share = (
-        Share.objects.filter(token=claim.token, lease_expires_at__gt=now)
-        .values("pk", "slots", "job__status", "job__concurrency")
-        .first()
+    found = fetch(
+        f"SELECT s.id, s.slots, j.status, j.concurrency, (SELECT COUNT(*) FROM {table(Share)} AS o"
+        f" WHERE o.job_id = s.job_id AND o.lease_expires_at > %s) FROM {table(Share)} AS s"
+        f" INNER JOIN {table(Job)} AS j ON j.id = s.job_id WHERE {_LIVE_SHARE}",
+        [connection.ops.adapt_datetimefield_value(now), *_live_share_params(claim, now)],
     )
-    if share is None:
+    if not found:
         raise _share_lost(claim)
-    concurrency, slots = share["job__concurrency"], share["slots"]
-    fair = _fair_slots(concurrency, Share.objects.filter(job_id=claim.job_id, lease_expires_at__gt=now).count(),
-                       max_slots)
+    share_id, slots, status, concurrency, live = found[0]
+    fair = _fair_slots(concurrency, live, max_slots)
     if applied < slots and in_flight <= applied:
-        _update_share(claim, now, slots=applied)  # giving slots back is always safe: no lock needed
+        _update_share(claim, now, "slots", applied)  # giving slots back is always safe: no lock needed
         slots = applied
     if slots < fair:
-        slots = _grow(claim, share["pk"], slots, fair, concurrency, now)
+        slots = _grow(claim, share_id, slots, fair, concurrency, now)
     if renew:
-        _update_share(claim, now, lease_expires_at=now + _lease(None))
-    return ShareCheck(status=share["job__status"], slots=min(slots, fair))
+        _update_share(claim, now, "lease_expires_at", connection.ops.adapt_datetimefield_value(now + _lease(None)))
+    return ShareCheck(status=status, slots=min(slots, fair))
 
 
-def _update_share(claim: Claim, now: datetime, **fields: Any) -> None:
-    if not Share.objects.filter(token=claim.token, lease_expires_at__gt=now).update(**fields):
+def _update_share(claim: Claim, now: datetime, column: str, value: Any) -> None:
+    """Set one column of `claim`'s share (`value` as the column takes it) if the share is live; else ClaimLost."""
+    column = connection.ops.quote_name(column)
+    sql = f"UPDATE {table(Share)} SET {column} = %s WHERE token = %s AND lease_expires_at > %s"
+    if not execute(sql, [value, *_live_share_params(claim, now)]):
         raise _share_lost(claim)
 
 
