@@ -77,6 +77,10 @@ def target() -> Iterator[TargetServer]:
 @pytest.fixture
 async def page(context: BrowserContext, live_stack: LiveStack, credentials: tuple[str, str]) -> Page:
     """A logged-in page on the dashboard."""
+    return await logged_in_page(context, live_stack, credentials)
+
+
+async def logged_in_page(context: BrowserContext, live_stack: LiveStack, credentials: tuple[str, str]) -> Page:
     page = await context.new_page()
     await page.goto(live_stack.url("/"))
     await expect(page).to_have_url(re.compile(r"/accounts/login/"))
@@ -413,8 +417,9 @@ def fleet_stack(live_database_url: str, redis_url: str, tmp_path: Path) -> Itera
 
 
 async def test_the_live_page_shows_each_hosts_requests_in_flight_and_its_adaptive_limit(
-    page: Page, fleet_stack: LiveStack, target: TargetServer
+    context: BrowserContext, fleet_stack: LiveStack, credentials: tuple[str, str], target: TargetServer
 ) -> None:
+    page = await logged_in_page(context, fleet_stack, credentials)  # not `page`: that one's stack has no fleet
     urls = [target.url(f"/ok/{i}?delay=400") for i in range(120)]
     body = {"urls": urls, "name": "polite", "concurrency": 20, "per_host": 3, "autothrottle": True}
     job = await api_post(page, fleet_stack, "/api/jobs/", body)

@@ -168,7 +168,8 @@ def test_redis_stopped_mid_job_per_worker_caps_hold_and_shared_ones_resume(
     settings.WORKER_CHUNK_SIZE = 50
     port = services.free_port()
     redis_process = services.start_redis(port=port, workdir=tmp_path / "redis")
-    env = services.product_env(database_url=live_database_url, redis_url=f"redis://127.0.0.1:{port}/0")
+    env = {**services.product_env(database_url=live_database_url, redis_url=f"redis://127.0.0.1:{port}/0"),
+           "FETCH_SHARED_HOST_SLOTS": "1"}  # fmt: skip
     workers = start_workers(env, tmp_path, 2)
     try:
         job = make_job(owner, [target.url(f"/ok/{i}?delay=30") for i in range(900)], per_host=3)
