@@ -203,10 +203,11 @@ async def test_paste_watch_progress_to_100_percent_charts_filters_and_screenshot
     await expect(page.locator("#results-count")).to_have_text("40 rows")
     await expect(results.first).to_contain_text("failed")
     # Every row shown is a failure (read again while the window re-renders as the job's last rows arrive).
+    # (the newest row is a failure in both lists, so the old list can still be on screen for a frame).
     outcomes: set[str] = set()
-    for _ in range(50):
+    for _ in range(100):
         outcomes = set(await results.locator("td:nth-child(3)").all_inner_texts())
-        if outcomes:
+        if outcomes == {"failed"}:
             break
         await asyncio.sleep(0.1)
     assert outcomes == {"failed"}, await results.evaluate_all("rows => rows.map(r => r.innerText.slice(0, 120))")
