@@ -138,7 +138,7 @@ def _clean_concurrency(value: Any) -> int:
     """An int in range; text of an int is fine (forms, CLI), bools and floats are not."""
     upper = conf.get("JOBS_MAX_CONCURRENCY")
     message = f"must be an integer from 1 to {upper}"
-    if value is None or (isinstance(value, str) and not value.strip()):
+    if _empty(value):
         return int(conf.get("JOBS_DEFAULT_CONCURRENCY"))
     if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
         value = int(value.strip())
@@ -149,14 +149,14 @@ def _clean_concurrency(value: Any) -> int:
 
 def _clean_timeout(value: Any) -> float:
     """Seconds as a finite number in (0, max]; text of a number is fine, bools are not."""
-    if value is None or (isinstance(value, str) and not value.strip()):
+    if _empty(value):
         return float(conf.get("JOBS_DEFAULT_TIMEOUT"))
     return _positive_seconds(value, upper=conf.get("JOBS_MAX_TIMEOUT"))
 
 
 def _clean_deadline(value: Any, *, upper: float) -> float | None:
     """Seconds in (0, upper], or None (no deadline) when missing or empty."""
-    if value is None or (isinstance(value, str) and not value.strip()):
+    if _empty(value):
         return None
     return _positive_seconds(value, upper=upper)
 
@@ -164,22 +164,32 @@ def _clean_deadline(value: Any, *, upper: float) -> float | None:
 def _positive_seconds(value: Any, *, upper: float) -> float:
     """Seconds as a finite number in (0, upper]; text of a number is fine, bools are not."""
     message = f"must be a number of seconds greater than 0 and at most {upper:g}"
+    seconds = _finite(value, message)
+    if not 0 < seconds <= upper:
+        raise ValueError(message)
+    return seconds
+
+
+def _empty(value: Any) -> bool:
+    """Missing, null or blank text: the field takes its default."""
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _finite(value: Any, message: str) -> float:
+    """A finite number from a JSON number or the text of one (a bool is not a number), else ValueError(message)."""
     if isinstance(value, str):
         try:
             value = float(value.strip())
         except ValueError:
             raise ValueError(message) from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(message)
-    seconds = float(value)
-    if not math.isfinite(seconds) or not 0 < seconds <= upper:
-        raise ValueError(message)
-    return seconds
+    return float(value)
 
 
 def _clean_int(value: Any, *, lower: int, upper: int, default: int) -> int:
     """An int in [lower, upper]; text of an int is fine (forms), bools and floats are not."""
-    if value is None or (isinstance(value, str) and not value.strip()):
+    if _empty(value):
         return default
     if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
         value = int(value.strip())
@@ -191,36 +201,24 @@ def _clean_int(value: Any, *, lower: int, upper: int, default: int) -> int:
 def _clean_seconds(value: Any, *, upper: float, default: float) -> float:
     """Seconds as a finite number in [0, upper]; text of a number is fine, bools are not."""
     message = f"must be a number of seconds from 0 to {upper:g}"
-    if value is None or (isinstance(value, str) and not value.strip()):
+    if _empty(value):
         return default
-    if isinstance(value, str):
-        try:
-            value = float(value.strip())
-        except ValueError:
-            raise ValueError(message) from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    number = _finite(value, message)
+    if not 0 <= number <= upper:
         raise ValueError(message)
-    if not 0 <= value <= upper:
-        raise ValueError(message)
-    return float(value)
+    return number
 
 
 def _clean_rate(value: Any) -> float | None:
     """Requests per second, a finite number in PER_HOST_RATE_RANGE, or None (empty: no rate)."""
     lower, upper = PER_HOST_RATE_RANGE
     message = f"must be a number of requests per second from {lower:g} to {upper:g}, or empty for no rate"
-    if value is None or (isinstance(value, str) and not value.strip()):
+    if _empty(value):
         return None
-    if isinstance(value, str):
-        try:
-            value = float(value.strip())
-        except ValueError:
-            raise ValueError(message) from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    number = _finite(value, message)
+    if not lower <= number <= upper:
         raise ValueError(message)
-    if not lower <= value <= upper:
-        raise ValueError(message)
-    return float(value)
+    return number
 
 
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
