@@ -50,12 +50,11 @@ too). Slots held in Redis when it went away expire with their lease.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import secrets
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any, Self
 
@@ -203,16 +202,6 @@ class FleetSlots:
     def snapshot(self) -> dict[str, int]:
         """This worker's requests in flight, per host that has any. Safe to call from another thread (metrics)."""
         return {host: n for host, state in list(self._hosts.items()) if (n := len(state.holders) + state.local)}
-
-    @contextlib.asynccontextmanager
-    async def hold(
-        self, host: str, *, limit: int, delay: float = 0.0, rate: float | None = None
-    ) -> AsyncIterator[None]:
-        await self.acquire(host, limit=limit, delay=delay, rate=rate)
-        try:
-            yield
-        finally:
-            self.release(host)
 
     async def acquire(
         self, host: str, *, limit: int, delay: float = 0.0, rate: float | None = None, adaptive: bool = False
