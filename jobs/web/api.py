@@ -405,15 +405,19 @@ def _int_param(request: HttpRequest, name: str, *, default: int, lowest: int, hi
 
 
 def _outcomes_param(request: HttpRequest) -> list[str] | None:
-    raw = request.GET.get("outcome", "").strip()
+    return _choices_param(request, "outcome", Result.Outcome.values)
+
+
+def _choices_param(request: HttpRequest, name: str, choices: list[str]) -> list[str] | None:
+    """`?name=a,b` as a list of known choices (None when absent); an unknown one is a 400 naming it."""
+    raw = request.GET.get(name, "").strip()
     if not raw:
         return None
-    outcomes = [item.strip() for item in raw.split(",") if item.strip()]
-    unknown = sorted(set(outcomes) - set(Result.Outcome.values))
+    values = [item.strip() for item in raw.split(",") if item.strip()]
+    unknown = sorted(set(values) - set(choices))
     if unknown:
-        expected = ", ".join(Result.Outcome.values)
-        raise BadRequest({"outcome": f"unknown outcome {', '.join(unknown)} (expected {expected})"})
-    return outcomes
+        raise BadRequest({name: f"unknown {name} {', '.join(unknown)} (expected {', '.join(choices)})"})
+    return values
 
 
 def _status_codes_param(request: HttpRequest) -> list[int] | None:

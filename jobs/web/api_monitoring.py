@@ -21,7 +21,7 @@ from jobs.models import Job
 from jobs.monitoring import changes, history, inputs, schedules, serialize
 from jobs.monitoring_models import Change, JobMonitor, Schedule
 from jobs.progress import groups
-from jobs.web.api import BadRequest, _get_job, _int_param, _page_url, api_view, decode_json
+from jobs.web.api import BadRequest, _choices_param, _get_job, _int_param, _page_url, api_view, decode_json
 
 SCHEDULES_MAX = 500
 CHANGES_DEFAULT_LIMIT = 100
@@ -137,14 +137,7 @@ def _changes_page(job: Job, kinds: list[str] | None, after: int, limit: int) -> 
 
 
 def _kinds_param(request: HttpRequest) -> list[str] | None:
-    raw = request.GET.get("kind", "").strip()
-    if not raw:
-        return None
-    kinds = [item.strip() for item in raw.split(",") if item.strip()]
-    unknown = sorted(set(kinds) - set(Change.Kind.values))
-    if unknown:
-        raise BadRequest({"kind": f"unknown kind {', '.join(unknown)} (expected {', '.join(Change.Kind.values)})"})
-    return kinds
+    return _choices_param(request, "kind", Change.Kind.values)
 
 
 @api_view("GET")
