@@ -15,10 +15,10 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
 
-from jobs import serializers
+from jobs import requestdata, serializers
 from jobs.engine.client import USER_AGENT
 from jobs.engine.errors import split_error
-from jobs.models import Job, Result
+from jobs.models import Job, RequestLine, Result
 from jobs.web.api import _get_job, api_view
 
 # What the engine's client sends with every request (jobs/engine/client.py; httpx adds Accept-Encoding).
@@ -32,21 +32,23 @@ async def result_detail(request: HttpRequest, user: AbstractBaseUser, job_id: st
     row = await Result.objects.filter(job=owned, position=position).afirst()
     if row is None:
         raise Http404
-    return JsonResponse(detail_dict(owned, row))
+    line = await RequestLine.objects.filter(job=owned, position=position).afirst() if owned.line_requests else None
+    return JsonResponse(detail_dict(owned, row, line))
 
 
-def detail_dict(job: Job, row: Result) -> dict[str, Any]:
-    """The JSON of one result in full (schema `ResultDetail` in openapi.json)."""
+def detail_dict(job: Job, row: Result, line: RequestLine | None = None) -> dict[str, Any]:
+    """The JSON of one result in full (schema `ResultDetail` in openapi.json); `line`: the row's overrides."""
     summary, history = split_error(row.error)
+    sent = requestdata.line_summary(job, line)  # the method and headers the row sent, secret values •••
     data = serializers.result_to_dict(row)
     data.update(
         {
             "error_summary": summary,
             "attempt_history": history,
             "request": {
-                "method": "GET",
+                "method": sent["method"],
                 "url": row.url,
-                "headers": REQUEST_HEADERS,
+                "headers": {**REQUEST_HEADERS, **sent["headers"]},
                 "timeout": job.timeout,
                 "retries": job.retries,
                 "max_redirects": job.max_redirects,

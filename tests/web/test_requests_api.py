@@ -67,6 +67,14 @@ async def test_a_job_of_requests_is_stored_with_its_secrets_sealed_and_shown_mas
     assert exported[0]["request"]["body_sha256"] and exported[0]["request"]["headers"]["Content-Type"] == (
         "application/json")  # fmt: skip
 
+    # The row's detail (the live page's panel) tells the request each row sent, secrets masked.
+    details = [(await client.get(f"/api/jobs/{job.pk}/results/{position}/")).json() for position in (1, 2)]
+    assert [detail["request"]["method"] for detail in details] == ["POST", "PUT"]
+    assert (details[1]["request"]["headers"]["X-Token"], details[1]["request"]["headers"]["Authorization"]) == (
+        "•••", "•••")  # fmt: skip
+    assert details[0]["request"]["headers"]["User-Agent"].startswith("batchfetch/")
+    assert TOKEN not in json.dumps(details) and "line-secret-1" not in json.dumps(details)
+
 
 async def test_a_rerun_sends_the_same_requests(client: AsyncClient, ann: Any) -> None:
     response = await post_json(client, "/api/jobs/", {
