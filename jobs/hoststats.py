@@ -16,7 +16,7 @@ import redis
 import redis.exceptions
 from django.conf import settings
 
-from jobs.engine.fleetslots import PREFIX, host_keys, tag_key
+from jobs.engine.fleetscripts import PREFIX, host_keys, tag_key
 from jobs.models import Job
 from jobs.worker.hostlimits import job_tag, shared
 

@@ -1,4 +1,4 @@
-"""The Lua scripts behind `FleetSlots`: each runs atomically in Redis, on Redis's clock (TIME).
+"""The Redis side of `FleetSlots`: its keys, and the Lua scripts that change them atomically on Redis's clock.
 
 Keys of one host (all with the hash tag `{host:port}`, so they live on one
 cluster slot):
@@ -9,12 +9,35 @@ cluster slot):
     <prefix>:{h}:state    hash: `limit` (adaptive concurrency, float), `base` (latency floor, ms),
                           `pause` (no request starts before this time, ms)
 
+Beside them, `<prefix>:wake` is the pub/sub channel a release publishes the
+host on while workers wait for it (a Retry-After pause as "host TAB ms"), and
+`<prefix>:tag:<tag>` the set of hosts requested under a tag (a job's, for its
+stats).
+
 Times are milliseconds of Redis's clock, so workers on machines with skewed
 clocks still agree. Expired holders are removed on every acquire: a killed
 worker's slots come back once their lease (WORKER_LEASE_SECONDS) runs out.
 """
 
 from __future__ import annotations
+
+PREFIX = "batchfetch:hosts"
+
+
+def host_keys(host: str, prefix: str = PREFIX) -> dict[str, str]:
+    """The Redis keys of one host (`host` is "name:port")."""
+    tag = f"{prefix}:{{{host}}}"
+    return {name: f"{tag}:{name}" for name in ("hold", "wait", "pace", "state")}
+
+
+def wake_channel(prefix: str = PREFIX) -> str:
+    """The pub/sub channel a release publishes the host's name on when workers wait for it."""
+    return f"{prefix}:wake"
+
+
+def tag_key(tag: str, prefix: str = PREFIX) -> str:
+    """The Redis set of the hosts requested under `tag` (e.g. one job's), for the stats."""
+    return f"{prefix}:tag:{tag}"
 
 _NOW = """
 local t = redis.call('TIME')

@@ -53,24 +53,21 @@ import asyncio
 import itertools
 import logging
 import secrets
-from collections import Counter
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
 from typing import Any, Self
 
 import redis.asyncio as aioredis
 import redis.exceptions
 
 from jobs.engine import fleetscripts
+from jobs.engine.fleethost import HANDOFF_MAX, FleetHost, SlotKind
+from jobs.engine.fleetscripts import PREFIX, wake_channel
 from jobs.engine.hostslots import HostSlots
 
 logger = logging.getLogger(__name__)
 
-PREFIX = "batchfetch:hosts"
 RECHECK = 0.5
 """Seconds a waiter sleeps at most without a wake-up before asking Redis again."""
-HANDOFF_MAX = 8
-"""Releases in a row handed straight to a waiter of the same worker before one goes back to Redis."""
 YIELD_SECONDS = 0.01
 """How long a worker that yielded a slot lets the waiting workers ask first."""
 PROBE_INTERVAL = 1.0
@@ -80,46 +77,6 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.TimeoutError,
     OSError,
 )
-
-
-def host_keys(host: str, prefix: str = PREFIX) -> dict[str, str]:
-    """The Redis keys of one host (`host` is "name:port"), see fleetscripts.py."""
-    tag = f"{prefix}:{{{host}}}"
-    return {name: f"{tag}:{name}" for name in ("hold", "wait", "pace", "state")}
-
-
-def wake_channel(prefix: str = PREFIX) -> str:
-    """The pub/sub channel a release publishes the host's name on when workers wait for it."""
-    return f"{prefix}:wake"
-
-
-@dataclass(slots=True)
-class _Host:
-    name: str
-    keys: dict[str, str]
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    """Only the first waiter of this worker asks Redis; the others queue behind it in order."""
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    holders: list[tuple[str, tuple[int, float, bool]]] = field(default_factory=list)
-    """Slots this worker holds in Redis, each with the (limit, interval, adaptive) it was taken under."""
-    demand: Counter[tuple[int, float, bool]] = field(default_factory=Counter)
-    """Requests waiting here for a slot of this host, by kind (a release of the same kind hands its slot over)."""
-    pool: list[tuple[str, tuple[int, float, bool]]] = field(default_factory=list)
-    """Slots handed over by releases here, not yet taken by a waiter (still held in Redis)."""
-    gifts: int = 0
-    """Hand-overs in a row: after HANDOFF_MAX a release goes to Redis, so other workers get their turn."""
-    full: bool = False
-    """The host was full at our last ask and no wake-up came since: the next waiter sleeps without asking."""
-    asked_at: float = 0.0
-    """Loop time of our last ask."""
-    defer_until: float = 0.0
-    """Loop time before which our waiter does not ask (we yielded a slot to waiting workers)."""
-    local: int = 0
-    """Slots this worker holds in the per-worker fallback (taken while Redis was unreachable)."""
-    users: int = 0
-    """Requests waiting for or holding a slot of this host here: the host is forgotten at 0."""
-    paused_until: float = 0.0
-    """Loop time before which no request starts (a Retry-After seen here, before Redis has it)."""
 
 
 class FleetSlots:
@@ -148,7 +105,7 @@ class FleetSlots:
         self._prefix = prefix
         self._channel = wake_channel(prefix)
         self._recheck = recheck
-        self._hosts: dict[str, _Host] = {}
+        self._hosts: dict[str, FleetHost] = {}
         self._ids = itertools.count()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._background: list[asyncio.Task[None]] = []
@@ -165,10 +122,6 @@ class FleetSlots:
     @property
     def prefix(self) -> str:
         return self._prefix
-
-    def tagged(self, tag: str) -> TaggedSlots:
-        """These slots, recording the hosts asked for under `tag` (see `TaggedSlots`)."""
-        return TaggedSlots(self, tag)
 
     @property
     def degraded(self) -> bool:
@@ -197,11 +150,11 @@ class FleetSlots:
     def in_flight(self, host: str) -> int:
         """Requests to `host` this worker has in flight (its share of the fleet's)."""
         state = self._hosts.get(host)
-        return len(state.holders) + state.local if state else 0
+        return state.held if state else 0
 
     def snapshot(self) -> dict[str, int]:
         """This worker's requests in flight, per host that has any. Safe to call from another thread (metrics)."""
-        return {host: n for host, state in list(self._hosts.items()) if (n := len(state.holders) + state.local)}
+        return {host: n for host, state in list(self._hosts.items()) if (n := state.held)}
 
     async def acquire(
         self, host: str, *, limit: int, delay: float = 0.0, rate: float | None = None, adaptive: bool = False
@@ -210,10 +163,10 @@ class FleetSlots:
         interval = max(delay, 1 / rate if rate else 0.0)
         state = self._hosts.get(host)
         if state is None:
-            state = self._hosts[host] = _Host(host, host_keys(host, self._prefix))
+            state = self._hosts[host] = FleetHost(host, self._prefix)
         state.users += 1
         try:
-            pace = await self._take(state, limit=limit, interval=interval, adaptive=adaptive)
+            pace = await self._take(state, SlotKind(limit, interval, adaptive))
         except BaseException:
             state.users -= 1
             self._forget_if_idle(host, state)
@@ -225,16 +178,16 @@ class FleetSlots:
                 self.release(host)
                 raise
 
-    async def _take(self, state: _Host, *, limit: int, interval: float, adaptive: bool) -> float:
+    async def _take(self, state: FleetHost, kind: SlotKind) -> float:
         """Take a slot, in Redis or (Redis unreachable) in the fallback; return the pace still to wait."""
         if not self._degraded:
             try:
-                return await self._acquire_fleet(state, limit=limit, interval=interval, adaptive=adaptive)
+                return await self._acquire_fleet(state, kind)
             except REDIS_ERRORS as exc:
                 self._degrade(exc)
         if (pause := state.paused_until - asyncio.get_running_loop().time()) > 0:
             await asyncio.sleep(pause)
-        await self._fallback.acquire(state.name, limit=limit, delay=interval)  # paces by itself
+        await self._fallback.acquire(state.name, limit=kind.limit, delay=kind.interval)  # paces by itself
         state.local += 1
         return 0.0
 
@@ -249,17 +202,10 @@ class FleetSlots:
             holder, kind = state.holders.pop()
             if self._degraded:
                 pass  # its lease runs out in Redis
-            elif (
-                not kind[1] and not kind[2] and state.gifts < HANDOFF_MAX
-                and state.demand[kind] > sum(1 for _, k in state.pool if k == kind)
-            ):  # fmt: skip
-                # A waiter here asks for the same: hand the slot over, no round trip (no pace or adaptive limit
-                # to honour; a pause is checked by the waiter). The holder's lease goes on being renewed.
-                state.pool.append((holder, kind))
-                state.gifts += 1
-                state.wake.set()
+            elif state.can_hand_over(kind):
+                state.hand_over(holder, kind)  # to a waiter here: no round trip, the lease goes on being renewed
             else:
-                yielding = state.gifts >= HANDOFF_MAX
+                yielding = state.gifts >= HANDOFF_MAX  # the hand-overs in a row are used up: others go first
                 state.gifts = 0
                 self.spawn(self._release_fleet(state, holder, yielding=yielding))
         state.users -= 1
@@ -276,7 +222,7 @@ class FleetSlots:
                 state.paused_until = max(state.paused_until, loop_time + retry_after)
         if self._degraded or not (adaptive or retry_after > 0):
             return
-        keys = host_keys(host, self._prefix)
+        keys = fleetscripts.host_keys(host, self._prefix)
         args = [
             round(latency * 1000, 1),
             status,
@@ -290,17 +236,16 @@ class FleetSlots:
 
     # --- Redis ------------------------------------------------------------------------
 
-    async def _acquire_fleet(self, state: _Host, *, limit: int, interval: float, adaptive: bool) -> float:
+    async def _acquire_fleet(self, state: FleetHost, kind: SlotKind) -> float:
         """Take a slot in Redis, or one handed over by a release here (waiting in turn); return the pace to wait."""
         loop = asyncio.get_running_loop()
-        kind = (limit, interval, adaptive)
         state.demand[kind] += 1
         try:
             async with state.lock:
                 while True:
                     if (local_pause := state.paused_until - loop.time()) > 0:
                         await asyncio.sleep(local_pause)
-                    if (gift := _take_gift(state, kind)) is not None:
+                    if (gift := state.take_gift(kind)) is not None:
                         state.holders.append((gift, kind))
                         return 0.0
                     if (defer := state.defer_until - loop.time()) > 0:
@@ -325,13 +270,13 @@ class FleetSlots:
                     await self._wait(state, timeout)
         except BaseException:
             if state.demand[kind] == 1:  # the last waiter of its kind: what was handed over goes back
-                while (gift := _take_gift(state, kind)) is not None:
+                while (gift := state.take_gift(kind)) is not None:
                     self.spawn(self._release_fleet(state, gift))
             raise
         finally:
             state.demand[kind] -= 1
 
-    async def _ask(self, state: _Host, kind: tuple[int, float, bool]) -> tuple[int, int]:
+    async def _ask(self, state: FleetHost, kind: SlotKind) -> tuple[int, int]:
         """One acquire script: (1, pace ms) with the slot recorded as ours, or (0, pause ms or -1)."""
         limit, interval, adaptive = kind
         keys = state.keys
@@ -350,7 +295,7 @@ class FleetSlots:
             state.holders.append((holder, kind))
         return int(granted), int(wait_ms)
 
-    async def _wait(self, state: _Host, timeout: float) -> None:
+    async def _wait(self, state: FleetHost, timeout: float) -> None:
         """Sleep until a wake-up (a release or hand-over here, a release elsewhere) or `timeout`."""
         try:
             async with asyncio.timeout(timeout):
@@ -358,7 +303,7 @@ class FleetSlots:
         except TimeoutError:
             state.full = False  # the bounded fallback: ask Redis again
 
-    async def _release_fleet(self, state: _Host, holder: str, *, yielding: bool = False) -> None:
+    async def _release_fleet(self, state: FleetHost, holder: str, *, yielding: bool = False) -> None:
         """Give `holder` back in Redis. `yielding`: after HANDOFF_MAX hand-overs, let other workers go first."""
         keys = state.keys
         try:
@@ -413,8 +358,7 @@ class FleetSlots:
                     self._degraded = False
                     logger.warning("Redis reachable again: per-host caps hold across all workers again")
                 for state in list(self._hosts.values()):
-                    names = [holder for holder, _ in [*state.holders, *state.pool]]
-                    if names:
+                    if names := state.holder_names:
                         await self._renew(keys=[state.keys["hold"]], args=[self._lease_ms, *names])
             except REDIS_ERRORS as exc:
                 self._degrade(exc)
@@ -440,60 +384,9 @@ class FleetSlots:
             else:
                 logger.error("Host-slot bookkeeping failed", exc_info=exc)
 
-    def _forget_if_idle(self, host: str, state: _Host) -> None:
+    def _forget_if_idle(self, host: str, state: FleetHost) -> None:
         if state.users or self._hosts.get(host) is not state:
             return
         if state.paused_until > asyncio.get_running_loop().time():
             return  # kept for its pause; forgotten after a later request
         del self._hosts[host]
-
-
-def _take_gift(state: _Host, kind: tuple[int, float, bool]) -> str | None:
-    """A slot of `kind` handed over here, taken out of the pool (None if there is none)."""
-    for index, (holder, held) in enumerate(state.pool):
-        if held == kind:
-            del state.pool[index]
-            return holder
-    return None
-
-
-def tag_key(tag: str, prefix: str = PREFIX) -> str:
-    """The Redis set of the hosts requested under `tag` (e.g. one job's), for the stats."""
-    return f"{prefix}:tag:{tag}"
-
-
-class TaggedSlots:
-    """A `FleetSlots` that also records the hosts it is asked for under a tag (a job's hosts, for its stats)."""
-
-    TTL = 86400
-    """Seconds the set of hosts outlives its last new host."""
-
-    def __init__(self, slots: FleetSlots, tag: str) -> None:
-        self._slots = slots
-        self._key = tag_key(tag, slots.prefix)
-        self._seen: set[str] = set()
-
-    def in_flight(self, host: str) -> int:
-        return self._slots.in_flight(host)
-
-    async def acquire(
-        self, host: str, *, limit: int, delay: float = 0.0, rate: float | None = None, adaptive: bool = False
-    ) -> None:
-        if host not in self._seen and not self._slots.degraded:
-            self._seen.add(host)
-            self._slots.spawn(self._remember(host))
-        await self._slots.acquire(host, limit=limit, delay=delay, rate=rate, adaptive=adaptive)
-
-    def release(self, host: str) -> None:
-        self._slots.release(host)
-
-    def observe(
-        self, host: str, *, status: int, latency: float, retry_after: float = 0.0, per_host: int, adaptive: bool
-    ) -> None:
-        self._slots.observe(
-            host, status=status, latency=latency, retry_after=retry_after, per_host=per_host, adaptive=adaptive
-        )
-
-    async def _remember(self, host: str) -> None:
-        async with self._slots.redis.pipeline(transaction=False) as pipe:
-            await pipe.sadd(self._key, host).expire(self._key, self.TTL).execute()

@@ -19,6 +19,7 @@ from redis.backoff import NoBackoff
 from jobs import conf
 from jobs.engine.fleetslots import FleetSlots
 from jobs.engine.hostslots import HostLimits, HostSlots
+from jobs.engine.taggedslots import TaggedSlots
 
 REDIS_TIMEOUT = 2.0
 """Seconds a slot's Redis call may take before the worker falls back to per-worker caps."""
@@ -63,4 +64,4 @@ async def host_limits(*, worker_id: str) -> AsyncIterator[HostLimits]:
 
 def for_job(hosts: HostLimits, job_id: object) -> HostLimits:
     """`hosts` as one job uses them (fleet-wide slots record the job's hosts, for its stats)."""
-    return hosts.tagged(job_tag(job_id)) if isinstance(hosts, FleetSlots) else hosts
+    return TaggedSlots(hosts, job_tag(job_id)) if isinstance(hosts, FleetSlots) else hosts

@@ -19,7 +19,9 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from jobs.engine.fleetslots import HANDOFF_MAX, FleetSlots, host_keys
+from jobs.engine.fleethost import HANDOFF_MAX
+from jobs.engine.fleetscripts import host_keys
+from jobs.engine.fleetslots import FleetSlots
 from tests import services
 
 HOST = "example.test:80"

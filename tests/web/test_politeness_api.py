@@ -8,7 +8,7 @@ import pytest
 import redis
 from django.test import AsyncClient, Client
 
-from jobs.engine.fleetslots import host_keys, tag_key
+from jobs.engine.fleetscripts import host_keys, tag_key
 from jobs.models import Job
 from jobs.worker.hostlimits import job_tag
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import redis
 
-from jobs.engine.fleetslots import host_keys
+from jobs.engine.fleetscripts import host_keys
 from jobs.models import Job
 from jobs.queue import control
 from tests import services
