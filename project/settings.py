@@ -161,7 +161,7 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 # API clients get a JSON 403 on a CSRF failure; pages keep Django's.
-CSRF_FAILURE_VIEW = "jobs.web.api.csrf_failure"
+CSRF_FAILURE_VIEW = "jobs.web.api_base.csrf_failure"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"

@@ -19,7 +19,7 @@ from jobs import hoststats, serializers, stats
 from jobs.models import Job
 from jobs.monitoring import links
 from jobs.submission import service
-from jobs.web.api import _get_job, api_view, error_response
+from jobs.web.api_base import api_view, error_response, get_job
 
 # Statuses a pause or resume cannot change.
 _SETTLED = frozenset({*Job.TERMINAL, Job.Status.CANCELLING})
@@ -41,7 +41,7 @@ async def _control(
     user: AbstractBaseUser, job_id: str, change: Callable[[uuid.UUID], Awaitable[Job]], refusal: str
 ) -> HttpResponse:
     """Apply `change` to the user's job: 202 with the job, or 409 (`refusal` names its status) if it is settled."""
-    owned = await _get_job(user, job_id)
+    owned = await get_job(user, job_id)
     if owned.status in _SETTLED:
         return error_response(409, refusal.format(owned.status))
     try:
@@ -54,7 +54,7 @@ async def _control(
 @api_view("POST")
 async def job_rerun_failed(request: HttpRequest, user: AbstractBaseUser, job_id: str) -> HttpResponse:
     """A new job over the failed URLs only, same options: 201 with its JSON, 409 if none failed."""
-    owned = await _get_job(user, job_id)
+    owned = await get_job(user, job_id)
     job = await sync_to_async(links.rerun)(owned, failed_only=True)
     if job is None:
         return error_response(409, "the job has no failed URLs to re-run")
@@ -67,7 +67,7 @@ async def job_rerun_failed(request: HttpRequest, user: AbstractBaseUser, job_id:
 async def job_stats(request: HttpRequest, user: AbstractBaseUser, job_id: str) -> HttpResponse:
     """The job, its status-code / error-class breakdown, its throughput per second, and its hosts (in flight
     across all workers, the limit in force)."""
-    owned = await _get_job(user, job_id)
+    owned = await get_job(user, job_id)
     data = await sync_to_async(_stats)(owned)
     return JsonResponse(data)
 

@@ -21,7 +21,7 @@ from jobs.models import Job
 from jobs.monitoring import changes, history, inputs, schedules, serialize
 from jobs.monitoring_models import Change, JobMonitor, Schedule
 from jobs.progress import groups
-from jobs.web.api import BadRequest, _choices_param, _get_job, _int_param, _page_url, api_view, decode_json
+from jobs.web.api_base import BadRequest, api_view, choices_param, decode_json, get_job, int_param, page_url
 
 SCHEDULES_MAX = 500
 CHANGES_DEFAULT_LIMIT = 100
@@ -110,14 +110,14 @@ async def _get_schedule(user: AbstractBaseUser, schedule_id: str) -> Schedule:
 @api_view("GET")
 async def job_changes(request: HttpRequest, user: AbstractBaseUser, job_id: str) -> HttpResponse:
     """What changed since the previous run of the job's list: `?kind=a,b&after=<position>&limit=`."""
-    owned = await _get_job(user, job_id)
+    owned = await get_job(user, job_id)
     kinds = _kinds_param(request)
-    after = _int_param(request, "after", default=-1, lowest=-1, highest=None)
-    limit = _int_param(request, "limit", default=CHANGES_DEFAULT_LIMIT, lowest=1, highest=CHANGES_MAX_LIMIT)
+    after = int_param(request, "after", default=-1, lowest=-1, highest=None)
+    limit = int_param(request, "limit", default=CHANGES_DEFAULT_LIMIT, lowest=1, highest=CHANGES_MAX_LIMIT)
     data = await sync_to_async(_changes_page)(owned, kinds, after, limit)
     rows = data.pop("rows")
     data["changes"] = [serialize.change_to_dict(row) for row in rows[:limit]]
-    data["next"] = _page_url(request, after=rows[limit - 1].position, limit=limit) if len(rows) > limit else None
+    data["next"] = page_url(request, after=rows[limit - 1].position, limit=limit) if len(rows) > limit else None
     return JsonResponse(data)
 
 
@@ -137,13 +137,13 @@ def _changes_page(job: Job, kinds: list[str] | None, after: int, limit: int) -> 
 
 
 def _kinds_param(request: HttpRequest) -> list[str] | None:
-    return _choices_param(request, "kind", Change.Kind.values)
+    return choices_param(request, "kind", Change.Kind.values)
 
 
 @api_view("GET")
 async def job_changes_csv(request: HttpRequest, user: AbstractBaseUser, job_id: str) -> HttpResponse:
     """Every change row as CSV (`?kind=` filters), streamed in position order."""
-    owned = await _get_job(user, job_id)
+    owned = await get_job(user, job_id)
     kinds = _kinds_param(request)
     response = StreamingHttpResponse(_csv_chunks(owned, kinds), content_type="text/csv; charset=utf-8")
     stem = slugify(owned.name)[:60].strip("-") or "job"

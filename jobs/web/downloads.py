@@ -22,7 +22,8 @@ from django.core.files.storage import default_storage
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 
 from jobs.models import Result
-from jobs.web.api import _get_job, api_view, export_filename
+from jobs.web.api_base import api_view, get_job
+from jobs.web.api_exports import export_filename
 
 CHUNK = 64 * 1024
 
@@ -33,7 +34,7 @@ CHUNK = 64 * 1024
 @api_view("GET")
 async def result_body(request: HttpRequest, user: AbstractBaseUser, job_id: str, position: int) -> HttpResponse:
     """One saved body, as an attachment; 404 if the job is not the user's or no body was kept."""
-    owned = await _get_job(user, job_id)
+    owned = await get_job(user, job_id)
     row = await Result.objects.filter(job=owned, position=position).exclude(body="").afirst()
     if row is None:
         raise Http404
@@ -46,7 +47,7 @@ async def result_body(request: HttpRequest, user: AbstractBaseUser, job_id: str,
 @api_view("GET")
 async def job_bodies_zip(request: HttpRequest, user: AbstractBaseUser, job_id: str) -> HttpResponse:
     """Every saved body of the job in one zip (streamed), with an index.csv of position, URL and details."""
-    owned = await _get_job(user, job_id)
+    owned = await get_job(user, job_id)
     response = StreamingHttpResponse(_zip_chunks(owned.id), content_type="application/zip")
     response["Content-Disposition"] = f'attachment; filename="{export_filename(owned, "zip").replace("-results", "-bodies")}"'
     response["Cache-Control"] = "no-store"

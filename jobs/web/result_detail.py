@@ -19,7 +19,7 @@ from jobs import requestdata, serializers
 from jobs.engine.client import USER_AGENT
 from jobs.engine.errors import split_error
 from jobs.models import Job, RequestLine, Result
-from jobs.web.api import _get_job, api_view
+from jobs.web.api_base import api_view, get_job
 
 # What the engine's client sends with every request (jobs/engine/client.py; httpx adds Accept-Encoding).
 REQUEST_HEADERS = {"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, deflate"}
@@ -28,7 +28,7 @@ REQUEST_HEADERS = {"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, deflate"}
 @api_view("GET")
 async def result_detail(request: HttpRequest, user: AbstractBaseUser, job_id: str, position: int) -> HttpResponse:
     """The result at `position` (0-based, as everywhere) of the user's job; 404 for no such row."""
-    owned = await _get_job(user, job_id)
+    owned = await get_job(user, job_id)
     row = await Result.objects.filter(job=owned, position=position).afirst()
     if row is None:
         raise Http404

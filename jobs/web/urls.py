@@ -6,6 +6,8 @@ from django.urls import path, re_path
 
 from jobs.web import (
     api,
+    api_base,
+    api_exports,
     api_live,
     api_monitoring,
     downloads,
@@ -32,8 +34,8 @@ urlpatterns = [
     path("api/jobs/<str:job_id>/rerun-failed/", api_live.job_rerun_failed, name="api_job_rerun_failed"),
     path("api/jobs/<str:job_id>/stats/", api_live.job_stats, name="api_job_stats"),
     path("api/jobs/<str:job_id>/results/", api.job_results, name="api_job_results"),
-    path("api/jobs/<str:job_id>/results.jsonl", api.job_results_jsonl, name="api_job_results_jsonl"),
-    path("api/jobs/<str:job_id>/results.csv", api.job_results_csv, name="api_job_results_csv"),
+    path("api/jobs/<str:job_id>/results.jsonl", api_exports.job_results_jsonl, name="api_job_results_jsonl"),
+    path("api/jobs/<str:job_id>/results.csv", api_exports.job_results_csv, name="api_job_results_csv"),
     path("api/jobs/<str:job_id>/results/<int:position>/", result_detail.result_detail, name="api_result_detail"),
     path("api/jobs/<str:job_id>/results/<int:position>/body", downloads.result_body, name="api_result_body"),
     path("api/jobs/<str:job_id>/bodies.zip", downloads.job_bodies_zip, name="api_job_bodies_zip"),
@@ -44,5 +46,5 @@ urlpatterns = [
     path("api/schedules/<str:schedule_id>/run/", api_monitoring.schedule_run, name="api_schedule_run"),
     path("api/schedules/<str:schedule_id>/runs/", api_monitoring.schedule_runs, name="api_schedule_runs"),
     path("api/schema/", schema.openapi, name="api_schema"),
-    re_path(r"^api/", api.not_found, name="api_not_found"),
+    re_path(r"^api/", api_base.not_found, name="api_not_found"),
 ]

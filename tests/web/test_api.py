@@ -19,7 +19,7 @@ from django.utils import timezone
 from jobs.models import Job, Result
 from jobs.progress import groups
 from jobs.submission import validation
-from jobs.web import api
+from jobs.web import api_exports
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -208,7 +208,7 @@ async def test_wrong_method_is_405_json(client: AsyncClient, ann: Any) -> None:
 
 
 async def test_csrf_is_enforced_and_x_csrftoken_passes(ann: Any, settings: Any) -> None:
-    settings.CSRF_FAILURE_VIEW = "jobs.web.api.csrf_failure"
+    settings.CSRF_FAILURE_VIEW = "jobs.web.api_base.csrf_failure"
     client = AsyncClient(enforce_csrf_checks=True)
     await client.aforce_login(ann)
 
@@ -322,7 +322,7 @@ async def make_finished_job(owner: Any, count: int, *, name: str = "") -> Job:
 
 
 async def test_csv_export_streams_every_row_in_submission_order(client: AsyncClient, ann: Any) -> None:
-    count = api.EXPORT_PAGE_SIZE * 2 + 500
+    count = api_exports.EXPORT_PAGE_SIZE * 2 + 500
     job = await make_finished_job(ann, count, name="Nightly check")
 
     response = await client.get(f"/api/jobs/{job.id}/results.csv")
@@ -343,7 +343,7 @@ async def test_csv_export_streams_every_row_in_submission_order(client: AsyncCli
 
 
 async def test_jsonl_export_streams_every_row_in_submission_order(client: AsyncClient, ann: Any) -> None:
-    count = api.EXPORT_PAGE_SIZE + 1
+    count = api_exports.EXPORT_PAGE_SIZE + 1
     job = await make_finished_job(ann, count)
 
     response = await client.get(f"/api/jobs/{job.id}/results.jsonl")
