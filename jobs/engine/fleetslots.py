@@ -54,10 +54,12 @@ import itertools
 import logging
 import secrets
 from collections.abc import Awaitable
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from jobs.engine import fleetscripts
 from jobs.engine.fleethost import HANDOFF_MAX, FleetHost, SlotKind
@@ -65,11 +67,16 @@ from jobs.engine.fleetscripts import PREFIX, wake_channel
 from jobs.engine.hostslots import HostSlots
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 RECHECK = 0.5
 """Seconds a waiter sleeps at most without a wake-up before asking Redis again."""
 YIELD_SECONDS = 0.01
 """How long a worker that yielded a slot lets the waiting workers ask first."""
+CALL_TIMEOUT = 2.0
+"""Seconds one Redis call may take before Redis counts as unreachable (the per-worker caps apply)."""
+POOL_SIZE = 32
+"""Redis connections of a worker's slots at most (further calls wait for one)."""
 PROBE_INTERVAL = 1.0
 """Seconds between two pings while Redis is unreachable."""
 REDIS_ERRORS: tuple[type[BaseException], ...] = (
@@ -77,6 +84,22 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.TimeoutError,
     OSError,
 )
+
+
+def redis_client(url: str, *, timeout: float = CALL_TIMEOUT, pool_size: int = POOL_SIZE) -> aioredis.Redis:
+    """The client FleetSlots needs: no retries (an outage is met by the fallback) and no socket_timeout.
+
+    `FleetSlots.call` bounds every call instead; see there why. `aclose()` closes its pool too.
+    """
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=pool_size,
+        timeout=timeout,  # waiting for one of the pool's connections
+        socket_timeout=None,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+    )
+    return aioredis.Redis.from_pool(pool)
 
 
 class FleetSlots:
@@ -96,6 +119,7 @@ class FleetSlots:
         fallback: HostSlots | None = None,
         prefix: str = PREFIX,
         recheck: float = RECHECK,
+        timeout: float = CALL_TIMEOUT,
     ) -> None:
         self._redis = client
         self._owner = f"{owner}:{secrets.token_hex(3)}"
@@ -105,6 +129,7 @@ class FleetSlots:
         self._prefix = prefix
         self._channel = wake_channel(prefix)
         self._recheck = recheck
+        self._timeout = timeout
         self._hosts: dict[str, FleetHost] = {}
         self._ids = itertools.count()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -232,7 +257,7 @@ class FleetSlots:
             self._channel,
             host,
         ]
-        self.spawn(self._observe(keys=[keys["state"], keys["wait"]], args=args))
+        self.spawn(self.call(self._observe(keys=[keys["state"], keys["wait"]], args=args)))
 
     # --- Redis ------------------------------------------------------------------------
 
@@ -284,8 +309,8 @@ class FleetSlots:
         args = [holder, self._owner, limit, self._lease_ms, round(interval * 1000, 3), int(adaptive)]
         args.append(round(self._recheck * 2000))
         try:
-            granted, wait_ms = await self._acquire(
-                keys=[keys["hold"], keys["wait"], keys["pace"], keys["state"]], args=args
+            granted, wait_ms = await self.call(
+                self._acquire(keys=[keys["hold"], keys["wait"], keys["pace"], keys["state"]], args=args)
             )
         except asyncio.CancelledError:
             # The script may have run: give the holder back, whether it exists or not.
@@ -307,8 +332,8 @@ class FleetSlots:
         """Give `holder` back in Redis. `yielding`: after HANDOFF_MAX hand-overs, let other workers go first."""
         keys = state.keys
         try:
-            _, others = await self._release(
-                keys=[keys["hold"], keys["wait"]], args=[holder, self._channel, state.name, self._owner]
+            _, others = await self.call(
+                self._release(keys=[keys["hold"], keys["wait"]], args=[holder, self._channel, state.name, self._owner])
             )
         except REDIS_ERRORS as exc:
             self._degrade(exc)  # the holder's lease runs out in Redis
@@ -326,7 +351,7 @@ class FleetSlots:
         while True:
             try:
                 async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(self._channel)
+                    await self.call(pubsub.subscribe(self._channel))
                     while True:
                         message = await pubsub.get_message(timeout=1.0)
                         if message is None:
@@ -354,14 +379,25 @@ class FleetSlots:
             await asyncio.sleep(PROBE_INTERVAL if self._degraded else self._renew_every)
             try:
                 if self._degraded:
-                    await self._redis.ping()
+                    await self.call(self._redis.ping())
                     self._degraded = False
                     logger.warning("Redis reachable again: per-host caps hold across all workers again")
                 for state in list(self._hosts.values()):
                     if names := state.holder_names:
-                        await self._renew(keys=[state.keys["hold"]], args=[self._lease_ms, *names])
+                        await self.call(self._renew(keys=[state.keys["hold"]], args=[self._lease_ms, *names]))
             except REDIS_ERRORS as exc:
                 self._degrade(exc)
+
+    async def call(self, request: Awaitable[T]) -> T:
+        """One Redis call, bounded by `timeout`: a TimeoutError (an OSError) counts as Redis unreachable.
+
+        Bounded here rather than by redis-py's `socket_timeout`, which the client
+        must not have: redis-py runs each send under `asyncio.wait_for`, and on
+        Python 3.11 that swallows a cancellation arriving as the send completes
+        (CPython gh-86296), so a cancelled waiter would go on and take a slot.
+        """
+        async with asyncio.timeout(self._timeout):
+            return await request
 
     def _degrade(self, exc: BaseException) -> None:
         if not self._degraded:

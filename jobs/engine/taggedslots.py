@@ -40,4 +40,4 @@ class TaggedSlots:
 
     async def _remember(self, host: str) -> None:
         async with self._slots.redis.pipeline(transaction=False) as pipe:
-            await pipe.sadd(self._key, host).expire(self._key, self.TTL).execute()
+            await self._slots.call(pipe.sadd(self._key, host).expire(self._key, self.TTL).execute())

@@ -11,21 +11,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-import redis.asyncio as aioredis
 from django.conf import settings
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from jobs import conf
+from jobs.engine import fleetslots
 from jobs.engine.fleetslots import FleetSlots
 from jobs.engine.hostslots import HostLimits, HostSlots
 from jobs.engine.taggedslots import TaggedSlots
-
-REDIS_TIMEOUT = 2.0
-"""Seconds a slot's Redis call may take before the worker falls back to per-worker caps."""
-POOL_SIZE = 32
-"""Redis connections of a worker's slots at most (further calls wait for one)."""
-
 
 def shared() -> bool:
     """Whether per-host caps hold across workers (FETCH_SHARED_HOST_SLOTS, off by default)."""
@@ -43,15 +35,7 @@ async def host_limits(*, worker_id: str) -> AsyncIterator[HostLimits]:
     if not shared():
         yield HostSlots()
         return
-    pool = aioredis.BlockingConnectionPool.from_url(
-        settings.REDIS_URL,
-        max_connections=POOL_SIZE,
-        timeout=REDIS_TIMEOUT,
-        socket_timeout=REDIS_TIMEOUT,
-        socket_connect_timeout=REDIS_TIMEOUT,
-        retry=Retry(NoBackoff(), 0),  # an outage is met by the per-worker fallback, not by waiting
-    )
-    client = aioredis.Redis(connection_pool=pool)
+    client = fleetslots.redis_client(settings.REDIS_URL)
     lease = float(conf.get("WORKER_LEASE_SECONDS"))
     renew = float(conf.get("WORKER_HEARTBEAT_SECONDS"))
     try:
@@ -59,7 +43,6 @@ async def host_limits(*, worker_id: str) -> AsyncIterator[HostLimits]:
             yield slots
     finally:
         await client.aclose()
-        await pool.aclose()
 
 
 def for_job(hosts: HostLimits, job_id: object) -> HostLimits:

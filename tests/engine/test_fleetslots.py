@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 
 from jobs.engine.fleethost import HANDOFF_MAX
 from jobs.engine.fleetscripts import host_keys
-from jobs.engine.fleetslots import FleetSlots
+from jobs.engine.fleetslots import FleetSlots, redis_client
 from tests import services
 
 HOST = "example.test:80"
@@ -35,7 +35,7 @@ def prefix() -> str:
 @contextlib.asynccontextmanager
 async def fleet(url: str, prefix: str, n: int) -> AsyncIterator[list[FleetSlots]]:
     """`n` FleetSlots on one Redis, as `n` workers would have (each its own client)."""
-    clients = [aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=1) for _ in range(n)]
+    clients = [redis_client(url) for _ in range(n)]
     try:
         async with contextlib.AsyncExitStack() as stack:
             workers = [
@@ -179,10 +179,10 @@ async def test_redis_down_falls_back_to_per_worker_caps_logs_once_and_resumes(
     port = services.free_port()
     url = f"redis://127.0.0.1:{port}/0"
     caplog.set_level(logging.WARNING, logger="jobs.engine.fleetslots")
-    client = aioredis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=0.5)
+    client = redis_client(url, timeout=0.5)
     peak = Peak()
     try:
-        async with FleetSlots(client, owner="a", lease=5.0, prefix=prefix) as slots:
+        async with FleetSlots(client, owner="a", lease=5.0, prefix=prefix, timeout=0.5) as slots:
 
             async def request() -> None:
                 await slots.acquire(HOST, limit=3)
@@ -256,3 +256,26 @@ async def test_a_pause_seen_elsewhere_stops_hand_overs_here(redis_url: str, pref
         waited = time.monotonic() - paused_at
         other.release(HOST)
     assert waited > 0.8, waited
+
+
+async def test_a_cancelled_acquire_never_goes_on_to_hold_a_slot(redis_url: str, prefix: str) -> None:
+    # Cancelled at every moment of its Redis round trip (sending, waiting, reading), an acquire either
+    # raises CancelledError or had returned before the cancel: it never returns a slot afterwards
+    # (with redis-py's socket_timeout, Python 3.11's wait_for swallowed such cancels: the pause hang).
+    async with fleet(redis_url, prefix, 1) as [slots]:
+        swallowed = 0
+        for attempt in range(300):
+            task = asyncio.create_task(slots.acquire(HOST, limit=1000))
+            await asyncio.sleep((attempt % 30) / 10_000)
+            if not task.cancel():
+                slots.release(HOST)  # it had its slot before the cancel: fine
+                continue
+            try:
+                await task
+            except asyncio.CancelledError:
+                continue
+            swallowed += 1
+            slots.release(HOST)
+        await slots.settle()
+        assert swallowed == 0
+        assert slots.in_flight(HOST) == 0
