@@ -6,7 +6,9 @@ there (`make test` starts a throwaway one and exports it); otherwise it starts a
 `pytest` works too. For the whole session the default channel layer of this
 process points at that Redis (`_channel_layer_on_test_redis`), so nothing a
 test publishes reaches a developer's Redis on 6379. Tests that want the
-in-memory layer override CHANNEL_LAYERS themselves, as usual.
+in-memory layer request `memory_layer` (a module: `pytestmark =
+pytest.mark.usefixtures("memory_layer")`), or set CHANNEL_LAYERS to
+MEMORY_LAYER themselves.
 
 Databases. pytest-django's handling is untouched: SQLite by default (a file,
 settings.DATABASES["default"]["TEST"]["NAME"] under BATCHFETCH_VAR_DIR, so that
@@ -31,10 +33,12 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.db import connection
-from django.test import override_settings
+from django.test import AsyncClient, Client, override_settings
 
 from project.settings import CHANNEL_LAYERS as PROJECT_CHANNEL_LAYERS
 from tests import services
+
+MEMORY_LAYER = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -108,10 +112,22 @@ def redis_channel_layer(settings: Any, redis_url: str) -> Any:
     return get_channel_layer()
 
 
+@pytest.fixture
+def memory_layer(settings: Any) -> None:
+    """The in-memory channel layer instead of the session Redis (not autouse: modules ask for it)."""
+    settings.CHANNEL_LAYERS = MEMORY_LAYER
+
+
 # Users for the tests; a module that needs another kind (a password, a different name) defines its own.
 @pytest.fixture
 def owner(django_user_model: Any) -> Any:
     return django_user_model.objects.create_user(username="owner")
+
+
+@pytest.fixture
+def fast_password_hashing(settings: Any) -> None:
+    """For tests whose users have a password: PBKDF2 costs ~0.5 s per user here, MD5 nothing."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture
@@ -122,6 +138,27 @@ def ann(django_user_model: Any) -> Any:
 @pytest.fixture
 def bob(django_user_model: Any) -> Any:
     return django_user_model.objects.create_user(username="bob")
+
+
+@pytest.fixture
+def admin(transactional_db: None, django_user_model: Any) -> Any:
+    """The only superuser, committed to the test database (the `manage.py fetch` tests)."""
+    return django_user_model.objects.create_superuser(username="root", password="unused-password-1")
+
+
+# ann logged in through Django's test clients. Distinct names: pytest-django's own `client` stays anonymous.
+@pytest.fixture
+def ann_client(ann: Any) -> Client:
+    client = Client()
+    client.force_login(ann)
+    return client
+
+
+@pytest.fixture
+async def ann_async_client(ann: Any) -> AsyncClient:
+    client = AsyncClient()
+    await client.aforce_login(ann)
+    return client
 
 
 @pytest.fixture

@@ -17,11 +17,10 @@ from django.test import AsyncClient
 
 from jobs.models import Job, Result
 from jobs.queue import control
+from tests.conftest import MEMORY_LAYER
 from tests.target import TargetServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-MEMORY_LAYER = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 
 @pytest.fixture(autouse=True)

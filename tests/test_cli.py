@@ -33,11 +33,6 @@ def target() -> Iterator[TargetServer]:
         yield server
 
 
-@pytest.fixture
-def admin(transactional_db: None, django_user_model: Any) -> Any:
-    return django_user_model.objects.create_superuser(username="root", password="unused-password-1")
-
-
 def write_urls(tmp_path: Path, urls: list[str], name: str = "urls.txt") -> Path:
     path = tmp_path / name
     path.write_text("# a comment\n" + "\n".join(urls) + "\n")

@@ -12,7 +12,6 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from jobs.models import Job, RequestLine
-from tests.test_cli import admin  # noqa: F401  (the only superuser, committed)
 
 
 def write_jsonl(tmp_path: Path, *lines: Any) -> Path:

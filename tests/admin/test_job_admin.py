@@ -18,15 +18,9 @@ from jobs.models import Job, Result
 from jobs.progress import groups
 from jobs.queue import control
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_password_hashing")]  # admin_client has a password
 
 CHANGELIST = "/admin/jobs/job/"
-
-
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings: Any) -> None:
-    # admin_client's user has a password; PBKDF2 would cost ~0.5 s per test here.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture

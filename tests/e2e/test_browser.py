@@ -7,107 +7,34 @@ Playwright never downloads a browser. Every scenario ends by comparing what
 the page shows with what the JSON API says.
 
 A screenshot of the live page mid-job is saved as test-output/live-page.png.
+The fixtures (Chromium, a logged-in `page`, the target server) are in
+tests/e2e/conftest.py, the helpers the other browser tests share in
+tests/e2e/helpers.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
-import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+from playwright.async_api import BrowserContext, Page, expect
 
 from tests import services
-from tests.services import BASE_DIR, LiveStack
+from tests.e2e.helpers import OUTPUT_DIR, api, job_id_of, logged_in_page, number, poll, submit_pasted
+from tests.services import LiveStack
 from tests.target import TargetServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
-]  # fmt: skip
-OUTPUT_DIR = BASE_DIR / "test-output"
-# Generous: two cores are shared with daphne, the worker, Redis, the database and the browser.
-WAIT_MS = 90_000
 # Result rows the page may keep in the DOM at once (the visible window plus its margins).
 MAX_DOM_ROWS = 80
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    """Chromium for one test (a launch takes well under a second; no state leaks between tests)."""
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make test` installs it (apt-get install chromium)")
-    async with async_playwright() as driver:
-        browser = await driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        await browser.close()
-
-
-@pytest.fixture
-async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
-    context = await browser.new_context(locale="en-US", timezone_id="UTC", viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(WAIT_MS)
-    expect.set_options(timeout=WAIT_MS)
-    yield context
-    await context.close()
-
-
-@pytest.fixture
-def credentials(transactional_db: None, django_user_model: Any) -> tuple[str, str]:
-    """A user committed to the test database, so daphne (another process) sees it."""
-    password = secrets.token_urlsafe(16)
-    django_user_model.objects.create_user(username="alice", password=password)
-    return "alice", password
-
-
-@pytest.fixture
-def target() -> Iterator[TargetServer]:
-    with TargetServer(delay_ms=0) as server:
-        yield server
-
-
-@pytest.fixture
-async def page(context: BrowserContext, live_stack: LiveStack, credentials: tuple[str, str]) -> Page:
-    """A logged-in page on the dashboard."""
-    return await logged_in_page(context, live_stack, credentials)
-
-
-async def logged_in_page(context: BrowserContext, live_stack: LiveStack, credentials: tuple[str, str]) -> Page:
-    page = await context.new_page()
-    await page.goto(live_stack.url("/"))
-    await expect(page).to_have_url(re.compile(r"/accounts/login/"))
-    await page.get_by_label("Username").fill(credentials[0])
-    await page.get_by_label("Password").fill(credentials[1])
-    await page.get_by_role("button", name="Log in").click()
-    await expect(page.get_by_role("heading", name="New job")).to_be_visible()
-    return page
-
-
 # --- helpers ---------------------------------------------------------------------------------
-
-
-async def number(page: Page, selector: str) -> int:
-    return int((await page.locator(selector).inner_text()).replace(",", "").strip())
-
-
-def job_id_of(page: Page) -> str:
-    match = re.search(r"/jobs/([0-9a-f-]{36})/$", page.url)
-    assert match, page.url
-    return match.group(1)
-
-
-async def api(page: Page, stack: LiveStack, path: str) -> Any:
-    response = await page.request.get(stack.url(path))
-    assert response.ok, await response.text()
-    return await response.json()
 
 
 async def api_post(page: Page, stack: LiveStack, path: str, body: Any) -> Any:
@@ -119,29 +46,6 @@ async def api_post(page: Page, stack: LiveStack, path: str, body: Any) -> Any:
 
 async def dom_rows(page: Page) -> int:
     return int(await page.locator("#results-body tr[data-position]").count())
-
-
-async def poll(predicate: Callable[[], Any], *, timeout: float, what: str, stack: LiveStack) -> Any:
-    """Wait until `predicate()` (sync or async) is true; fail early with the logs if a process died."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        stack.assert_alive()
-        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
-        await asyncio.sleep(0.1)
-
-
-async def submit_pasted(page: Page, urls: list[str], *, name: str, concurrency: int) -> str:
-    await page.get_by_label("URLs", exact=True).fill("\n".join(urls))
-    await page.get_by_label("Name").fill(name)
-    await page.get_by_label("Concurrency").fill(str(concurrency))
-    await page.get_by_role("button", name="Start job").click()
-    await expect(page).to_have_url(re.compile(r"/jobs/[0-9a-f-]{36}/$"))
-    return job_id_of(page)
 
 
 async def assert_page_matches_api(page: Page, stack: LiveStack, job_id: str) -> dict[str, Any]:

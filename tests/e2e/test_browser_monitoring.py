@@ -13,7 +13,7 @@ import re
 import pytest
 from playwright.async_api import Page, expect
 
-from tests.e2e.test_browser import api, browser, context, credentials, page, target  # noqa: F401  (fixtures)
+from tests.e2e.helpers import api
 from tests.services import LiveStack
 from tests.target import TargetServer
 
@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 
 async def test_create_a_schedule_watch_its_history_and_open_the_changes(
-    page: Page, live_stack: LiveStack, target: TargetServer  # noqa: F811
+    page: Page, live_stack: LiveStack, target: TargetServer
 ) -> None:
     problems: list[str] = []
     page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))

@@ -1,5 +1,3 @@
-# The fixtures are imported from test_browser.py and requested by name, which ruff takes for redefinitions.
-# ruff: noqa: F811
 """What a new user meets first, in a real browser (issue 19): one test per point, each with screenshots.
 
 Same harness as test_browser.py (Chromium through Playwright, daphne + a
@@ -19,19 +17,7 @@ import pytest
 from playwright.async_api import Page, expect
 
 from scripts.localservices import free_port
-from tests.e2e.test_browser import (  # noqa: F401 - fixtures
-    OUTPUT_DIR,
-    api,
-    browser,
-    context,
-    credentials,
-    job_id_of,
-    number,
-    page,
-    poll,
-    submit_pasted,
-    target,
-)
+from tests.e2e.helpers import OUTPUT_DIR, api, job_id_of, number, poll, submit_pasted
 from tests.services import LiveStack
 from tests.target import TargetServer
 

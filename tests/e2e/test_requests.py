@@ -20,8 +20,8 @@ from urllib.parse import quote
 import pytest
 from django.db import connection
 
-from tests.e2e.test_integration import Client
 from tests.echo import EchoServer
+from tests.liveclient import TERMINAL, Client
 from tests.services import LiveStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
@@ -29,7 +29,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 SECRET = "tok-" + secrets.token_hex(12)
 TOKEN = f"Bearer {SECRET}"
 LINES = 1000
-TERMINAL = {"completed", "cancelled", "failed"}
 NAME = "posts-" + secrets.token_hex(4)
 
 

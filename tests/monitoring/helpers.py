@@ -15,8 +15,6 @@ from django.utils import timezone
 from jobs.models import Job, Result
 from jobs.queue.control import enqueue_job
 
-MEMORY_LAYER = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-
 
 def finished_job(owner: Any, rows: Sequence[tuple[str, str, int | None, str]], **fields: Any) -> Job:
     """A completed job whose rows are (url, outcome, status_code, sha256), in order."""

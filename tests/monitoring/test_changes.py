@@ -61,30 +61,30 @@ def test_the_comparison_is_one_query_per_batch(ann: Any, django_assert_max_num_q
     assert counts["new_failure"] == 4 and counts["unchanged"] == 8
 
 
-def test_the_api_pages_and_filters_by_kind(client: Client, ann: Any) -> None:
+def test_the_api_pages_and_filters_by_kind(ann_client: Client, ann: Any) -> None:
     _, second = second_run(ann)
-    data = client.get(f"/api/jobs/{second.pk}/changes/?limit=4").json()
+    data = ann_client.get(f"/api/jobs/{second.pk}/changes/?limit=4").json()
     assert data["previous"] is not None
     assert data["counts"]["unchanged"] == 2
     assert [row["kind"] for row in data["changes"]] == ["new_failure", "recovered", "status_changed", "content_changed"]
-    rest = client.get(data["next"]).json()
+    rest = ann_client.get(data["next"]).json()
     assert [row["url"] for row in rest["changes"]] == [E, F] and rest["next"] is None
-    failures = client.get(f"/api/jobs/{second.pk}/changes/?kind=new_failure,status_changed").json()
+    failures = ann_client.get(f"/api/jobs/{second.pk}/changes/?kind=new_failure,status_changed").json()
     assert [(row["url"], row["old_status"], row["new_status"]) for row in failures["changes"]] == [
         (A, 200, 500), (C, 200, 404),
     ]  # fmt: skip
-    bad = client.get(f"/api/jobs/{second.pk}/changes/?kind=moved")
+    bad = ann_client.get(f"/api/jobs/{second.pk}/changes/?kind=moved")
     assert bad.status_code == 400 and "kind" in bad.json()["errors"]
 
 
-def test_a_first_run_has_no_previous(client: Client, ann: Any) -> None:
+def test_a_first_run_has_no_previous(ann_client: Client, ann: Any) -> None:
     job = finished_job(ann, BEFORE)
-    assert client.get(f"/api/jobs/{job.pk}/changes/").json() == {
+    assert ann_client.get(f"/api/jobs/{job.pk}/changes/").json() == {
         "previous": None, "counts": {}, "changes": [], "next": None,
     }  # fmt: skip
 
 
-def test_changes_are_owner_only(client: Client, ann: Any, bob: Any) -> None:
+def test_changes_are_owner_only(ann_client: Client, ann: Any, bob: Any) -> None:
     _, second = second_run(ann)
     other = Client()
     other.force_login(bob)
@@ -104,19 +104,19 @@ async def test_csv_export(ann: Any) -> None:
     assert [(row["url"], row["kind"]) for row in rows] == [(A, "new_failure"), (D, "content_changed")]
 
 
-def test_the_job_page_panel_shows_the_api_counts(client: Client, ann: Any) -> None:
+def test_the_job_page_panel_shows_the_api_counts(ann_client: Client, ann: Any) -> None:
     _, second = second_run(ann)
-    page = client.get(f"/jobs/{second.pk}/").content.decode()
+    page = ann_client.get(f"/jobs/{second.pk}/").content.decode()
     assert "Changes since the previous run" in page
-    api = client.get(f"/api/jobs/{second.pk}/changes/").json()["counts"]
+    api = ann_client.get(f"/api/jobs/{second.pk}/changes/").json()["counts"]
     for kind, n in api.items():
         assert f'data-kind="{kind}">{n}</dd>' in page
     assert page.count('<tr data-kind="') == 4  # the changed rows, not the unchanged ones
 
 
-def test_a_rerun_compares_with_the_job_it_reruns(client: Client, ann: Any) -> None:
+def test_a_rerun_compares_with_the_job_it_reruns(ann_client: Client, ann: Any) -> None:
     first = finished_job(ann, BEFORE)
-    response = client.post(f"/api/jobs/{first.pk}/rerun-failed/")
+    response = ann_client.post(f"/api/jobs/{first.pk}/rerun-failed/")
     assert response.status_code == 201
     rerun = Job.objects.get(pk=response.json()["id"])
     assert JobMonitor.objects.get(job=rerun).previous == first

@@ -54,8 +54,8 @@ def create(client: Client, **fields: Any) -> dict[str, Any]:
         ({"interval": 60, "colour": "red"}, "colour", "unknown field"),
     ],
 )
-def test_bad_input_is_a_400_naming_the_field_and_why(client: Client, fields: dict, field: str, words: str) -> None:
-    response = post(client, "/api/schedules/", {"urls": URLS, **fields})
+def test_bad_input_is_a_400_naming_the_field_and_why(ann_client: Client, fields: dict, field: str, words: str) -> None:
+    response = post(ann_client, "/api/schedules/", {"urls": URLS, **fields})
     assert response.status_code == 400
     errors = response.json()["errors"]
     assert field in errors, errors
@@ -63,15 +63,15 @@ def test_bad_input_is_a_400_naming_the_field_and_why(client: Client, fields: dic
     assert Schedule.objects.count() == 0
 
 
-def test_bad_urls_name_their_index(client: Client) -> None:
-    response = post(client, "/api/schedules/", {"urls": ["http://ok.example/", "nope"], "interval": 5})
+def test_bad_urls_name_their_index(ann_client: Client) -> None:
+    response = post(ann_client, "/api/schedules/", {"urls": ["http://ok.example/", "nope"], "interval": 5})
     assert response.status_code == 400
     assert response.json()["errors"]["urls"][0]["index"] == 1
 
 
-def test_bad_patch_is_a_400_and_changes_nothing(client: Client) -> None:
-    created = create(client)
-    response = patch(client, f"/api/schedules/{created['id']}/", {"interval": 0})
+def test_bad_patch_is_a_400_and_changes_nothing(ann_client: Client) -> None:
+    created = create(ann_client)
+    response = patch(ann_client, f"/api/schedules/{created['id']}/", {"interval": 0})
     assert response.status_code == 400
     assert "interval" in response.json()["errors"]
     assert Schedule.objects.get().interval == 60
@@ -80,30 +80,30 @@ def test_bad_patch_is_a_400_and_changes_nothing(client: Client) -> None:
 # --- CRUD ------------------------------------------------------------------------------------------
 
 
-def test_create_show_patch_delete(client: Client) -> None:
+def test_create_show_patch_delete(ann_client: Client) -> None:
     before = timezone.now()
-    created = create(client, notify_url="http://hooks.example/x", notify_on=["failed", "changed"], timeout=4)
+    created = create(ann_client, notify_url="http://hooks.example/x", notify_on=["failed", "changed"], timeout=4)
     assert created["interval"] == 60 and created["cron"] is None and created["timeout"] == 4.0
     assert created["notify_on"] == ["failed", "changed"]
     next_run = datetime.fromisoformat(created["next_run_at"])
     assert before + timedelta(seconds=59) <= next_run <= timezone.now() + timedelta(seconds=61)
     path = f"/api/schedules/{created['id']}/"
-    assert client.get(path).json()["urls"] == URLS
-    assert [s["id"] for s in client.get("/api/schedules/").json()["schedules"]] == [created["id"]]
+    assert ann_client.get(path).json()["urls"] == URLS
+    assert [s["id"] for s in ann_client.get("/api/schedules/").json()["schedules"]] == [created["id"]]
 
-    stopped = patch(client, path, {"enabled": False}).json()
+    stopped = patch(ann_client, path, {"enabled": False}).json()
     assert stopped["enabled"] is False and stopped["next_run_at"] is None
-    cron = patch(client, path, {"cron": "0 3 * * *", "timezone": "Europe/Berlin", "enabled": True}).json()
+    cron = patch(ann_client, path, {"cron": "0 3 * * *", "timezone": "Europe/Berlin", "enabled": True}).json()
     assert cron["cron"] == "0 3 * * *" and cron["interval"] is None
     local = datetime.fromisoformat(cron["next_run_at"]).astimezone(__import__("zoneinfo").ZoneInfo("Europe/Berlin"))
     assert (local.hour, local.minute) == (3, 0)
 
-    assert client.delete(path).status_code == 204
-    assert client.get(path).status_code == 404
+    assert ann_client.delete(path).status_code == 204
+    assert ann_client.get(path).status_code == 404
 
 
-def test_schedules_are_owner_only(client: Client, bob: Any) -> None:
-    created = create(client)
+def test_schedules_are_owner_only(ann_client: Client, bob: Any) -> None:
+    created = create(ann_client)
     other = Client()
     other.force_login(bob)
     path = f"/api/schedules/{created['id']}/"
@@ -116,15 +116,15 @@ def test_schedules_are_owner_only(client: Client, bob: Any) -> None:
     assert Client().get("/api/schedules/").status_code == 401
 
 
-def test_run_now_starts_a_job_listed_under_the_schedule(client: Client, ann: Any) -> None:
-    created = create(client)
-    response = client.post(f"/api/schedules/{created['id']}/run/")
+def test_run_now_starts_a_job_listed_under_the_schedule(ann_client: Client, ann: Any) -> None:
+    created = create(ann_client)
+    response = ann_client.post(f"/api/schedules/{created['id']}/run/")
     assert response.status_code == 201
     job_id = response.json()["job"]
-    listed = client.get(f"/api/jobs/?schedule={created['id']}").json()["jobs"]
+    listed = ann_client.get(f"/api/jobs/?schedule={created['id']}").json()["jobs"]
     assert [job["id"] for job in listed] == [job_id]
     # Still queued: a second run now is skipped, recorded, and says why.
-    again = client.post(f"/api/schedules/{created['id']}/run/")
+    again = ann_client.post(f"/api/schedules/{created['id']}/run/")
     assert again.status_code == 409 and "still queued" in again.json()["error"]
     assert list(ScheduleRun.objects.values_list("status", flat=True).order_by("id")) == ["started", "skipped"]
 

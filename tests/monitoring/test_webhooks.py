@@ -17,7 +17,8 @@ from jobs.models import Job
 from jobs.monitoring import settle, webhooks
 from jobs.monitoring.ticker import Ticker
 from jobs.monitoring_models import Delivery, JobMonitor
-from tests.monitoring.helpers import MEMORY_LAYER, finished_job, webhook_receiver
+from tests.conftest import MEMORY_LAYER
+from tests.monitoring.helpers import finished_job, webhook_receiver
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

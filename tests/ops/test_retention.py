@@ -23,11 +23,10 @@ from jobs.models import Chunk, Job, Result
 from jobs.ops import retention
 from jobs.queue import control
 from tests import services
+from tests.conftest import MEMORY_LAYER
 from tests.target import TargetServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-MEMORY_LAYER = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 
 @pytest.fixture(autouse=True)

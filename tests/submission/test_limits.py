@@ -25,22 +25,9 @@ from project.asgi import application
 from tests import services
 from tests.services import LiveStack
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("memory_layer")]
 
-MEMORY_LAYER = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 BODY = {"urls": ["http://a.example/", "http://b.example/"]}
-
-
-@pytest.fixture(autouse=True)
-def memory_layer(settings: Any) -> None:
-    settings.CHANNEL_LAYERS = MEMORY_LAYER
-
-
-@pytest.fixture
-async def client(ann: Any) -> AsyncClient:
-    client = AsyncClient()
-    await client.aforce_login(ann)
-    return client
 
 
 async def submit(client: AsyncClient, body: Any = BODY) -> Any:
@@ -51,12 +38,14 @@ async def stored() -> tuple[int, int]:
     return await Job.objects.acount(), await Result.objects.acount()
 
 
-async def test_queued_jobs_per_user_limit_is_429_and_stores_nothing(client: AsyncClient, settings: Any) -> None:
+async def test_queued_jobs_per_user_limit_is_429_and_stores_nothing(
+    ann_async_client: AsyncClient, settings: Any
+) -> None:
     settings.JOBS_MAX_QUEUED_PER_USER = 2
-    assert (await submit(client)).status_code == 201
-    assert (await submit(client)).status_code == 201
+    assert (await submit(ann_async_client)).status_code == 201
+    assert (await submit(ann_async_client)).status_code == 201
 
-    refused = await submit(client)
+    refused = await submit(ann_async_client)
 
     assert refused.status_code == 429
     assert refused.json() == {"errors": {"jobs": "you have 2 queued jobs (at most 2); wait for some to start or cancel them"}}
@@ -67,15 +56,17 @@ async def test_queued_jobs_per_user_limit_is_429_and_stores_nothing(client: Asyn
     await bob.aforce_login(await get_user_model().objects.acreate(username="bob"))
     assert (await submit(bob)).status_code == 201
     await Job.objects.filter(owner__username="ann").order_by("created_at").aupdate(status=Job.Status.RUNNING)
-    assert (await submit(client)).status_code == 201
+    assert (await submit(ann_async_client)).status_code == 201
 
 
-async def test_submissions_per_minute_limit_counts_in_redis(client: AsyncClient, ann: Any, settings: Any) -> None:
+async def test_submissions_per_minute_limit_counts_in_redis(
+    ann_async_client: AsyncClient, ann: Any, settings: Any
+) -> None:
     settings.JOBS_SUBMISSIONS_PER_MINUTE = 3
     for _ in range(3):
-        assert (await submit(client)).status_code == 201
+        assert (await submit(ann_async_client)).status_code == 201
 
-    refused = await submit(client)
+    refused = await submit(ann_async_client)
 
     assert refused.status_code == 429
     assert refused.json()["errors"]["jobs"].startswith("too many submissions: at most 3 a minute; try again in ")
@@ -86,21 +77,21 @@ async def test_submissions_per_minute_limit_counts_in_redis(client: AsyncClient,
     assert count == 5
 
 
-async def test_invalid_submissions_do_not_use_up_the_rate(client: AsyncClient, settings: Any) -> None:
+async def test_invalid_submissions_do_not_use_up_the_rate(ann_async_client: AsyncClient, settings: Any) -> None:
     settings.JOBS_SUBMISSIONS_PER_MINUTE = 1
     for _ in range(3):
-        assert (await submit(client, {"urls": ["nope"]})).status_code == 400
-    assert (await submit(client)).status_code == 201
+        assert (await submit(ann_async_client, {"urls": ["nope"]})).status_code == 400
+    assert (await submit(ann_async_client)).status_code == 201
 
 
 async def test_redis_down_fails_open_with_a_warning(
-    client: AsyncClient, settings: Any, caplog: pytest.LogCaptureFixture
+    ann_async_client: AsyncClient, settings: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings.JOBS_SUBMISSIONS_PER_MINUTE = 1
     settings.REDIS_URL = f"redis://127.0.0.1:{services.free_port()}/0"  # nothing listens there
     with caplog.at_level(logging.WARNING, logger="jobs.submission.limits"):
         for _ in range(3):
-            assert (await submit(client)).status_code == 201
+            assert (await submit(ann_async_client)).status_code == 201
     assert "failing open" in caplog.text
 
 

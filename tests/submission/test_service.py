@@ -14,12 +14,7 @@ from jobs.progress import groups
 from jobs.submission import service
 from jobs.submission.validation import validate_submission
 
-MEMORY_LAYER = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-
-
-@pytest.fixture(autouse=True)
-def memory_layer(settings: Any) -> None:
-    settings.CHANNEL_LAYERS = MEMORY_LAYER
+pytestmark = pytest.mark.usefixtures("memory_layer")
 
 
 async def receive(layer: Any, channel: str) -> dict[str, Any]:

@@ -1,11 +1,9 @@
-"""The JSON API (jobs/web/api.py), driven through Django's async test client."""
+"""The JSON API's job endpoints (jobs/web/api.py) and the rules they share (jobs/web/api_base.py: authentication,
+CSRF, methods, JSON errors), driven through Django's async test client. The exports are in test_api_exports.py."""
 
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
-import json
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -19,47 +17,17 @@ from django.utils import timezone
 from jobs.models import Job, Result
 from jobs.progress import groups
 from jobs.submission import validation
-from jobs.web import api_exports
+from tests.web.helpers import URLS, make_finished_job, make_job, post_json
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-MEMORY_LAYER = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-URLS = ["http://a.example/", "http://b.example/x", "https://c.example/?q=1"]
-
-
-@pytest.fixture(autouse=True)
-def memory_layer(settings: Any) -> None:
-    settings.CHANNEL_LAYERS = MEMORY_LAYER
-
-
-@pytest.fixture
-async def client(ann: Any) -> AsyncClient:
-    client = AsyncClient()
-    await client.aforce_login(ann)
-    return client
-
-
-async def make_job(owner: Any, *, urls: list[str] = URLS, status: str = "queued", **fields: Any) -> Job:
-    job = await Job.objects.acreate(owner=owner, concurrency=5, timeout=3.0, total=len(urls), status=status, **fields)
-    await Result.objects.abulk_create(Result(job=job, position=i, url=url) for i, url in enumerate(urls))
-    return job
-
-
-async def post_json(client: AsyncClient, path: str, data: Any, **extra: Any) -> Any:
-    body = data if isinstance(data, str) else json.dumps(data)
-    return await client.post(path, body, content_type="application/json", **extra)
-
-
-async def streamed(response: Any) -> list[bytes]:
-    assert response.streaming
-    return [chunk async for chunk in response.streaming_content]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("memory_layer")]
 
 
 # --- submit -------------------------------------------------------------------------------------
 
 
-async def test_create_job_returns_201_job_json_and_stores_rows(client: AsyncClient, ann: Any) -> None:
-    response = await post_json(client, "/api/jobs/", {"urls": URLS, "name": "nightly", "concurrency": 4, "timeout": 2})
+async def test_create_job_returns_201_job_json_and_stores_rows(ann_async_client: AsyncClient, ann: Any) -> None:
+    response = await post_json(ann_async_client, "/api/jobs/",
+                               {"urls": URLS, "name": "nightly", "concurrency": 4, "timeout": 2})
 
     assert response.status_code == 201
     data = response.json()
@@ -74,22 +42,22 @@ async def test_create_job_returns_201_job_json_and_stores_rows(client: AsyncClie
     assert rows == [(0, URLS[0], "pending"), (1, URLS[1], "pending"), (2, URLS[2], "pending")]
 
 
-async def test_create_job_wakes_the_workers_and_updates_the_list(client: AsyncClient, ann: Any) -> None:
+async def test_create_job_wakes_the_workers_and_updates_the_list(ann_async_client: AsyncClient, ann: Any) -> None:
     layer = get_channel_layer()
     listener = await layer.new_channel()
     await layer.group_add(groups.WAKEUP_GROUP, listener)
     await layer.group_add(groups.user_group(ann.pk), listener)
 
-    response = await post_json(client, "/api/jobs/", {"urls": URLS})
+    response = await post_json(ann_async_client, "/api/jobs/", {"urls": URLS})
 
     assert response.status_code == 201
     messages = [await asyncio.wait_for(layer.receive(listener), 2) for _ in range(2)]
     assert sorted(message["type"] for message in messages) == ["job.update", "worker.wakeup"]
 
 
-async def test_bad_input_is_400_naming_each_bad_item_and_nothing_is_created(client: AsyncClient) -> None:
+async def test_bad_input_is_400_naming_each_bad_item_and_nothing_is_created(ann_async_client: AsyncClient) -> None:
     body = {"urls": ["http://ok.example/", "ftp://x.example/", "not a url"], "concurrency": 0, "timeout": -1, "x": 1}
-    response = await post_json(client, "/api/jobs/", body)
+    response = await post_json(ann_async_client, "/api/jobs/", body)
 
     assert response.status_code == 400
     assert response.json() == {
@@ -116,8 +84,8 @@ async def test_bad_input_is_400_naming_each_bad_item_and_nothing_is_created(clie
         ("[" * 100_000, "malformed JSON: nested too deeply"),
     ],
 )
-async def test_malformed_json_names_line_and_column(client: AsyncClient, body: str, error: str) -> None:
-    response = await post_json(client, "/api/jobs/", body)
+async def test_malformed_json_names_line_and_column(ann_async_client: AsyncClient, body: str, error: str) -> None:
+    response = await post_json(ann_async_client, "/api/jobs/", body)
     assert response.status_code == 400
     assert response.json() == {"errors": {"body": error}}
     assert await Job.objects.acount() == 0
@@ -132,16 +100,16 @@ async def test_malformed_json_names_line_and_column(client: AsyncClient, body: s
         ({"urls": URLS * 2}, {"urls": [{"error": "too many URLs: 6 (at most 5)"}]}),
     ],
 )
-async def test_bad_url_lists(client: AsyncClient, settings: Any, body: Any, errors: dict[str, Any]) -> None:
+async def test_bad_url_lists(ann_async_client: AsyncClient, settings: Any, body: Any, errors: dict[str, Any]) -> None:
     settings.JOBS_MAX_URLS = 5
-    response = await post_json(client, "/api/jobs/", body)
+    response = await post_json(ann_async_client, "/api/jobs/", body)
     assert (response.status_code, response.json()) == (400, {"errors": errors})
     assert await Job.objects.acount() == 0
 
 
-async def test_body_over_the_upload_limit_is_413(client: AsyncClient, settings: Any) -> None:
+async def test_body_over_the_upload_limit_is_413(ann_async_client: AsyncClient, settings: Any) -> None:
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
-    response = await post_json(client, "/api/jobs/", {"urls": ["http://example.com/" + "x" * 200]})
+    response = await post_json(ann_async_client, "/api/jobs/", {"urls": ["http://example.com/" + "x" * 200]})
     assert response.status_code == 413
     assert response.json() == {"errors": {"body": "request body larger than 100 bytes"}}
 
@@ -179,9 +147,9 @@ async def test_anonymous_gets_401_json_not_a_redirect(ann: Any, method: str, pat
         ("get", "/api/jobs/{id}/results.jsonl"),
     ],
 )
-async def test_another_users_job_is_404(client: AsyncClient, bob: Any, method: str, path: str) -> None:
+async def test_another_users_job_is_404(ann_async_client: AsyncClient, bob: Any, method: str, path: str) -> None:
     job = await make_job(bob)
-    response = await getattr(client, method)(path.format(id=job.id))
+    response = await getattr(ann_async_client, method)(path.format(id=job.id))
     assert response.status_code == 404
     assert response.json() == {"error": "not found"}
     assert (await Job.objects.aget(pk=job.pk)).status == "queued"
@@ -189,19 +157,19 @@ async def test_another_users_job_is_404(client: AsyncClient, bob: Any, method: s
 
 @pytest.mark.parametrize("path", [f"/api/jobs/{uuid.uuid4()}/", "/api/jobs/not-a-uuid/", "/api/jobs/x/results.csv",
                                   "/api/nothing/here"])
-async def test_unknown_ids_and_paths_are_json_404(client: AsyncClient, path: str) -> None:
-    response = await client.get(path)
+async def test_unknown_ids_and_paths_are_json_404(ann_async_client: AsyncClient, path: str) -> None:
+    response = await ann_async_client.get(path)
     assert (response.status_code, response.json()) == (404, {"error": "not found"})
 
 
-async def test_wrong_method_is_405_json(client: AsyncClient, ann: Any) -> None:
+async def test_wrong_method_is_405_json(ann_async_client: AsyncClient, ann: Any) -> None:
     job = await make_job(ann)
     for method, path, allow in [
         ("put", "/api/jobs/", "GET, POST"),
         ("patch", f"/api/jobs/{job.id}/", "DELETE, GET"),
         ("get", f"/api/jobs/{job.id}/cancel/", "POST"),
     ]:
-        response = await getattr(client, method)(path)
+        response = await getattr(ann_async_client, method)(path)
         assert response.status_code == 405, path
         assert response.json() == {"error": f"method {method.upper()} not allowed"}
         assert response["Allow"] == allow
@@ -228,38 +196,38 @@ async def test_csrf_is_enforced_and_x_csrftoken_passes(ann: Any, settings: Any) 
 # --- list and detail -------------------------------------------------------------------------------------
 
 
-async def test_list_is_own_jobs_newest_first_with_pages(client: AsyncClient, ann: Any, bob: Any) -> None:
+async def test_list_is_own_jobs_newest_first_with_pages(ann_async_client: AsyncClient, ann: Any, bob: Any) -> None:
     now = timezone.now()
     mine = [await make_job(ann, name=f"job{i}", created_at=now - timedelta(minutes=10 - i)) for i in range(5)]
     await make_job(bob, name="not mine")
 
-    response = await client.get("/api/jobs/")
+    response = await ann_async_client.get("/api/jobs/")
     assert response.status_code == 200
     assert [job["name"] for job in response.json()["jobs"]] == ["job4", "job3", "job2", "job1", "job0"]
     assert response.json()["next"] is None
 
-    first = (await client.get("/api/jobs/?limit=2")).json()
+    first = (await ann_async_client.get("/api/jobs/?limit=2")).json()
     assert [job["id"] for job in first["jobs"]] == [str(mine[4].id), str(mine[3].id)]
-    second = (await client.get(first["next"])).json()
+    second = (await ann_async_client.get(first["next"])).json()
     assert [job["name"] for job in second["jobs"]] == ["job2", "job1"]
-    third = (await client.get(second["next"])).json()
+    third = (await ann_async_client.get(second["next"])).json()
     assert ([job["name"] for job in third["jobs"]], third["next"]) == (["job0"], None)
 
 
-async def test_list_parameters_are_checked(client: AsyncClient, bob: Any) -> None:
+async def test_list_parameters_are_checked(ann_async_client: AsyncClient, bob: Any) -> None:
     foreign = await make_job(bob)
     for query, errors in [
         ("limit=0", {"limit": "must be an integer from 1 to 500"}),
         ("limit=lots", {"limit": "must be an integer from 1 to 500"}),
         (f"before={foreign.id}", {"before": "not one of your jobs"}),
     ]:
-        response = await client.get(f"/api/jobs/?{query}")
+        response = await ann_async_client.get(f"/api/jobs/?{query}")
         assert (response.status_code, response.json()) == (400, {"errors": errors}), query
 
 
-async def test_detail(client: AsyncClient, ann: Any) -> None:
+async def test_detail(ann_async_client: AsyncClient, ann: Any) -> None:
     job = await make_job(ann, name="one")
-    response = await client.get(reverse("api_job", args=[job.id]))
+    response = await ann_async_client.get(reverse("api_job", args=[job.id]))
     assert response.status_code == 200
     assert {key: response.json()[key] for key in ("id", "name", "status", "total")} == {
         "id": str(job.id), "name": "one", "status": "queued", "total": 3,
@@ -269,13 +237,13 @@ async def test_detail(client: AsyncClient, ann: Any) -> None:
 # --- cancel ----------------------------------------------------------------------------------------------
 
 
-async def test_cancel_queued_job_is_202_and_cancelled(client: AsyncClient, ann: Any) -> None:
+async def test_cancel_queued_job_is_202_and_cancelled(ann_async_client: AsyncClient, ann: Any) -> None:
     job = await make_job(ann)
     layer = get_channel_layer()
     listener = await layer.new_channel()
     await layer.group_add(groups.user_group(ann.pk), listener)
 
-    response = await client.post(f"/api/jobs/{job.id}/cancel/")
+    response = await ann_async_client.post(f"/api/jobs/{job.id}/cancel/")
 
     assert response.status_code == 202
     assert (response.json()["status"], response.json()["cancelled"]) == ("cancelled", 3)
@@ -286,108 +254,41 @@ async def test_cancel_queued_job_is_202_and_cancelled(client: AsyncClient, ann: 
     assert (message["type"], message["job"]["status"]) == ("job.update", "cancelled")
 
 
-async def test_cancel_running_job_is_202_and_cancelling(client: AsyncClient, ann: Any) -> None:
+async def test_cancel_running_job_is_202_and_cancelling(ann_async_client: AsyncClient, ann: Any) -> None:
     job = await make_job(ann, status="running", started_at=timezone.now())
-    response = await client.post(f"/api/jobs/{job.id}/cancel/")
+    response = await ann_async_client.post(f"/api/jobs/{job.id}/cancel/")
     assert (response.status_code, response.json()["status"]) == (202, "cancelling")
     await job.arefresh_from_db()
     assert job.status == "cancelling"
 
 
-async def test_cancel_finished_job_leaves_it_alone(client: AsyncClient, ann: Any) -> None:
+async def test_cancel_finished_job_leaves_it_alone(ann_async_client: AsyncClient, ann: Any) -> None:
     job = await make_job(ann, status="completed", finished_at=timezone.now())
-    response = await client.post(f"/api/jobs/{job.id}/cancel/")
+    response = await ann_async_client.post(f"/api/jobs/{job.id}/cancel/")
     assert (response.status_code, response.json()["status"]) == (202, "completed")
 
 
 # --- results -----------------------------------------------------------------------------------------------
 
 
-async def make_finished_job(owner: Any, count: int, *, name: str = "") -> Job:
-    """A completed job whose even rows succeeded and odd rows failed."""
-    now = timezone.now()
-    job = await Job.objects.acreate(owner=owner, name=name, concurrency=5, timeout=3.0, total=count,
-                                    status="completed", succeeded=(count + 1) // 2, failed=count // 2)
-    rows = [
-        Result(job=job, position=i, url=f"http://h{i % 7}.example/{i}", outcome="succeeded", status_code=200,
-               bytes=i, elapsed_ms=i % 50, attempts=1, fetched_at=now)
-        if i % 2 == 0 else
-        Result(job=job, position=i, url=f"http://h{i % 7}.example/{i}", outcome="failed", status_code=None,
-               bytes=0, elapsed_ms=3, attempts=1, error="connect: refused, \"quoted\"\nline", fetched_at=now)
-        for i in range(count)
-    ]
-    # Insert in reverse so that "submission order" cannot come from insertion order.
-    await Result.objects.abulk_create(reversed(rows))
-    return job
-
-
-async def test_csv_export_streams_every_row_in_submission_order(client: AsyncClient, ann: Any) -> None:
-    count = api_exports.EXPORT_PAGE_SIZE * 2 + 500
-    job = await make_finished_job(ann, count, name="Nightly check")
-
-    response = await client.get(f"/api/jobs/{job.id}/results.csv")
-
-    assert response.status_code == 200
-    assert response["Content-Type"] == "text/csv; charset=utf-8"
-    assert response["Content-Disposition"] == f'attachment; filename="nightly-check-{job.id.hex[:8]}-results.csv"'
-    chunks = await streamed(response)
-    assert len(chunks) == 4  # the header, then one chunk per database page
-    rows = list(csv.reader(io.StringIO(b"".join(chunks).decode())))
-    assert rows[0] == ["position", "url", "outcome", "status_code", "bytes", "elapsed_ms", "attempts", "error",
-                       "error_class", "final_url", "content_type", "sha256", "redirects", "fetched_at",
-                       "method", "request_headers", "request_body_sha256"]
-    assert [int(row[0]) for row in rows[1:]] == list(range(count))
-    assert rows[1][-3:] == ["GET", "{}", ""]  # a plain job's request
-    assert rows[1][:8] == ["0", "http://h0.example/0", "succeeded", "200", "0", "0", "1", ""]
-    assert rows[2][:8] == ["1", "http://h1.example/1", "failed", "", "0", "3", "1", 'connect: refused, "quoted"\nline']
-
-
-async def test_jsonl_export_streams_every_row_in_submission_order(client: AsyncClient, ann: Any) -> None:
-    count = api_exports.EXPORT_PAGE_SIZE + 1
-    job = await make_finished_job(ann, count)
-
-    response = await client.get(f"/api/jobs/{job.id}/results.jsonl")
-
-    assert response.status_code == 200
-    assert response["Content-Type"] == "application/x-ndjson; charset=utf-8"
-    assert response["Content-Disposition"] == f'attachment; filename="job-{job.id.hex[:8]}-results.jsonl"'
-    chunks = await streamed(response)
-    assert len(chunks) == 2
-    lines = b"".join(chunks).decode().splitlines()
-    records = [json.loads(line) for line in lines]
-    assert [record["position"] for record in records] == list(range(count))
-    assert {key: records[1][key] for key in ("url", "outcome", "status_code", "bytes", "elapsed_ms", "attempts",
-                                              "error")} == {
-        "url": "http://h1.example/1", "outcome": "failed", "status_code": None, "bytes": 0, "elapsed_ms": 3,
-        "attempts": 1, "error": 'connect: refused, "quoted"\nline',
-    }
-
-
-async def test_export_of_pending_job_lists_pending_rows(client: AsyncClient, ann: Any) -> None:
-    job = await make_job(ann)
-    body = b"".join(await streamed(await client.get(f"/api/jobs/{job.id}/results.csv"))).decode()
-    rows = list(csv.reader(io.StringIO(body)))
-    assert [(row[1], row[2]) for row in rows[1:]] == [(url, "pending") for url in URLS]
-
-
-async def test_results_page_with_after_limit_and_outcome(client: AsyncClient, ann: Any) -> None:
+async def test_results_page_with_after_limit_and_outcome(ann_async_client: AsyncClient, ann: Any) -> None:
     job = await make_finished_job(ann, 10)
     base = f"/api/jobs/{job.id}/results/"
 
-    first = (await client.get(f"{base}?limit=4")).json()
+    first = (await ann_async_client.get(f"{base}?limit=4")).json()
     assert [row["position"] for row in first["results"]] == [0, 1, 2, 3]
-    second = (await client.get(first["next"])).json()
+    second = (await ann_async_client.get(first["next"])).json()
     assert [row["position"] for row in second["results"]] == [4, 5, 6, 7]
-    assert [row["position"] for row in (await client.get(second["next"])).json()["results"]] == [8, 9]
+    assert [row["position"] for row in (await ann_async_client.get(second["next"])).json()["results"]] == [8, 9]
 
-    failed = (await client.get(f"{base}?outcome=failed&after=2")).json()
+    failed = (await ann_async_client.get(f"{base}?outcome=failed&after=2")).json()
     assert ([row["position"] for row in failed["results"]], failed["next"]) == ([3, 5, 7, 9], None)
     assert {row["outcome"] for row in failed["results"]} == {"failed"}
 
-    bad = await client.get(f"{base}?outcome=weird,failed&after=x")
+    bad = await ann_async_client.get(f"{base}?outcome=weird,failed&after=x")
     assert bad.status_code == 400
     assert set(bad.json()["errors"]) == {"after"}
-    bad = await client.get(f"{base}?outcome=weird,failed")
+    bad = await ann_async_client.get(f"{base}?outcome=weird,failed")
     expected = "unknown outcome weird (expected pending, succeeded, failed, cancelled)"
     assert bad.json() == {"errors": {"outcome": expected}}
 
@@ -395,23 +296,23 @@ async def test_results_page_with_after_limit_and_outcome(client: AsyncClient, an
 # --- fetch options ------------------------------------------------------------------------------
 
 
-async def test_fetch_options_are_stored_and_shown_in_the_job_json(client: AsyncClient) -> None:
+async def test_fetch_options_are_stored_and_shown_in_the_job_json(ann_async_client: AsyncClient) -> None:
     options = {"per_host": 3, "host_delay": 0.25, "retries": 0, "max_redirects": 4, "max_bytes": 1000,
                "respect_robots": True, "save_bodies": True}  # fmt: skip
-    response = await post_json(client, "/api/jobs/", {"urls": URLS, **options})
+    response = await post_json(ann_async_client, "/api/jobs/", {"urls": URLS, **options})
 
     assert response.status_code == 201
     assert {key: response.json()[key] for key in options} == options
     job = await Job.objects.aget(pk=response.json()["id"])
     assert {key: getattr(job, key) for key in options} == options
-    detail = (await client.get(f"/api/jobs/{job.id}/")).json()
+    detail = (await ann_async_client.get(f"/api/jobs/{job.id}/")).json()
     assert {key: detail[key] for key in options} == options
 
 
-async def test_bad_fetch_options_are_400_naming_each(client: AsyncClient) -> None:
+async def test_bad_fetch_options_are_400_naming_each(ann_async_client: AsyncClient) -> None:
     body = {"urls": URLS, "per_host": 0, "host_delay": -1, "retries": 11, "max_redirects": "x", "max_bytes": 1.5,
             "respect_robots": "maybe", "save_bodies": 3}  # fmt: skip
-    response = await post_json(client, "/api/jobs/", body)
+    response = await post_json(ann_async_client, "/api/jobs/", body)
 
     assert response.status_code == 400
     assert response.json()["errors"] == {
@@ -426,9 +327,9 @@ async def test_bad_fetch_options_are_400_naming_each(client: AsyncClient) -> Non
     assert await Job.objects.acount() == 0
 
 
-async def test_urls_are_normalised_and_duplicates_reported(client: AsyncClient) -> None:
+async def test_urls_are_normalised_and_duplicates_reported(ann_async_client: AsyncClient) -> None:
     urls = [" HTTP://Bücher.Example ", "http://xn--bcher-kva.example/", "http://b.example/x#top"]
-    response = await post_json(client, "/api/jobs/", {"urls": urls})
+    response = await post_json(ann_async_client, "/api/jobs/", {"urls": urls})
 
     assert response.status_code == 201 and response.json()["duplicate_urls"] == 1
     job = await Job.objects.aget(pk=response.json()["id"])

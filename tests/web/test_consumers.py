@@ -24,16 +24,10 @@ from jobs.progress import groups
 from project.asgi import application
 from tests.conftest import redis_layer_settings
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("memory_layer")]
 
-MEMORY_LAYER = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 ORIGIN = b"http://localhost:8000"
 TIMEOUT = 3
-
-
-@pytest.fixture(autouse=True)
-def memory_layer(settings: Any) -> None:
-    settings.CHANNEL_LAYERS = MEMORY_LAYER
 
 
 async def session_cookie(user: Any) -> bytes:

@@ -19,22 +19,9 @@ from jobs.submission import validation
 from jobs.submission.parsing import parse_url_lines
 from tests.web.schema_check import assert_documented
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("memory_layer")]
 
-MEMORY_LAYER = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 TEXT = "https://a.example/\nftp://b.example/\n\nnot a url\nhttps://c.example/x\n"
-
-
-@pytest.fixture(autouse=True)
-def memory_layer(settings: Any) -> None:
-    settings.CHANNEL_LAYERS = MEMORY_LAYER
-
-
-@pytest.fixture
-def client(ann: Any) -> Client:
-    client = Client()
-    client.force_login(ann)
-    return client
 
 
 def test_skip_invalid_keeps_the_good_lines_and_lists_the_others() -> None:
@@ -55,26 +42,26 @@ def test_skip_invalid_keeps_the_good_lines_and_lists_the_others() -> None:
     assert "skip_invalid" in bad_flag.value.errors
 
 
-def test_the_api_skips_and_the_job_says_what_it_skipped(client: Client) -> None:
+def test_the_api_skips_and_the_job_says_what_it_skipped(ann_client: Client) -> None:
     body = {"urls": ["https://a.example/", "ftp://b.example/", 7], "skip_invalid": True}
-    response = client.post("/api/jobs/", json.dumps(body), content_type="application/json")
+    response = ann_client.post("/api/jobs/", json.dumps(body), content_type="application/json")
     assert response.status_code == 201, response.content
     assert_documented("/api/jobs/", "POST", response)
     created = response.json()
     assert (created["total"], created["skipped_urls"]) == (1, 2)
     assert [item["index"] for item in created["skipped"]] == [1, 2]
-    shown = client.get(f"/api/jobs/{created['id']}/")
+    shown = ann_client.get(f"/api/jobs/{created['id']}/")
     assert_documented("/api/jobs/{job_id}/", "GET", shown)
     assert shown.json()["skipped_urls"] == 2 and "skipped" not in shown.json()  # the same dict as the socket's
-    page = client.get(reverse("job_detail", kwargs={"job_id": created["id"]}))
+    page = ann_client.get(reverse("job_detail", kwargs={"job_id": created["id"]}))
     assert b"2 lines skipped" in page.content and b"must be a string, not a number" in page.content
 
 
-def test_the_form_marks_bad_lines_and_skips_them_when_asked(client: Client) -> None:
-    refused = client.post("/", {"urls": TEXT})
+def test_the_form_marks_bad_lines_and_skips_them_when_asked(ann_client: Client) -> None:
+    refused = ann_client.post("/", {"urls": TEXT})
     assert refused.status_code == 400
     assert b'data-bad-lines="[2, 4]"' in refused.content
-    created = client.post("/", {"urls": TEXT, "skip_invalid": "on"})
+    created = ann_client.post("/", {"urls": TEXT, "skip_invalid": "on"})
     assert created.status_code == 302
     job = Job.objects.get()
     assert (job.total, job.skipped_urls, [item["line"] for item in job.skipped]) == (2, 2, [2, 4])
@@ -96,14 +83,14 @@ def test_the_cli_skips_invalid_lines_and_counts_in_words(django_user_model: Any,
     assert "queued: 1 URL, " in one.getvalue()
 
 
-def test_result_detail(client: Client, ann: Any, bob: Any) -> None:
+def test_result_detail(ann_client: Client, ann: Any, bob: Any) -> None:
     job = Job.objects.create(owner=ann, concurrency=1, timeout=5, total=2, retries=2)
     error = "connect: connection refused by 127.0.0.1:9 (the same on all 3 attempts)"
     Result.objects.create(job=job, position=0, url="http://127.0.0.1:9/", outcome="failed", attempts=3,
                           error=error, error_class="connect", elapsed_ms=12)
     Result.objects.create(job=job, position=1, url="http://a.example/r", outcome="succeeded", status_code=200,
                           final_url="http://a.example/final", redirects=2, content_type="text/plain", bytes=3)
-    response = client.get(f"/api/jobs/{job.pk}/results/0/")
+    response = ann_client.get(f"/api/jobs/{job.pk}/results/0/")
     assert response.status_code == 200
     assert_documented("/api/jobs/{job_id}/results/{position}/", "GET", response)
     detail = response.json()
@@ -112,20 +99,20 @@ def test_result_detail(client: Client, ann: Any, bob: Any) -> None:
     )
     assert detail["request"]["headers"]["User-Agent"].startswith("batchfetch/")
     assert (detail["request"]["retries"], detail["body_url"]) == (2, None)
-    redirected = client.get(f"/api/jobs/{job.pk}/results/1/").json()
+    redirected = ann_client.get(f"/api/jobs/{job.pk}/results/1/").json()
     assert (redirected["final_url"], redirected["redirects"]) == ("http://a.example/final", 2)
     assert redirected["response_headers"] == {"Content-Type": "text/plain"}
-    assert client.get(f"/api/jobs/{job.pk}/results/5/").status_code == 404
+    assert ann_client.get(f"/api/jobs/{job.pk}/results/5/").status_code == 404
     other = Client()
     other.force_login(bob)
     assert other.get(f"/api/jobs/{job.pk}/results/0/").status_code == 404
 
 
-def test_form_hints_are_readable_and_the_favicon_is_served(client: Client) -> None:
-    page = client.get("/").content.decode()
+def test_form_hints_are_readable_and_the_favicon_is_served(ann_client: Client) -> None:
+    page = ann_client.get("/").content.decode()
     assert "1–1,073,741,824 (1 GiB)" in page and "e+09" not in page
     assert "Skip invalid lines" in page
-    icon = client.get("/favicon.ico")
+    icon = ann_client.get("/favicon.ico")
     assert icon.status_code == 301 and icon["Location"].endswith("favicon.svg")
 
 

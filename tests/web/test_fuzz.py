@@ -22,11 +22,11 @@ from hypothesis import strategies as st
 
 from jobs.models import Job, Result
 from project.asgi import application
+from tests.conftest import MEMORY_LAYER
 from tests.web.schema_check import assert_documented
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-MEMORY_LAYER = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 FUZZ = hypothesis_settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 )
@@ -71,13 +71,6 @@ def generous_limits(settings: Any) -> None:
 
 
 @pytest.fixture
-def client(ann: Any) -> Client:
-    client = Client()
-    client.force_login(ann)
-    return client
-
-
-@pytest.fixture
 def job(ann: Any) -> Job:
     job = Job.objects.create(owner=ann, concurrency=1, timeout=1, total=2)
     Result.objects.bulk_create([Result(job=job, position=0, url="http://a.example/", outcome="failed", error="x"),
@@ -97,9 +90,9 @@ def assert_clean(response: Any) -> None:
 
 @FUZZ
 @given(body=submissions)
-def test_fuzzed_submissions(client: Client, body: Any) -> None:
+def test_fuzzed_submissions(ann_client: Client, body: Any) -> None:
     before = Job.objects.count()
-    response = client.post("/api/jobs/", json.dumps(body), content_type="application/json")
+    response = ann_client.post("/api/jobs/", json.dumps(body), content_type="application/json")
     assert_clean(response)
     assert response.status_code in (201, 400), response.content
     assert_documented("/api/jobs/", "POST", response)
@@ -109,9 +102,9 @@ def test_fuzzed_submissions(client: Client, body: Any) -> None:
 
 @FUZZ
 @given(body=st.binary(max_size=300), content_type=st.sampled_from(["application/json", "text/plain", "", "x/y"]))
-def test_fuzzed_raw_bodies(client: Client, body: bytes, content_type: str) -> None:
+def test_fuzzed_raw_bodies(ann_client: Client, body: bytes, content_type: str) -> None:
     before = Job.objects.count()
-    response = client.generic("POST", "/api/jobs/", body, content_type=content_type)
+    response = ann_client.generic("POST", "/api/jobs/", body, content_type=content_type)
     assert_clean(response)
     assert response.status_code == 400, response.content
     assert_documented("/api/jobs/", "POST", response)
@@ -127,10 +120,10 @@ query_names = st.sampled_from(["limit", "before", "after", "outcome", "order", "
 
 @FUZZ
 @given(params=st.dictionaries(query_names, query_values, max_size=5))
-def test_fuzzed_query_parameters(client: Client, job: Job, params: dict[str, str]) -> None:
+def test_fuzzed_query_parameters(ann_client: Client, job: Job, params: dict[str, str]) -> None:
     query = urlencode(params)
     for path, template in (("/api/jobs/", "/api/jobs/"), (f"/api/jobs/{job.id}/results/", "/api/jobs/{job_id}/results/")):
-        response = client.get(f"{path}?{query}")
+        response = ann_client.get(f"{path}?{query}")
         assert_clean(response)
         assert response.status_code in (200, 400), (path, params, response.content)
         assert_documented(template, "GET", response)
@@ -141,9 +134,9 @@ JOB_SUFFIXES = ["", "results/", "results.csv", "cancel/", "pause/", "resume/", "
 POSTED = {"cancel/", "pause/", "resume/", "rerun-failed/"}
 
 
-def test_a_nul_in_the_url_search_is_a_400_naming_q(client: Client, job: Job) -> None:
+def test_a_nul_in_the_url_search_is_a_400_naming_q(ann_client: Client, job: Job) -> None:
     # PostgreSQL refuses NUL in text: passed through, it was a 500 there.
-    response = client.get(f"/api/jobs/{job.id}/results/?q=a%00b")
+    response = ann_client.get(f"/api/jobs/{job.id}/results/?q=a%00b")
     assert response.status_code == 400, response.status_code
     assert "q" in response.json()["errors"]
     assert_documented("/api/jobs/{job_id}/results/", "GET", response)
@@ -151,8 +144,8 @@ def test_a_nul_in_the_url_search_is_a_400_naming_q(client: Client, job: Job) -> 
 
 @FUZZ
 @given(job_id=st.text(min_size=1, max_size=60), suffix=st.sampled_from(JOB_SUFFIXES))
-def test_fuzzed_job_ids(client: Client, job_id: str, suffix: str) -> None:
-    response = client.generic("POST" if suffix in POSTED else "GET", f"/api/jobs/{quote(job_id, safe='')}/{suffix}")
+def test_fuzzed_job_ids(ann_client: Client, job_id: str, suffix: str) -> None:
+    response = ann_client.generic("POST" if suffix in POSTED else "GET", f"/api/jobs/{quote(job_id, safe='')}/{suffix}")
     assert_clean(response)
     # An encoded "/" can land on a neighbouring route (then a 405 or another JSON 404); never a job.
     assert response.status_code in (404, 405), (job_id, response.status_code)
@@ -162,9 +155,9 @@ def test_fuzzed_job_ids(client: Client, job_id: str, suffix: str) -> None:
 
 @FUZZ
 @given(position=st.integers(0, 10**30) | st.text(max_size=12))
-def test_fuzzed_body_positions(client: Client, job: Job, position: int | str) -> None:
+def test_fuzzed_body_positions(ann_client: Client, job: Job, position: int | str) -> None:
     """No body was kept for the job: any position is a JSON 404 (a huge one too), never a 500."""
-    response = client.get(f"/api/jobs/{job.id}/results/{quote(str(position), safe='')}/body")
+    response = ann_client.get(f"/api/jobs/{job.id}/results/{quote(str(position), safe='')}/body")
     assert_clean(response)
     assert response.status_code == 404, (position, response.content)
     assert response["Content-Type"] == "application/json"

@@ -11,11 +11,10 @@ from django.test import AsyncClient, Client
 from jobs.engine.fleetscripts import host_keys, tag_key
 from jobs.models import Job
 from jobs.worker.hostlimits import job_tag
+from tests.web.helpers import URLS, post_json
 
-# The API tests' fixtures (the logged-in client, the in-memory channel layer) apply here too.
-from tests.web.test_api import URLS, client, memory_layer, post_json  # noqa: F401
-
-pytestmark = pytest.mark.django_db(transaction=True)
+# As in the API tests: the in-memory channel layer, and ann's logged-in client (ann_async_client).
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("memory_layer")]
 
 
 RATE_ERROR = "must be a number of requests per second from 0.01 to 1000, or empty for no rate"
@@ -34,21 +33,22 @@ RATE_ERROR = "must be a number of requests per second from 0.01 to 1000, or empt
     ],
 )
 async def test_bad_politeness_options_are_400_naming_the_field(
-    client: AsyncClient, body: dict[str, Any], errors: dict[str, str]
+    ann_async_client: AsyncClient, body: dict[str, Any], errors: dict[str, str]
 ) -> None:
-    response = await post_json(client, "/api/jobs/", {"urls": URLS, **body})
+    response = await post_json(ann_async_client, "/api/jobs/", {"urls": URLS, **body})
     assert response.status_code == 400
     assert response.json()["errors"] == errors
     assert await Job.objects.acount() == 0
 
 
-async def test_politeness_options_are_stored_and_shown(client: AsyncClient) -> None:
-    response = await post_json(client, "/api/jobs/", {"urls": URLS, "per_host_rate": "2.5", "autothrottle": True})
+async def test_politeness_options_are_stored_and_shown(ann_async_client: AsyncClient) -> None:
+    response = await post_json(ann_async_client, "/api/jobs/",
+                               {"urls": URLS, "per_host_rate": "2.5", "autothrottle": True})
     assert response.status_code == 201, response.json()
     assert (response.json()["per_host_rate"], response.json()["autothrottle"]) == (2.5, True)
     job = await Job.objects.aget(pk=response.json()["id"])
     assert (job.per_host_rate, job.autothrottle) == (2.5, True)
-    default = await post_json(client, "/api/jobs/", {"urls": URLS})
+    default = await post_json(ann_async_client, "/api/jobs/", {"urls": URLS})
     assert (default.json()["per_host_rate"], default.json()["autothrottle"]) == (None, False)
 
 
@@ -67,10 +67,10 @@ def test_the_form_takes_the_politeness_options(ann: Any) -> None:
 
 
 async def test_the_stats_show_each_host_in_flight_over_the_fleet_and_the_limit(
-    client: AsyncClient, ann: Any, redis_url: str, settings: Any
+    ann_async_client: AsyncClient, ann: Any, redis_url: str, settings: Any
 ) -> None:
     settings.FETCH_SHARED_HOST_SLOTS = True  # opt-in (README "Politeness across workers")
-    response = await post_json(client, "/api/jobs/", {"urls": URLS, "per_host": 6, "autothrottle": True})
+    response = await post_json(ann_async_client, "/api/jobs/", {"urls": URLS, "per_host": 6, "autothrottle": True})
     job_id = response.json()["id"]
     host, idle = "a.example:80", "b.example:80"
     with redis.Redis.from_url(redis_url) as r:
@@ -82,7 +82,7 @@ async def test_the_stats_show_each_host_in_flight_over_the_fleet_and_the_limit(
                               "w3:c:1": (seconds - 5) * 1000})  # fmt: skip
         r.hset(keys["state"], mapping={"limit": "3.7", "pause": (seconds + 10) * 1000})
         try:
-            stats = (await client.get(f"/api/jobs/{job_id}/stats/")).json()
+            stats = (await ann_async_client.get(f"/api/jobs/{job_id}/stats/")).json()
         finally:
             r.delete(*keys.values(), tag_key(job_tag(job_id)))
     assert stats["hosts"][0]["host"] == host

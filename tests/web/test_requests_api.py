@@ -11,24 +11,23 @@ from django.test import AsyncClient, override_settings
 
 from jobs.models import Job, RequestLine, Result
 from jobs.submission import service
+from tests.web.helpers import post_json
 
-# The API tests' fixtures: the in-memory channel layer (autouse) and ann's logged-in client.
-from tests.web.test_api import client, memory_layer, post_json  # noqa: F401
-
-pytestmark = pytest.mark.django_db(transaction=True)
+# As in the API tests: the in-memory channel layer, and ann's logged-in client (ann_async_client).
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("memory_layer")]
 
 TOKEN = "Bearer api-s3cr3t-value"
 
 
 @override_settings(JOBS_MAX_REQUEST_BODY_BYTES=1000)
-async def test_bad_lines_get_one_400_naming_line_and_field(client: AsyncClient) -> None:
+async def test_bad_lines_get_one_400_naming_line_and_field(ann_async_client: AsyncClient) -> None:
     lines = [json.dumps({"url": f"http://x.example/{i}", "json": {"i": i}}) for i in range(12)]
     lines[6] = json.dumps({"url": "http://x/", "method": "FETCH"})  # line 7
     lines[1] = json.dumps({"url": "http://x.example/", "headers": {"X-Note": "a\r\nInjected: yes"}})
     lines[2] = json.dumps({"url": "http://x.example/", "json": {"a": 1}, "body": "b"})
     lines[3] = "{this is not json"
     lines[9] = json.dumps({"url": "http://x.example/", "body": "z" * 1001})
-    response = await post_json(client, "/api/jobs/", {"requests": "\n".join(lines), "method": "POST"})
+    response = await post_json(ann_async_client, "/api/jobs/", {"requests": "\n".join(lines), "method": "POST"})
     assert response.status_code == 400
     errors = response.json()["errors"]
     assert list(errors) == ["requests"]
@@ -39,11 +38,11 @@ async def test_bad_lines_get_one_400_naming_line_and_field(client: AsyncClient) 
 
 
 async def test_a_job_of_requests_is_stored_with_its_secrets_sealed_and_shown_masked(
-    client: AsyncClient, ann: Any
+    ann_async_client: AsyncClient, ann: Any
 ) -> None:
     requests = [{"url": "http://a.example/1", "json": {"n": 1}}, "http://a.example/2",
                 {"url": "http://a.example/3", "method": "put", "headers": {"X-Token": "line-secret-1"}}]  # fmt: skip
-    response = await post_json(client, "/api/jobs/", {
+    response = await post_json(ann_async_client, "/api/jobs/", {
         "requests": requests, "method": "POST", "headers": {"Authorization": TOKEN, "Accept": "application/json"},
         "secret_headers": ["X-Token"], "retry_unsafe": True,
     })  # fmt: skip
@@ -60,7 +59,7 @@ async def test_a_job_of_requests_is_stored_with_its_secrets_sealed_and_shown_mas
     assert lines[1].headers == [["X-Token", None]] and "line-secret-1" not in lines[1].sealed_headers
 
     exported = [json.loads(line) for line in b"".join(
-        [chunk async for chunk in (await client.get(f"/api/jobs/{job.pk}/results.jsonl")).streaming_content]
+        [chunk async for chunk in (await ann_async_client.get(f"/api/jobs/{job.pk}/results.jsonl")).streaming_content]
     ).decode().splitlines()]  # fmt: skip
     assert [row["request"]["method"] for row in exported] == ["POST", "POST", "PUT"]
     assert exported[2]["request"]["headers"] == {"Authorization": "•••", "Accept": "application/json", "X-Token": "•••"}
@@ -68,7 +67,7 @@ async def test_a_job_of_requests_is_stored_with_its_secrets_sealed_and_shown_mas
         "application/json")  # fmt: skip
 
     # The row's detail (the live page's panel) tells the request each row sent, secrets masked.
-    details = [(await client.get(f"/api/jobs/{job.pk}/results/{position}/")).json() for position in (1, 2)]
+    details = [(await ann_async_client.get(f"/api/jobs/{job.pk}/results/{position}/")).json() for position in (1, 2)]
     assert [detail["request"]["method"] for detail in details] == ["POST", "PUT"]
     assert (details[1]["request"]["headers"]["X-Token"], details[1]["request"]["headers"]["Authorization"]) == (
         "•••", "•••")  # fmt: skip
@@ -76,8 +75,8 @@ async def test_a_job_of_requests_is_stored_with_its_secrets_sealed_and_shown_mas
     assert TOKEN not in json.dumps(details) and "line-secret-1" not in json.dumps(details)
 
 
-async def test_a_rerun_sends_the_same_requests(client: AsyncClient, ann: Any) -> None:
-    response = await post_json(client, "/api/jobs/", {
+async def test_a_rerun_sends_the_same_requests(ann_async_client: AsyncClient, ann: Any) -> None:
+    response = await post_json(ann_async_client, "/api/jobs/", {
         "requests": [{"url": "http://a.example/1"}, {"url": "http://a.example/2", "body": "two"}],
         "method": "PATCH", "headers": {"X-Api-Key": "k-123456"},
     })  # fmt: skip

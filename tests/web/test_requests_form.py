@@ -13,11 +13,10 @@ from django.test import Client
 from django.utils import timezone
 
 from jobs.models import Job, RequestLine
+from tests.web.helpers import error_items, only_job
 
-# The page tests' fixtures (in-memory layer and fast hashing, both autouse; alice logged in) and helpers.
-from tests.web.test_views import alice, error_items, fast_password_hashing, memory_layer, only_job, user  # noqa: F401
-
-pytestmark = pytest.mark.django_db
+# As in the page tests (test_views.py): the in-memory layer and fast password hashing; `alice` is logged in.
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("memory_layer", "fast_password_hashing")]
 
 TOKEN = "Bearer form-s3cr3t"
 

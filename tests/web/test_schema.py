@@ -18,25 +18,12 @@ from django.utils import timezone
 from jobs.models import Job, Result
 from jobs.monitoring_models import Schedule
 from jobs.web import tokens
+from tests.web.helpers import http_patterns
 from tests.web.schema_check import DOCUMENT, assert_documented, openapi_path
-from tests.web.test_authorization import http_patterns
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("memory_layer")]
 
-MEMORY_LAYER = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 JOB = "/api/jobs/{job_id}/"
-
-
-@pytest.fixture(autouse=True)
-def memory_layer(settings: Any) -> None:
-    settings.CHANNEL_LAYERS = MEMORY_LAYER
-
-
-@pytest.fixture
-def client(ann: Any) -> Client:
-    client = Client()
-    client.force_login(ann)
-    return client
 
 
 def api_paths() -> list[str]:
@@ -55,7 +42,7 @@ def test_schema_is_served_publicly_and_follows_the_settings(settings: Any) -> No
     assert data["components"]["schemas"]["Submission"]["properties"]["urls"]["maxItems"] == 7
 
 
-def test_every_api_route_and_method_is_described(client: Client, ann: Any) -> None:
+def test_every_api_route_and_method_is_described(ann_client: Client, ann: Any) -> None:
     job = Job.objects.create(owner=ann, concurrency=1, timeout=1, total=0)
     schedule = Schedule.objects.create(owner=ann, urls=["http://a.example/"], options={}, interval=60)
     described = {path: {method.upper() for method in item if method != "parameters"}
@@ -65,16 +52,18 @@ def test_every_api_route_and_method_is_described(client: Client, ann: Any) -> No
     for path in routes:
         # A method no route accepts (PUT): the 405's Allow header lists the ones the route does.
         concrete = path.replace("{job_id}", str(job.id)).replace("{position}", "0").replace("{schedule_id}", str(schedule.pk))
-        refused = client.generic("PUT", concrete)
+        refused = ann_client.generic("PUT", concrete)
         assert refused.status_code == 405, path
         allowed = {method.strip() for method in refused["Allow"].split(",")} - {"HEAD"}
         assert allowed == described[path], path
 
 
-def test_real_answers_match_the_description(client: Client, ann: Any, settings: Any, tmp_path: Path) -> None:
+def test_real_answers_match_the_description(ann_client: Client, ann: Any, settings: Any, tmp_path: Path) -> None:
     settings.MEDIA_ROOT = tmp_path / "media"
-    created = client.post("/api/jobs/", json.dumps({"urls": ["http://a.example/"], "name": "n", "save_bodies": True}),
-                          content_type="application/json")
+    created = ann_client.post(
+        "/api/jobs/", json.dumps({"urls": ["http://a.example/"], "name": "n", "save_bodies": True}),
+        content_type="application/json",
+    )
     assert_documented("/api/jobs/", "POST", created)
     job_id = created.json()["id"]
     # The one row failed with a 404 whose body was kept: every new field has a real value.
@@ -88,51 +77,52 @@ def test_real_answers_match_the_description(client: Client, ann: Any, settings: 
     job_path = f"/api/jobs/{job_id}/"
     results = "/api/jobs/{job_id}/results/"
     checks = [
-        ("/api/jobs/", "GET", client.get("/api/jobs/?limit=1")),
-        ("/api/jobs/", "GET", client.get("/api/jobs/?limit=0")),
-        ("/api/jobs/", "POST", client.post("/api/jobs/", "{", content_type="application/json")),
-        ("/api/jobs/", "POST", client.post("/api/jobs/", json.dumps({"urls": ["x"], "extra": 1}),
-                                           content_type="application/json")),
+        ("/api/jobs/", "GET", ann_client.get("/api/jobs/?limit=1")),
+        ("/api/jobs/", "GET", ann_client.get("/api/jobs/?limit=0")),
+        ("/api/jobs/", "POST", ann_client.post("/api/jobs/", "{", content_type="application/json")),
+        ("/api/jobs/", "POST", ann_client.post("/api/jobs/", json.dumps({"urls": ["x"], "extra": 1}),
+                                               content_type="application/json")),
         ("/api/jobs/", "POST", Client().post("/api/jobs/", "{}", content_type="application/json")),
         ("/api/jobs/", "GET", Client().get("/api/jobs/", headers={"Authorization": "Bearer bf_nope"})),
-        ("/api/jobs/", "PUT", client.put("/api/jobs/")),
-        (JOB, "GET", client.get(job_path)),
-        (JOB, "GET", client.get("/api/jobs/not-a-uuid/")),
-        (results, "GET", client.get(f"{job_path}results/?outcome=failed")),
-        (results, "GET", client.get(f"{job_path}results/?outcome=nope")),
-        (results, "GET", client.get(f"{job_path}results/?order=newest&status_code=404,500&q=A.EXAMPLE&limit=1")),
-        (results, "GET", client.get(f"{job_path}results/?order=newest&before=0")),
-        (results, "GET", client.get(f"{job_path}results/?order=sideways")),
-        (results, "GET", client.get(f"{job_path}results/?order=newest&before=7")),
-        (results, "GET", client.get(f"{job_path}results/?status_code=99")),
-        ("/api/jobs/{job_id}/results.jsonl", "GET", client.get(f"{job_path}results.jsonl")),
-        ("/api/jobs/{job_id}/results.csv", "GET", client.get(f"{job_path}results.csv")),
-        ("/api/jobs/{job_id}/results/{position}/body", "GET", client.get(f"{job_path}results/0/body")),
-        ("/api/jobs/{job_id}/results/{position}/body", "GET", client.get(f"{job_path}results/1/body")),
-        ("/api/jobs/{job_id}/bodies.zip", "GET", client.get(f"{job_path}bodies.zip")),
-        ("/api/jobs/{job_id}/stats/", "GET", client.get(f"{job_path}stats/")),
-        ("/api/jobs/{job_id}/pause/", "POST", client.post(f"{job_path}pause/")),
-        ("/api/jobs/{job_id}/pause/", "POST", client.post(f"{job_path}pause/")),
-        ("/api/jobs/{job_id}/resume/", "POST", client.post(f"{job_path}resume/")),
-        ("/api/jobs/{job_id}/rerun-failed/", "POST", client.post(f"{job_path}rerun-failed/")),
-        ("/api/jobs/{job_id}/cancel/", "POST", client.post(f"{job_path}cancel/")),
-        ("/api/jobs/{job_id}/pause/", "POST", client.post(f"{job_path}pause/")),
-        ("/api/jobs/{job_id}/resume/", "POST", client.post(f"{job_path}resume/")),
-        ("/api/schema/", "GET", client.get("/api/schema/")),
+        ("/api/jobs/", "PUT", ann_client.put("/api/jobs/")),
+        (JOB, "GET", ann_client.get(job_path)),
+        (JOB, "GET", ann_client.get("/api/jobs/not-a-uuid/")),
+        (results, "GET", ann_client.get(f"{job_path}results/?outcome=failed")),
+        (results, "GET", ann_client.get(f"{job_path}results/?outcome=nope")),
+        (results, "GET", ann_client.get(f"{job_path}results/?order=newest&status_code=404,500&q=A.EXAMPLE&limit=1")),
+        (results, "GET", ann_client.get(f"{job_path}results/?order=newest&before=0")),
+        (results, "GET", ann_client.get(f"{job_path}results/?order=sideways")),
+        (results, "GET", ann_client.get(f"{job_path}results/?order=newest&before=7")),
+        (results, "GET", ann_client.get(f"{job_path}results/?status_code=99")),
+        ("/api/jobs/{job_id}/results.jsonl", "GET", ann_client.get(f"{job_path}results.jsonl")),
+        ("/api/jobs/{job_id}/results.csv", "GET", ann_client.get(f"{job_path}results.csv")),
+        ("/api/jobs/{job_id}/results/{position}/body", "GET", ann_client.get(f"{job_path}results/0/body")),
+        ("/api/jobs/{job_id}/results/{position}/body", "GET", ann_client.get(f"{job_path}results/1/body")),
+        ("/api/jobs/{job_id}/bodies.zip", "GET", ann_client.get(f"{job_path}bodies.zip")),
+        ("/api/jobs/{job_id}/stats/", "GET", ann_client.get(f"{job_path}stats/")),
+        ("/api/jobs/{job_id}/pause/", "POST", ann_client.post(f"{job_path}pause/")),
+        ("/api/jobs/{job_id}/pause/", "POST", ann_client.post(f"{job_path}pause/")),
+        ("/api/jobs/{job_id}/resume/", "POST", ann_client.post(f"{job_path}resume/")),
+        ("/api/jobs/{job_id}/rerun-failed/", "POST", ann_client.post(f"{job_path}rerun-failed/")),
+        ("/api/jobs/{job_id}/cancel/", "POST", ann_client.post(f"{job_path}cancel/")),
+        ("/api/jobs/{job_id}/pause/", "POST", ann_client.post(f"{job_path}pause/")),
+        ("/api/jobs/{job_id}/resume/", "POST", ann_client.post(f"{job_path}resume/")),
+        ("/api/schema/", "GET", ann_client.get("/api/schema/")),
     ]
     rerun = checks[25][2].json()
-    checks.append(("/api/jobs/{job_id}/rerun-failed/", "POST", client.post(f"/api/jobs/{rerun['id']}/rerun-failed/")))
+    checks.append(("/api/jobs/{job_id}/rerun-failed/", "POST",
+                   ann_client.post(f"/api/jobs/{rerun['id']}/rerun-failed/")))
     csrf = Client(enforce_csrf_checks=True)
     csrf.force_login(ann)
     checks.append(("/api/jobs/{job_id}/pause/", "POST", csrf.post(f"{job_path}pause/")))
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10
-    checks.append(("/api/jobs/", "POST", client.post("/api/jobs/", json.dumps({"urls": ["http://a.example/"]}),
-                                                     content_type="application/json")))
+    checks.append(("/api/jobs/", "POST", ann_client.post("/api/jobs/", json.dumps({"urls": ["http://a.example/"]}),
+                                                         content_type="application/json")))
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 10_000_000
     settings.JOBS_MAX_QUEUED_PER_USER = 0
-    checks.append(("/api/jobs/", "POST", client.post("/api/jobs/", json.dumps({"urls": ["http://a.example/"]}),
-                                                     content_type="application/json")))
-    checks.append(("/api/jobs/{job_id}/rerun-failed/", "POST", client.post(f"{job_path}rerun-failed/")))
+    checks.append(("/api/jobs/", "POST", ann_client.post("/api/jobs/", json.dumps({"urls": ["http://a.example/"]}),
+                                                         content_type="application/json")))
+    checks.append(("/api/jobs/{job_id}/rerun-failed/", "POST", ann_client.post(f"{job_path}rerun-failed/")))
     token = tokens.create_token(user=get_user_model().objects.create_user(username="bob")).secret
     checks.append((JOB, "GET", Client().get(job_path, headers={"Authorization": f"Bearer {token}"})))
     checks.append(("/api/jobs/{job_id}/stats/", "GET",
@@ -159,9 +149,10 @@ def test_real_answers_match_the_description(client: Client, ann: Any, settings: 
     assert rerun["save_bodies"] is True and rerun["total"] == 1
 
 
-def test_an_undocumented_field_fails_the_check(client: Client) -> None:
+def test_an_undocumented_field_fails_the_check(ann_client: Client) -> None:
     """The check can fail: a Job with a field the description does not list is rejected."""
-    created = client.post("/api/jobs/", json.dumps({"urls": ["http://a.example/"]}), content_type="application/json")
+    created = ann_client.post("/api/jobs/", json.dumps({"urls": ["http://a.example/"]}),
+                              content_type="application/json")
     created.content = json.dumps({**created.json(), "secret_field": 1}).encode()
     with pytest.raises(AssertionError, match="secret_field"):
         assert_documented("/api/jobs/", "POST", created)

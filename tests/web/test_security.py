@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from tests.web.test_authorization import ALL_HTTP_ROWS, http_client, make_world
+from tests.web.matrix import ALL_HTTP_ROWS, http_client, make_world
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 OUR_VARIABLES = ("DATABASE_URL", "REDIS_URL", "DJANGO_", "FETCH_", "BATCHFETCH_", "WORKER_", "JOBS_", "WS_")

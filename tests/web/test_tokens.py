@@ -20,16 +20,12 @@ from django.utils import timezone
 from jobs.models import ApiToken, Job
 from jobs.web import tokens
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("memory_layer", "fast_password_hashing"),
+]
 
-MEMORY_LAYER = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 BODY = json.dumps({"urls": ["http://a.example/"]})
-
-
-@pytest.fixture(autouse=True)
-def memory_layer(settings: Any) -> None:
-    settings.CHANNEL_LAYERS = MEMORY_LAYER
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture

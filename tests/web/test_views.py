@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import html
 import json
-import re
 from html.parser import HTMLParser
 from typing import Any
 
@@ -15,38 +13,15 @@ from django.utils import timezone
 
 from jobs.models import Job, Result
 from jobs.queue.control import enqueue_job
+from tests.web.helpers import error_items, only_job
 
-pytestmark = pytest.mark.django_db
-
-MEMORY_LAYER = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-
-
-@pytest.fixture(autouse=True)
-def memory_layer(settings: Any) -> None:
-    # Pages only publish best-effort updates; nothing here listens to them.
-    settings.CHANNEL_LAYERS = MEMORY_LAYER
-
-
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings: Any) -> None:
-    # PBKDF2 costs ~0.5 s per user here; the login tests need a password, not its strength.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture
-def user(django_user_model: Any) -> Any:
-    return django_user_model.objects.create_user(username="alice", password="s3cret-pass!")
+# Pages only publish best-effort updates (nothing here listens to them), and users log in by password.
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("memory_layer", "fast_password_hashing")]
 
 
 @pytest.fixture
 def other_user(django_user_model: Any) -> Any:
     return django_user_model.objects.create_user(username="mallory", password="s3cret-pass!")
-
-
-@pytest.fixture
-def alice(client: Client, user: Any) -> Client:
-    client.force_login(user)
-    return client
 
 
 class TagCollector(HTMLParser):
@@ -80,20 +55,6 @@ def parse(response: Any) -> TagCollector:
     collector = TagCollector()
     collector.feed(response.content.decode())
     return collector
-
-
-def error_items(response: Any) -> list[str]:
-    """The texts of the <li> items in the form's error summary."""
-    body = response.content.decode()
-    summary = body[body.index('id="form-errors"') :]
-    summary = summary[: summary.index("</div>\n", summary.index('class="error-list"') + 30)]
-    return [html.unescape(re.sub(r"\s+", " ", item).strip()) for item in re.findall(r"<li>(.*?)</li>", summary, re.S)]
-
-
-def only_job(owner: Any) -> Job:
-    jobs = list(Job.objects.filter(owner=owner))
-    assert len(jobs) == 1, jobs
-    return jobs[0]
 
 
 def urls_of(job: Job) -> list[str]:

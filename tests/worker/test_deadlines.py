@@ -26,6 +26,7 @@ from jobs.queue import claims, control, records
 from jobs.submission.validation import SubmissionError, validate_submission
 from jobs.web.forms import JobSubmitForm
 from tests import services
+from tests.conftest import MEMORY_LAYER
 from tests.target import TargetServer
 from tests.worker.conftest import assert_counters_match_rows, start_worker, wait_until
 
@@ -185,7 +186,7 @@ def test_the_api_answers_400_naming_each_bad_deadline(owner: Any) -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_the_api_stores_and_shows_the_deadlines(owner: Any, settings: Any) -> None:
-    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    settings.CHANNEL_LAYERS = MEMORY_LAYER
     client = Client()
     client.force_login(owner)
     response = client.post(

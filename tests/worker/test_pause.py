@@ -23,6 +23,7 @@ from django.utils import timezone
 from jobs.models import Job, Result
 from jobs.queue import claims, control, records
 from jobs.worker.runner import Worker
+from tests.conftest import MEMORY_LAYER
 from tests.target import TargetServer
 from tests.worker.conftest import (
     amake_job,
@@ -35,8 +36,6 @@ from tests.worker.conftest import (
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-MEMORY_LAYER = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from django.db import connection
 
 from jobs.models import Chunk, Job, Result, Share
 from tests import services
-from tests.e2e.test_integration import TERMINAL, Client
+from tests.liveclient import TERMINAL, Client
 from tests.target import TargetServer
 from tests.worker.conftest import assert_counters_match_rows, final_rows, make_job, start_worker, wait_until
 
