@@ -9,8 +9,9 @@ cluster slot):
     <prefix>:{h}:state    hash: `limit` (adaptive concurrency, float), `base` (latency floor, ms),
                           `pause` (no request starts before this time, ms)
 
-Beside them, `<prefix>:wake` is the pub/sub channel a release publishes the
-host on while workers wait for it (a Retry-After pause as "host TAB ms"), and
+Beside them, `<prefix>:wake` is the pub/sub channel of the host's news: "host"
+(a release while workers wait for it), "host TAB ms" (a Retry-After pause),
+"host TAB TAB waiter" (a worker found it full and waits), and
 `<prefix>:tag:<tag>` the set of hosts requested under a tag (a job's, for its
 stats).
 
@@ -47,9 +48,11 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 ACQUIRE = (
     _NOW
     + """
--- KEYS: hold, wait, pace, state. ARGV: holder, waiter, limit, lease_ms, interval_ms, adaptive, wait_ttl_ms
+-- KEYS: hold, wait, pace, state.
+-- ARGV: holder, waiter, limit, lease_ms, interval_ms, adaptive, wait_ttl_ms, channel, host
 -- Returns {1, ms to wait before sending (pacing)} when a slot was taken,
---         {0, ms until the host's pause ends} or {0, -1} (full: wait for a wake-up) otherwise.
+--         {0, ms until the host's pause ends} or {0, -1} (full: wait for a wake-up) otherwise;
+-- when full, publishes "host TAB TAB waiter", so the workers keeping idle slots give them back.
 local pause = tonumber(redis.call('HGET', KEYS[4], 'pause') or '0')
 if pause > now then
   return {0, pause - now}
@@ -64,6 +67,7 @@ if redis.call('ZCARD', KEYS[1]) >= cap then
   local ttl = tonumber(ARGV[7])
   redis.call('ZADD', KEYS[2], now + ttl, ARGV[2])
   redis.call('PEXPIRE', KEYS[2], ttl * 2)
+  redis.call('PUBLISH', ARGV[8], ARGV[9] .. '\t\t' .. ARGV[2])
   return {0, -1}
 end
 local lease = tonumber(ARGV[4])

@@ -14,15 +14,19 @@ fleetscripts.py), each change one atomic Lua script:
   heartbeat).
 - **Waiters are woken, not polling.** In a worker only the first waiter of a
   host asks Redis (a FIFO lock); when the host is full it registers as waiting
-  and sleeps until a release publishes the host on one pub/sub channel (or the
-  host's pause ends), with a bounded fallback re-check (`recheck`, 0.5 s) in
-  case a wake-up was lost. A release in a worker where a request waits for
-  the same kind of slot (same limit, no pace, no autothrottle) hands the slot
-  over without a round trip, up to HANDOFF_MAX times in a row, then gives one
-  back to Redis and lets the other waiting workers ask first (YIELD_SECONDS),
-  so they get their turn. (The bench cell measured the round trips alone:
-  +50 % time against per-worker slots.) A Retry-After pause is published to
-  every worker, so no hand-over runs through it.
+  (and says so on the wake-up channel) and sleeps until a release publishes
+  the host on that pub/sub channel (or the host's pause ends), with a bounded
+  fallback re-check (`recheck`, 0.5 s) in case a wake-up was lost.
+- **Slots are reused in the worker** (fleethost.py): a slot given back stays
+  held and goes to the next request here of the same kind (no pace, no
+  autothrottle) without a round trip: handed over to a waiting request, or
+  kept for KEEP_SECONDS when none waits and no other worker has said it waits
+  for the host. While others wait, at most HANDOFF_MAX hand-overs run in a
+  row, then a slot goes back to Redis and this worker lets them ask first
+  (YIELD_SECONDS). (Two round trips per request measured +50 % time and twice
+  the CPU per URL against per-worker slots; reused, the bench cell is within
+  ~10 %.) A Retry-After pause is published to every worker, so no reuse runs
+  through it.
 - **Rate** is a GCRA with a burst of one, reserved inside the acquire script:
   the request waits (holding its slot, like `HostSlots`' delay) until
   `max(1 / rate, host_delay)` after the previous start to that host. Written
@@ -62,7 +66,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from jobs.engine import fleetscripts
-from jobs.engine.fleethost import HANDOFF_MAX, FleetHost, SlotKind
+from jobs.engine.fleethost import CONTENDED_SECONDS, HANDOFF_MAX, KEEP_SECONDS, FleetHost, SlotKind
 from jobs.engine.fleetscripts import PREFIX, wake_channel
 from jobs.engine.hostslots import HostSlots
 
@@ -161,6 +165,11 @@ class FleetSlots:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        for state in self._hosts.values():
+            if state.flush is not None:
+                state.flush.cancel()
+                state.flush = None
+            self._give_back_idle(state)
         for task in self._background:
             task.cancel()
         pending = [*self._background, *self._tasks]
@@ -225,10 +234,12 @@ class FleetSlots:
             self._fallback.release(host)
         else:
             holder, kind = state.holders.pop()
+            now = asyncio.get_running_loop().time()
             if self._degraded:
                 pass  # its lease runs out in Redis
-            elif state.can_hand_over(kind):
-                state.hand_over(holder, kind)  # to a waiter here: no round trip, the lease goes on being renewed
+            elif state.reuse(holder, kind, now):  # handed over or kept here: no round trip (see fleethost.py)
+                if state.flush is None:
+                    state.flush = asyncio.get_running_loop().call_later(KEEP_SECONDS, self._flush, state)
             else:
                 yielding = state.gifts >= HANDOFF_MAX  # the hand-overs in a row are used up: others go first
                 state.gifts = 0
@@ -264,6 +275,11 @@ class FleetSlots:
     async def _acquire_fleet(self, state: FleetHost, kind: SlotKind) -> float:
         """Take a slot in Redis, or one handed over by a release here (waiting in turn); return the pace to wait."""
         loop = asyncio.get_running_loop()
+        if state.pool and state.paused_until <= loop.time() and (gift := state.take_gift(kind)) is not None:
+            # A slot free here: taken without queueing behind the asker (or its requests would form a convoy,
+            # each waking the next, one loop turn apiece, for as long as requests keep coming).
+            state.holders.append((gift, kind))
+            return 0.0
         state.demand[kind] += 1
         try:
             async with state.lock:
@@ -307,7 +323,7 @@ class FleetSlots:
         keys = state.keys
         holder = f"{self._owner}:{next(self._ids)}"
         args = [holder, self._owner, limit, self._lease_ms, round(interval * 1000, 3), int(adaptive)]
-        args.append(round(self._recheck * 2000))
+        args += [round(self._recheck * 2000), self._channel, state.name]
         try:
             granted, wait_ms = await self.call(
                 self._acquire(keys=[keys["hold"], keys["wait"], keys["pace"], keys["state"]], args=args)
@@ -361,11 +377,18 @@ class FleetSlots:
                 await asyncio.sleep(PROBE_INTERVAL)  # waiters re-check every `recheck` meanwhile
 
     def _on_message(self, data: bytes | str) -> None:
-        """A release ("host") wakes the host's waiter; a pause ("host TAB ms") pauses the host here too."""
+        """A release ("host") wakes the host's waiter; a pause ("host TAB ms") pauses the host here too;
+        another worker waiting ("host TAB TAB waiter") ends the keeping of its slots here."""
         text = data.decode() if isinstance(data, bytes) else str(data)
-        host, _, pause_ms = text.partition("\t")
+        host, _, news = text.partition("\t")
+        pause_ms, _, waiter = news.partition("\t")
         state = self._hosts.get(host)
         if state is None:
+            return
+        if waiter:
+            if waiter != self._owner:
+                state.contended_until = asyncio.get_running_loop().time() + CONTENDED_SECONDS
+                self._give_back_idle(state)
             return
         if pause_ms:
             until = asyncio.get_running_loop().time() + float(pause_ms) / 1000
@@ -420,8 +443,18 @@ class FleetSlots:
             else:
                 logger.error("Host-slot bookkeeping failed", exc_info=exc)
 
+    def _flush(self, state: FleetHost) -> None:
+        """KEEP_SECONDS after a slot was kept: give back those no request here took."""
+        state.flush = None
+        self._give_back_idle(state)
+        self._forget_if_idle(state.name, state)
+
+    def _give_back_idle(self, state: FleetHost) -> None:
+        for holder in state.idle():
+            self.spawn(self._release_fleet(state, holder))
+
     def _forget_if_idle(self, host: str, state: FleetHost) -> None:
-        if state.users or self._hosts.get(host) is not state:
+        if state.users or state.pool or self._hosts.get(host) is not state:
             return
         if state.paused_until > asyncio.get_running_loop().time():
             return  # kept for its pause; forgotten after a later request

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from jobs.engine.fleethost import HANDOFF_MAX
+from jobs.engine.fleethost import HANDOFF_MAX, KEEP_SECONDS
 from jobs.engine.fleetscripts import host_keys
 from jobs.engine.fleetslots import FleetSlots, redis_client
 from tests import services
@@ -204,6 +204,7 @@ async def test_redis_down_falls_back_to_per_worker_caps_logs_once_and_resumes(
                 await slots.acquire(HOST, limit=3)
                 assert await client.zcard(host_keys(HOST, prefix)["hold"]) == 1  # counted in Redis again
                 slots.release(HOST)
+                await asyncio.sleep(KEEP_SECONDS * 2)  # kept for a next request here, then given back
                 await slots.settle()  # the release reaches Redis
                 assert await client.zcard(host_keys(HOST, prefix)["hold"]) == 0
                 messages = [r.getMessage() for r in caplog.records]
@@ -279,3 +280,55 @@ async def test_a_cancelled_acquire_never_goes_on_to_hold_a_slot(redis_url: str, 
         await slots.settle()
         assert swallowed == 0
         assert slots.in_flight(HOST) == 0
+
+
+async def test_a_busy_worker_reuses_its_slots_without_round_trips_and_gives_idle_ones_back(
+    redis_url: str, prefix: str
+) -> None:
+    hold = host_keys(HOST, prefix)["hold"]
+    async with fleet(redis_url, prefix, 1) as [slots]:
+        calls = 0
+        ask = slots.call
+
+        async def counted(request):  # type: ignore[no-untyped-def]
+            nonlocal calls
+            calls += 1
+            return await ask(request)
+
+        slots.call = counted  # type: ignore[method-assign]
+        peak = Peak()
+
+        async def request() -> None:
+            await slots.acquire(HOST, limit=4)
+            try:
+                with peak.inside():
+                    await asyncio.sleep(0.001)
+            finally:
+                slots.release(HOST)
+
+        async def consumer() -> None:
+            for _ in range(50):
+                await request()
+
+        await asyncio.gather(*(consumer() for _ in range(4)))
+        assert peak.peak == 4
+        assert calls <= 8, calls  # 200 requests: the 4 slots were taken once (and maybe re-taken), not 200 times
+        assert await slots.redis.zcard(hold) == 4  # kept, still counted fleet-wide
+        await asyncio.sleep(KEEP_SECONDS * 2)
+        await slots.settle()
+        assert await slots.redis.zcard(hold) == 0  # no request came: given back
+
+
+async def test_a_worker_finding_the_host_full_gets_the_slots_another_keeps(
+    redis_url: str, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("jobs.engine.fleetslots.KEEP_SECONDS", 10.0)  # only the "waiting" news can free them soon
+    async with fleet(redis_url, prefix, 2) as (busy, other):
+        for _ in range(2):
+            await busy.acquire(HOST, limit=2)
+        busy.release(HOST)
+        busy.release(HOST)  # both kept by `busy`: the host is full in Redis
+        started = time.monotonic()
+        await asyncio.wait_for(other.acquire(HOST, limit=2), timeout=2)
+        assert time.monotonic() - started < 1.0  # given back on the other's "waiting" news
+        other.release(HOST)
