@@ -61,21 +61,21 @@ class Peak:
         finally:
             self.now -= 1
 
+    async def request(self, slots: FleetSlots, *, limit: int, seconds: float) -> None:
+        """One request to HOST through `slots`, counted while it holds its slot."""
+        await slots.acquire(HOST, limit=limit)
+        try:
+            with self.inside():
+                await asyncio.sleep(seconds)
+        finally:
+            slots.release(HOST)
+
 
 async def test_the_cap_holds_across_instances_and_is_reached(redis_url: str, prefix: str) -> None:
     peak = Peak()
     async with fleet(redis_url, prefix, 3) as workers:
-
-        async def request(slots: FleetSlots) -> None:
-            await slots.acquire(HOST, limit=4)
-            try:
-                with peak.inside():
-                    await asyncio.sleep(0.02)
-            finally:
-                slots.release(HOST)
-
         started = time.monotonic()
-        await asyncio.gather(*(request(w) for w in workers for _ in range(20)))
+        await asyncio.gather(*(peak.request(w, limit=4, seconds=0.02) for w in workers for _ in range(20)))
         elapsed = time.monotonic() - started
     assert peak.peak == 4
     # 60 requests of 20 ms, 4 at a time: ~0.3 s when waiters are woken promptly (a 0.5 s re-check would show).
@@ -183,16 +183,8 @@ async def test_redis_down_falls_back_to_per_worker_caps_logs_once_and_resumes(
     peak = Peak()
     try:
         async with FleetSlots(client, owner="a", lease=5.0, prefix=prefix, timeout=0.5) as slots:
-
-            async def request() -> None:
-                await slots.acquire(HOST, limit=3)
-                try:
-                    with peak.inside():
-                        await asyncio.sleep(0.01)
-                finally:
-                    slots.release(HOST)
-
-            await asyncio.gather(*(request() for _ in range(30)))  # no Redis at all: the local cap holds
+            # No Redis at all: the local cap holds.
+            await asyncio.gather(*(peak.request(slots, limit=3, seconds=0.01) for _ in range(30)))
             assert slots.degraded and peak.peak == 3
             redis_process = await asyncio.to_thread(services.start_redis, port=port, workdir=tmp_path / "redis")
             try:
@@ -298,17 +290,9 @@ async def test_a_busy_worker_reuses_its_slots_without_round_trips_and_gives_idle
         slots.call = counted  # type: ignore[method-assign]
         peak = Peak()
 
-        async def request() -> None:
-            await slots.acquire(HOST, limit=4)
-            try:
-                with peak.inside():
-                    await asyncio.sleep(0.001)
-            finally:
-                slots.release(HOST)
-
         async def consumer() -> None:
             for _ in range(50):
-                await request()
+                await peak.request(slots, limit=4, seconds=0.001)
 
         await asyncio.gather(*(consumer() for _ in range(4)))
         assert peak.peak == 4
