@@ -67,7 +67,7 @@ DEFAULTS: dict[str, Any] = {
     "JOBS_RETENTION_DAYS": None,
     # Per-host caps, rates and autothrottle held across all workers through Redis (jobs/engine/fleetslots.py);
     # off: each worker applies them on its own.
-    "FETCH_SHARED_HOST_SLOTS": False,
+    "FETCH_SHARED_HOST_SLOTS": True,
     # Monitoring (jobs/monitoring/): links in notifications, webhook timeout and retries (seconds).
     "MONITOR_SITE_URL": "",
     "MONITOR_WEBHOOK_TIMEOUT": 10.0,

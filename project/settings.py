@@ -195,7 +195,7 @@ FETCH_ALLOW_PRIVATE_ADDRESSES = env_bool("FETCH_ALLOW_PRIVATE_ADDRESSES", defaul
 FETCH_ALLOWED_NETWORKS = env_list("FETCH_ALLOWED_NETWORKS", "")
 FETCH_DENIED_NETWORKS = env_list("FETCH_DENIED_NETWORKS", "")
 # Per-host caps across all workers through Redis (README "Politeness across workers"); 0: per worker.
-FETCH_SHARED_HOST_SLOTS = env_bool("FETCH_SHARED_HOST_SLOTS", default=False)
+FETCH_SHARED_HOST_SLOTS = env_bool("FETCH_SHARED_HOST_SLOTS", default=True)
 # Saved response bodies (job option save_bodies), through Django's default storage.
 MEDIA_ROOT = Path(os.environ.get("BATCHFETCH_MEDIA_DIR", VAR_DIR / "media"))
 WORKER_HEARTBEAT_SECONDS = float(os.environ.get("WORKER_HEARTBEAT_SECONDS", "10"))

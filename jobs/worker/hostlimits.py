@@ -20,7 +20,7 @@ from jobs.engine.hostslots import HostLimits, HostSlots
 from jobs.engine.taggedslots import TaggedSlots
 
 def shared() -> bool:
-    """Whether per-host caps hold across workers (FETCH_SHARED_HOST_SLOTS, off by default)."""
+    """Whether per-host caps hold across workers (FETCH_SHARED_HOST_SLOTS, on by default)."""
     return bool(conf.get("FETCH_SHARED_HOST_SLOTS"))
 
 

@@ -16,15 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import BrowserContext, Page, expect
+from playwright.async_api import Page, expect
 
-from tests import services
-from tests.e2e.helpers import OUTPUT_DIR, api, job_id_of, logged_in_page, number, poll, submit_pasted
+from tests.e2e.helpers import OUTPUT_DIR, api, job_id_of, number, poll, submit_pasted
 from tests.services import LiveStack
 from tests.target import TargetServer
 
@@ -311,24 +308,13 @@ async def test_late_updates_from_another_worker_never_undo_what_the_page_shows(p
         assert await page.evaluate(stale, [shown, update]) is expected, (shown, update)
 
 
-@pytest.fixture
-def fleet_stack(live_database_url: str, redis_url: str, tmp_path: Path) -> Iterator[LiveStack]:
-    """The live stack with the fleet-wide host slots on (opt-in: FETCH_SHARED_HOST_SLOTS)."""
-    with services.live_stack(
-        database_url=live_database_url, redis_url=redis_url, workdir=tmp_path / "stack",
-        extra_env={"FETCH_SHARED_HOST_SLOTS": "1"},
-    ) as stack:  # fmt: skip
-        yield stack
-
-
 async def test_the_live_page_shows_each_hosts_requests_in_flight_and_its_adaptive_limit(
-    context: BrowserContext, fleet_stack: LiveStack, credentials: tuple[str, str], target: TargetServer
+    page: Page, live_stack: LiveStack, target: TargetServer
 ) -> None:
-    page = await logged_in_page(context, fleet_stack, credentials)  # not `page`: that one's stack has no fleet
     urls = [target.url(f"/ok/{i}?delay=400") for i in range(120)]
     body = {"urls": urls, "name": "polite", "concurrency": 20, "per_host": 3, "autothrottle": True}
-    job = await api_post(page, fleet_stack, "/api/jobs/", body)
-    await page.goto(fleet_stack.url(f"/jobs/{job['id']}/"))
+    job = await api_post(page, live_stack, "/api/jobs/", body)
+    await page.goto(live_stack.url(f"/jobs/{job['id']}/"))
     host = target.base_url.removeprefix("http://")
     row = page.locator(f'#hosts-body tr[data-host="{host}"]')
     await expect(row).to_be_visible()  # hosts.js renders the stats' hosts (no inline script: the CSP holds)
@@ -337,7 +323,7 @@ async def test_the_live_page_shows_each_hosts_requests_in_flight_and_its_adaptiv
     await expect(row.locator("td").nth(2)).to_have_text("3", timeout=60_000)
     shown_in_flight = int(await row.locator("td").nth(1).inner_text())
     assert 0 <= shown_in_flight <= 3
-    stats = await api(page, fleet_stack, f"/api/jobs/{job['id']}/stats/")
+    stats = await api(page, live_stack, f"/api/jobs/{job['id']}/stats/")
     assert [h["host"] for h in stats["hosts"]] == [host] and stats["hosts"][0]["limit"] == 3
     await expect(page.locator("#job-status")).to_have_text("Completed")
     assert target.stats().peak_in_flight <= 3

@@ -67,9 +67,8 @@ def test_the_form_takes_the_politeness_options(ann: Any) -> None:
 
 
 async def test_the_stats_show_each_host_in_flight_over_the_fleet_and_the_limit(
-    ann_async_client: AsyncClient, ann: Any, redis_url: str, settings: Any
+    ann_async_client: AsyncClient, ann: Any, redis_url: str
 ) -> None:
-    settings.FETCH_SHARED_HOST_SLOTS = True  # opt-in (README "Politeness across workers")
     response = await post_json(ann_async_client, "/api/jobs/", {"urls": URLS, "per_host": 6, "autothrottle": True})
     job_id = response.json()["id"]
     host, idle = "a.example:80", "b.example:80"

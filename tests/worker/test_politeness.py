@@ -70,8 +70,7 @@ def target() -> Any:
 
 @pytest.fixture
 def env(live_database_url: str, redis_url: str) -> dict[str, str]:
-    # Fleet-wide slots are opt-in (FETCH_SHARED_HOST_SLOTS, README "Politeness across workers").
-    return {**services.product_env(database_url=live_database_url, redis_url=redis_url), "FETCH_SHARED_HOST_SLOTS": "1"}
+    return services.product_env(database_url=live_database_url, redis_url=redis_url)  # fleet-wide slots: the default
 
 
 def test_per_host_holds_across_four_workers_and_two_jobs(
@@ -168,8 +167,7 @@ def test_redis_stopped_mid_job_per_worker_caps_hold_and_shared_ones_resume(
     settings.WORKER_CHUNK_SIZE = 50
     port = services.free_port()
     redis_process = services.start_redis(port=port, workdir=tmp_path / "redis")
-    env = {**services.product_env(database_url=live_database_url, redis_url=f"redis://127.0.0.1:{port}/0"),
-           "FETCH_SHARED_HOST_SLOTS": "1"}  # fmt: skip
+    env = services.product_env(database_url=live_database_url, redis_url=f"redis://127.0.0.1:{port}/0")
     workers = start_workers(env, tmp_path, 2)
     try:
         job = make_job(owner, [target.url(f"/ok/{i}?delay=30") for i in range(900)], per_host=3)
