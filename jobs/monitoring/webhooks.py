@@ -33,6 +33,7 @@ from django.utils import timezone
 from jobs import conf
 from jobs.engine.netguard import Blocked, Guard
 from jobs.monitoring_models import Delivery, DeliveryAttempt, WebhookSecret
+from jobs.ops import metrics
 
 SIGNATURE_HEADER = "X-Batchfetch-Signature"
 DELIVERY_HEADER = "X-Batchfetch-Delivery"
@@ -122,17 +123,22 @@ def record(delivery: Delivery, attempt: Attempt) -> Delivery:
         )  # fmt: skip
         update: dict[str, object] = {"attempts": attempts, "last_error": attempt.error[:ERROR_MAX_CHARS]}
         if attempt.delivered:
+            result = "delivered"
             update.update(status=Delivery.Status.DELIVERED, delivered_at=now)
         elif attempt.refused:
+            result = "refused"
             update["status"] = Delivery.Status.REFUSED
         else:
             retry_at = now + backoff(attempts)
             give_up_at = delivery.created_at + timedelta(seconds=float(conf.get("MONITOR_WEBHOOK_GIVE_UP")))
             if attempt.retryable and retry_at <= give_up_at:
+                result = "retry"
                 update.update(status=Delivery.Status.PENDING, next_attempt_at=retry_at)
             else:
+                result = "failed"
                 update["status"] = Delivery.Status.FAILED
         Delivery.objects.filter(pk=delivery.pk).update(**update)
+    metrics.NOTIFICATION_ATTEMPTS.labels(delivery.channel, result).inc()
     delivery.refresh_from_db()
     return delivery
 

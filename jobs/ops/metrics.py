@@ -29,6 +29,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from jobs.models import Job
+from jobs.monitoring_models import Delivery
 
 if TYPE_CHECKING:
     from jobs.queue.resultwrite import FinalRow
@@ -65,6 +66,11 @@ PROGRESS_DROPPED = Counter(
     "Channel-layer messages not sent because the layer (Redis) was unreachable, by kind.", ["kind"],
 )  # fmt: skip
 PURGED = Counter("batchfetch_purged", "What the retention purge removed, by kind (jobs, results, bodies).", ["kind"])
+NOTIFICATION_ATTEMPTS = Counter(
+    "batchfetch_notification_attempts",
+    "Webhook and email sends, by channel and what followed (delivered, retry, failed, refused).",
+    ["channel", "result"],
+)  # fmt: skip
 
 _fetched_children: dict[tuple[str, str], Any] = {}
 
@@ -157,7 +163,7 @@ REGISTRY.register(worker_gauges)
 
 
 class QueueCollector(Collector):
-    """Jobs by status, pending URLs and the oldest queued job's age: three cheap aggregate queries."""
+    """Jobs by status, pending URLs, the oldest queued job's age, notifications by status: cheap aggregates."""
 
     def collect(self) -> Iterator[Metric]:
         counts = dict(Job.objects.order_by().values("status").annotate(n=Count("pk")).values_list("status", "n"))
@@ -173,9 +179,22 @@ class QueueCollector(Collector):
         oldest = unfinished.filter(status=Job.Status.QUEUED).aggregate(at=Min("created_at"))["at"]
         age = (timezone.now() - oldest).total_seconds() if oldest is not None else 0.0
         yield _gauge("batchfetch_queue_oldest_queued_seconds", "Age of the oldest queued job (0: none).", age)
+        yield _notifications()
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # no query when the registry is built
+
+
+def _notifications() -> GaugeMetricFamily:
+    rows = Delivery.objects.order_by().values("channel", "status").annotate(n=Count("pk"))
+    counts = {(row["channel"], row["status"]): row["n"] for row in rows}
+    family = GaugeMetricFamily(
+        "batchfetch_notifications", "Notifications (webhooks, emails) by channel and status.", labels=["channel", "status"]
+    )
+    for channel in Delivery.Channel.values:
+        for status in Delivery.Status.values:
+            family.add_metric([channel, status], counts.get((channel, status), 0))
+    return family
 
 
 def queue_registry() -> CollectorRegistry:

@@ -12,6 +12,7 @@ from asgiref.sync import sync_to_async
 from django.core import mail
 from django.db import connections
 from django.test import Client
+from prometheus_client import REGISTRY
 
 from jobs.models import Job
 from jobs.monitoring import settle, webhooks
@@ -82,7 +83,14 @@ async def test_one_signed_post_per_finished_job(ann: Any) -> None:
     assert (body["job"]["succeeded"], body["job"]["failed"]) == (1, 1)
 
 
+def attempts_counted(result: str) -> float:
+    """The worker's batchfetch_notification_attempts_total for webhooks ending in `result`."""
+    labels = {"channel": "webhook", "result": result}
+    return REGISTRY.get_sample_value("batchfetch_notification_attempts_total", labels) or 0.0
+
+
 async def test_a_500_is_retried_until_the_receiver_takes_it(ann: Any) -> None:
+    before = {result: attempts_counted(result) for result in ("retry", "delivered", "failed")}
     with webhook_receiver(script=[500, 500]) as receiver:
         await sync_to_async(monitored)(ann, notify_url=receiver.url(), notify_on=["failed"])
         await pass_until(lambda: Delivery.objects.filter(status="delivered").exists())
@@ -90,6 +98,8 @@ async def test_a_500_is_retried_until_the_receiver_takes_it(ann: Any) -> None:
     delivery = await Delivery.objects.aget()
     codes = [a.status_code async for a in delivery.attempt_rows.order_by("id")]
     assert codes == [500, 500, 200] and delivery.attempts == 3
+    counted = {result: attempts_counted(result) - seen for result, seen in before.items()}
+    assert counted == {"retry": 2, "delivered": 1, "failed": 0}  # the worker's metrics
 
 
 async def test_a_4xx_is_final(ann: Any) -> None:

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from jobs.models import Job
+from jobs.monitoring_models import Delivery
 from jobs.ops import metrics
 from jobs.queue import control
 from jobs.queue.resultwrite import FinalRow
@@ -140,8 +141,10 @@ async def test_web_metrics_need_the_token_and_show_the_queue(settings: Any, owne
 
     from asgiref.sync import sync_to_async
 
-    await sync_to_async(control.enqueue_job)(owner=owner, urls=["http://a.example/", "http://b.example/"],
-                                            name="q", concurrency=1, timeout=1)  # fmt: skip
+    job = await sync_to_async(control.enqueue_job)(owner=owner, urls=["http://a.example/", "http://b.example/"],
+                                                  name="q", concurrency=1, timeout=1)  # fmt: skip
+    await Delivery.objects.acreate(job=job, channel="webhook", target="http://hook.example/", body="{}",
+                                   status="failed")  # fmt: skip
     # A host the ALLOWED_HOSTS list does not name, as a scraper addressing the container sends it.
     response = await client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}, HTTP_HOST="web:8000")
     assert response.status_code == 200 and response["Content-Type"].startswith("text/plain")
@@ -149,6 +152,8 @@ async def test_web_metrics_need_the_token_and_show_the_queue(settings: Any, owne
     assert samples(text, "batchfetch_jobs")[(("status", "queued"),)] == 1.0
     assert samples(text, "batchfetch_queue_pending_urls") == {(): 2.0}
     assert samples(text, "batchfetch_queue_oldest_queued_seconds")[()] >= 0
+    notifications = samples(text, "batchfetch_notifications")
+    assert notifications[(("channel", "webhook"), ("status", "failed"))] == 1.0 and sum(notifications.values()) == 1.0
     assert "batchfetch_urls_fetched" not in text  # the workers' counters are on their own endpoints
 
 
