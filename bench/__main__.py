@@ -1,6 +1,6 @@
 """`make bench`: Batchfetch end to end next to the bare asyncio scripts, on the same loopback URLs.
 
-    scripts/testenv.py -- python -m bench [--quick] [--only sqlite|postgresql] [--no-engine] [--politeness]
+    scripts/testenv.py -- python -m bench [--quick] [--only sqlite|postgresql] [--no-engine] [--politeness] [--requests]
 
 Needs REDIS_URL and TEST_POSTGRES_URL (scripts/testenv.py provides both, as
 for `make test`). Starts one loopback target process per delay
@@ -231,7 +231,14 @@ async def main_async(args: argparse.Namespace) -> int:
     if not (args.quick or args.only or args.no_engine or args.no_fleet):  # only a full run replaces the recorded one
         report.write_results(BASE_DIR / "bench" / "results.md", text)
         print("written to bench/results.md")
+        run_requests()
     return 0
+
+
+def run_requests() -> None:
+    """bench.requests: requests with a body against GETs in the engine (its own target; its block of results.md)."""
+    print("\nrequests with a body (bench.requests):", flush=True)
+    subprocess.run([sys.executable, "-m", "bench.requests", "--write"], cwd=BASE_DIR, check=True)
 
 
 def main() -> None:
@@ -246,7 +253,12 @@ def main() -> None:
     parser.add_argument("--no-fleet", action="store_true", help="skip the fleet cell (one job, 1/2/4 workers)")
     parser.add_argument("--politeness", action="store_true",
                         help="run only the politeness cell (bench/politeness.py: 4 workers, shared vs per-worker slots)")  # fmt: skip
+    parser.add_argument("--requests", action="store_true",
+                        help="run only the requests cell (bench/requests.py: POSTs with bodies against GETs)")  # fmt: skip
     args = parser.parse_args()
+    if args.requests:
+        run_requests()
+        sys.exit(0)
     if args.politeness:
         from bench import politeness
 

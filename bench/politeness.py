@@ -29,12 +29,12 @@ from pathlib import Path
 
 import psutil
 
+from bench import report
 from bench.baselines import urls as make_urls
 from bench.e2e import Stack
 from scripts.localservices import start_process
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-BEGIN, END = "<!-- politeness:begin -->", "<!-- politeness:end -->"
 WORKERS = 4
 DELAY_MS = 20
 PER_HOST = 8
@@ -132,16 +132,6 @@ def render(results: dict[Mode, list[Run]], *, n: int) -> str:
     return "\n".join(lines)
 
 
-def write(path: Path, text: str) -> None:
-    block = f"{BEGIN}\n{text}\n{END}"
-    old = path.read_text() if path.exists() else ""
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        path.write_text(head + block + rest.split(END, 1)[1])
-    else:
-        path.write_text(old.rstrip("\n") + "\n\n" + block + "\n")
-
-
 async def main_async(*, n: int = N, repeats: int = REPEATS, write_results: bool = True) -> int:
     from bench.__main__ import Target
 
@@ -165,7 +155,7 @@ async def main_async(*, n: int = N, repeats: int = REPEATS, write_results: bool 
     text = render(results, n=n)
     print(f"\n{text}\n({time.monotonic() - started:.0f} s)")
     if write_results:
-        write(BASE_DIR / "bench" / "results.md", text)
+        report.write_section(BASE_DIR / "bench" / "results.md", "politeness", text)
         print("written to bench/results.md")
     return 0
 

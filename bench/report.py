@@ -217,6 +217,18 @@ def render(
     return "\n".join(lines)
 
 
+def write_section(path: Path, name: str, text: str) -> None:
+    """Replace the block of cell `name` in `path` (between its markers), or append one."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    block = f"{begin}\n{text}\n{end}"
+    old = path.read_text() if path.exists() else ""
+    if begin in old and end in old:
+        head, rest = old.split(begin, 1)
+        path.write_text(head + block + rest.split(end, 1)[1])
+    else:
+        path.write_text(old.rstrip("\n") + "\n\n" + block + "\n")
+
+
 def write_results(path: Path, text: str) -> None:
     """Replace the generated part of `path` (between the markers), keeping the notes around it."""
     block = f"{BEGIN}\n{text}\n{END}"

@@ -1,6 +1,6 @@
 """Requests with a body against plain GETs: the fetch engine's CPU per request (issue 14's target: within 10 %).
 
-    python -m bench.requests [--n 10000] [--c 200] [--delay-ms 0] [--repeats 3]
+    python -m bench.requests [--n 10000] [--c 200] [--delay-ms 0] [--repeats 3] [--write]
     scripts/testenv.py --no-postgres -- python -m bench.requests --e2e [--delay-ms 50]
 
 Starts the loopback target (`python -m tests.target`, a 1 KiB body, `--delay-ms` before each answer) as its own
@@ -18,6 +18,8 @@ With `--e2e` the same three jobs go through the product instead: daphne and one 
 SQLite database (bench.e2e.Stack, REDIS_URL from scripts/testenv.py), submitted over the API
 (`urls`; `method`, `headers`, `json`; `requests` with a `json` body per line), and the table
 shows each job's seconds and the worker's CPU per request.
+
+A full `make bench` runs the engine table (`--write`: its block of bench/results.md).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from bench import report
 from bench.baselines import urls as make_urls
 from bench.e2e import Stack
 from jobs.engine.client import make_client
@@ -100,19 +103,13 @@ async def _run_e2e(targets: list[str], concurrency: int, repeats: int, workdir: 
     return rows
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.requests", description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=10_000)
-    parser.add_argument("--c", type=int, default=200)
-    parser.add_argument("--delay-ms", type=int, default=0, help="the target's delay before each answer")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--e2e", action="store_true", help="through daphne + runworker (SQLite) instead of the engine")
-    args = parser.parse_args(argv)
+def measure(args: argparse.Namespace) -> dict[str, list[tuple[float, float]]]:
+    """Each variant's (seconds, CPU seconds) per run, against a target of our own."""
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "target.log"
-        argv_ = [sys.executable, "-m", "tests.target", "--port", "0", "--body-bytes", "1024",
-                 "--delay-ms", str(args.delay_ms)]  # fmt: skip
-        target = start_process("target", argv_, cwd=BASE_DIR, log_path=log)
+        argv = [sys.executable, "-m", "tests.target", "--port", "0", "--body-bytes", "1024",
+                "--delay-ms", str(args.delay_ms)]  # fmt: skip
+        target = start_process("target", argv, cwd=BASE_DIR, log_path=log)
         try:
             deadline = time.monotonic() + 30
             while not (log.exists() and log.read_text().startswith("http")):
@@ -120,29 +117,53 @@ def main(argv: list[str] | None = None) -> None:
                     raise SystemExit(f"the target did not start{target.log_tail()}")
                 time.sleep(0.05)
             targets = make_urls(log.read_text().splitlines()[0].strip(), args.n)
-            rows: dict[str, list[Any]] = {}
             if args.e2e:
-                rows = asyncio.run(_run_e2e(targets, args.c, args.repeats, Path(tmp)))
-            for _ in range(0 if args.e2e else args.repeats):  # interleaved, so drift of the machine hits every variant alike
+                return asyncio.run(_run_e2e(targets, args.c, args.repeats, Path(tmp)))
+            rows: dict[str, list[tuple[float, float]]] = {}
+            for _ in range(args.repeats):  # interleaved, so drift of the machine hits every variant alike
                 for variant in VARIANTS:
                     seconds, cpu, ok = asyncio.run(_run(variant, targets, args.c))
                     if ok != args.n:
                         raise SystemExit(f"{variant}: only {ok} of {args.n} requests succeeded")
                     rows.setdefault(variant, []).append((seconds, cpu))
+            return rows
         finally:
             target.stop()
+
+
+def render(rows: dict[str, list[tuple[float, float]]], args: argparse.Namespace) -> str:
     base_seconds = statistics.median(seconds for seconds, _ in rows["GET"])
     base_cpu = statistics.median(cpu for _, cpu in rows["GET"])
     where = "end to end (daphne + runworker, SQLite), worker CPU" if args.e2e else "the engine alone, this process's CPU"
-    print(f"{args.n:,} requests, concurrency {args.c}, target delay {args.delay_ms} ms, median of {args.repeats} runs,"
-          f" {where}\n")
-    print("| variant | seconds | vs GET | CPU s | CPU ms per request | CPU vs GET |")
-    print("|---|---:|---:|---:|---:|---:|")
+    lines = [
+        f"### Requests with a body against GETs: {args.n:,} requests, concurrency {args.c}, target delay"
+        f" {args.delay_ms} ms, median of {args.repeats} runs, {where}",
+        "",
+        "| variant | seconds | vs GET | CPU s | CPU ms per request | CPU vs GET |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for variant, runs in rows.items():
         seconds = statistics.median(s for s, _ in runs)
         cpu = statistics.median(c for _, c in runs)
-        print(f"| {variant} | {seconds:.2f} | {seconds / base_seconds - 1:+.1%} | {cpu:.2f} | "
-              f"{cpu / args.n * 1000:.3f} | {cpu / base_cpu - 1:+.1%} |")
+        lines.append(f"| {variant} | {seconds:.2f} | {seconds / base_seconds - 1:+.1%} | {cpu:.2f} | "
+                     f"{cpu / args.n * 1000:.3f} | {cpu / base_cpu - 1:+.1%} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.requests", description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=10_000)
+    parser.add_argument("--c", type=int, default=200)
+    parser.add_argument("--delay-ms", type=int, default=0, help="the target's delay before each answer")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--e2e", action="store_true", help="through daphne + runworker (SQLite) instead of the engine")
+    parser.add_argument("--write", action="store_true", help="replace the requests block of bench/results.md")
+    args = parser.parse_args(argv)
+    text = render(measure(args), args)
+    print(text)
+    if args.write:
+        report.write_section(BASE_DIR / "bench" / "results.md", "requests-e2e" if args.e2e else "requests", text)
+        print("written to bench/results.md")
 
 
 if __name__ == "__main__":

@@ -63,6 +63,20 @@ def test_rewriting_results_keeps_the_notes_around_the_block(tmp_path: Path) -> N
     assert text.endswith("\n## Notes\n\nkept\n")
 
 
+def test_a_cells_own_block_is_appended_once_then_replaced_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "results.md"
+    report.write_results(path, "the matrix")
+    report.write_section(path, "requests", "requests, first run")
+    path.write_text(path.read_text() + "\nnotes after\n")
+    report.write_section(path, "requests", "requests, second run")
+    report.write_section(path, "politeness", "polite")
+
+    text = path.read_text()
+    assert "the matrix" in text and "requests, first run" not in text
+    assert text.count("<!-- requests:begin -->") == 1
+    assert text.index("requests, second run") < text.index("notes after") < text.index("polite")
+
+
 def test_a_cell_run_three_times_shows_the_median_run_and_the_ranges() -> None:
     aiohttp = {**baseline(10.5), "runs": [10.6, 10.4, 10.5]}
     row = report.Row(db="postgresql", delay_ms=50, ours=figures(), peak_in_flight=50,
