@@ -48,62 +48,32 @@ fleetscripts.py), each change one atomic Lua script:
 **Redis outage**: an acquire that cannot reach Redis falls back to the
 per-worker `HostSlots` (so never more than `per_host` per worker), logged once;
 a probe pings Redis every second and global caps resume when it answers (logged
-too). Slots held in Redis when it went away expire with their lease.
+too; fleetlink.py holds the client, its bounded calls and that state). Slots held
+in Redis when it went away expire with their lease.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 import secrets
-from collections.abc import Awaitable
-from typing import Any, Self, TypeVar
+from typing import Self
 
 import redis.asyncio as aioredis
-import redis.exceptions
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from jobs.engine import fleetscripts
+from jobs.engine.fleetlink import CALL_TIMEOUT, REDIS_ERRORS, FleetLink
 from jobs.engine.fleethost import CONTENDED_SECONDS, HANDOFF_MAX, KEEP_SECONDS, FleetHost, SlotKind
 from jobs.engine.fleetscripts import PREFIX, wake_channel
 from jobs.engine.hostslots import HostSlots
 
-logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 RECHECK = 0.5
 """Seconds a waiter sleeps at most without a wake-up before asking Redis again."""
 YIELD_SECONDS = 0.01
 """How long a worker that yielded a slot lets the waiting workers ask first."""
-CALL_TIMEOUT = 2.0
-"""Seconds one Redis call may take before Redis counts as unreachable (the per-worker caps apply)."""
-POOL_SIZE = 32
-"""Redis connections of a worker's slots at most (further calls wait for one)."""
 PROBE_INTERVAL = 1.0
 """Seconds between two pings while Redis is unreachable."""
-REDIS_ERRORS: tuple[type[BaseException], ...] = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    OSError,
-)
-
-
-def redis_client(url: str, *, timeout: float = CALL_TIMEOUT, pool_size: int = POOL_SIZE) -> aioredis.Redis:
-    """The client FleetSlots needs: no retries (an outage is met by the fallback) and no socket_timeout.
-
-    `FleetSlots.call` bounds every call instead; see there why. `aclose()` closes its pool too.
-    """
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=pool_size,
-        timeout=timeout,  # waiting for one of the pool's connections
-        socket_timeout=None,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-    )
-    return aioredis.Redis.from_pool(pool)
 
 
 class FleetSlots:
@@ -125,7 +95,7 @@ class FleetSlots:
         recheck: float = RECHECK,
         timeout: float = CALL_TIMEOUT,
     ) -> None:
-        self._redis = client
+        self.link = FleetLink(client, timeout=timeout)
         self._owner = f"{owner}:{secrets.token_hex(3)}"
         self._lease_ms = max(1, round(lease * 1000))
         self._renew_every = renew_every if renew_every is not None else lease / 3
@@ -133,12 +103,9 @@ class FleetSlots:
         self._prefix = prefix
         self._channel = wake_channel(prefix)
         self._recheck = recheck
-        self._timeout = timeout
         self._hosts: dict[str, FleetHost] = {}
         self._ids = itertools.count()
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._background: list[asyncio.Task[None]] = []
-        self._degraded = False
         self._acquire = client.register_script(fleetscripts.ACQUIRE)
         self._release = client.register_script(fleetscripts.RELEASE)
         self._renew = client.register_script(fleetscripts.RENEW)
@@ -146,7 +113,7 @@ class FleetSlots:
 
     @property
     def redis(self) -> aioredis.Redis:
-        return self._redis
+        return self.link.redis
 
     @property
     def prefix(self) -> str:
@@ -155,7 +122,7 @@ class FleetSlots:
     @property
     def degraded(self) -> bool:
         """True while Redis is unreachable and the per-worker caps apply."""
-        return self._degraded
+        return self.link.degraded
 
     async def __aenter__(self) -> Self:
         self._background = [
@@ -172,14 +139,13 @@ class FleetSlots:
             self._give_back_idle(state)
         for task in self._background:
             task.cancel()
-        pending = [*self._background, *self._tasks]
+        pending = [*self._background, *self.link.pending]
         if pending:
             await asyncio.wait(pending, timeout=5)
 
     async def settle(self) -> None:
         """Wait for the bookkeeping sent in the background so far (releases, observations) to reach Redis."""
-        while self._tasks:
-            await asyncio.wait(list(self._tasks))
+        await self.link.settle()
 
     def in_flight(self, host: str) -> int:
         """Requests to `host` this worker has in flight (its share of the fleet's)."""
@@ -214,11 +180,11 @@ class FleetSlots:
 
     async def _take(self, state: FleetHost, kind: SlotKind) -> float:
         """Take a slot, in Redis or (Redis unreachable) in the fallback; return the pace still to wait."""
-        if not self._degraded:
+        if not self.link.degraded:
             try:
                 return await self._acquire_fleet(state, kind)
             except REDIS_ERRORS as exc:
-                self._degrade(exc)
+                self.link.degrade(exc)
         if (pause := state.paused_until - asyncio.get_running_loop().time()) > 0:
             await asyncio.sleep(pause)
         await self._fallback.acquire(state.name, limit=kind.limit, delay=kind.interval)  # paces by itself
@@ -235,7 +201,7 @@ class FleetSlots:
         else:
             holder, kind = state.holders.pop()
             now = asyncio.get_running_loop().time()
-            if self._degraded:
+            if self.link.degraded:
                 pass  # its lease runs out in Redis
             elif state.reuse(holder, kind, now):  # handed over or kept here: no round trip (see fleethost.py)
                 if state.flush is None:
@@ -243,7 +209,7 @@ class FleetSlots:
             else:
                 yielding = state.gifts >= HANDOFF_MAX  # the hand-overs in a row are used up: others go first
                 state.gifts = 0
-                self.spawn(self._release_fleet(state, holder, yielding=yielding))
+                self.link.spawn(self._release_fleet(state, holder, yielding=yielding))
         state.users -= 1
         self._forget_if_idle(host, state)
 
@@ -256,7 +222,7 @@ class FleetSlots:
             if state is not None:
                 loop_time = asyncio.get_running_loop().time()
                 state.paused_until = max(state.paused_until, loop_time + retry_after)
-        if self._degraded or not (adaptive or retry_after > 0):
+        if self.link.degraded or not (adaptive or retry_after > 0):
             return
         keys = fleetscripts.host_keys(host, self._prefix)
         args = [
@@ -268,7 +234,7 @@ class FleetSlots:
             self._channel,
             host,
         ]
-        self.spawn(self.call(self._observe(keys=[keys["state"], keys["wait"]], args=args)))
+        self.link.spawn(self.link.call(self._observe(keys=[keys["state"], keys["wait"]], args=args)))
 
     # --- Redis ------------------------------------------------------------------------
 
@@ -312,7 +278,7 @@ class FleetSlots:
         except BaseException:
             if state.demand[kind] == 1:  # the last waiter of its kind: what was handed over goes back
                 while (gift := state.take_gift(kind)) is not None:
-                    self.spawn(self._release_fleet(state, gift))
+                    self.link.spawn(self._release_fleet(state, gift))
             raise
         finally:
             state.demand[kind] -= 1
@@ -325,12 +291,12 @@ class FleetSlots:
         args = [holder, self._owner, limit, self._lease_ms, round(interval * 1000, 3), int(adaptive)]
         args += [round(self._recheck * 2000), self._channel, state.name]
         try:
-            granted, wait_ms = await self.call(
+            granted, wait_ms = await self.link.call(
                 self._acquire(keys=[keys["hold"], keys["wait"], keys["pace"], keys["state"]], args=args)
             )
         except asyncio.CancelledError:
             # The script may have run: give the holder back, whether it exists or not.
-            self.spawn(self._release_fleet(state, holder))
+            self.link.spawn(self._release_fleet(state, holder))
             raise
         if granted:
             state.holders.append((holder, kind))
@@ -348,11 +314,11 @@ class FleetSlots:
         """Give `holder` back in Redis. `yielding`: after HANDOFF_MAX hand-overs, let other workers go first."""
         keys = state.keys
         try:
-            _, others = await self.call(
+            _, others = await self.link.call(
                 self._release(keys=[keys["hold"], keys["wait"]], args=[holder, self._channel, state.name, self._owner])
             )
         except REDIS_ERRORS as exc:
-            self._degrade(exc)  # the holder's lease runs out in Redis
+            self.link.degrade(exc)  # the holder's lease runs out in Redis
             return
         if yielding and others:
             # Their wake-up is on its way: our waiter asks a moment later, so one of them gets this slot.
@@ -366,8 +332,8 @@ class FleetSlots:
         """Wake this worker's waiting hosts when a release is published; reconnect after an outage."""
         while True:
             try:
-                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await self.call(pubsub.subscribe(self._channel))
+                async with self.link.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await self.link.call(pubsub.subscribe(self._channel))
                     while True:
                         message = await pubsub.get_message(timeout=1.0)
                         if message is None:
@@ -399,49 +365,16 @@ class FleetSlots:
     async def _renew_loop(self) -> None:
         """Renew the leases of the slots this worker holds, every `renew_every`; probe Redis while it is away."""
         while True:
-            await asyncio.sleep(PROBE_INTERVAL if self._degraded else self._renew_every)
+            await asyncio.sleep(PROBE_INTERVAL if self.link.degraded else self._renew_every)
             try:
-                if self._degraded:
-                    await self.call(self._redis.ping())
-                    self._degraded = False
-                    logger.warning("Redis reachable again: per-host caps hold across all workers again")
+                if self.link.degraded:
+                    await self.link.call(self.link.redis.ping())
+                    self.link.restore()
                 for state in list(self._hosts.values()):
                     if names := state.holder_names:
-                        await self.call(self._renew(keys=[state.keys["hold"]], args=[self._lease_ms, *names]))
+                        await self.link.call(self._renew(keys=[state.keys["hold"]], args=[self._lease_ms, *names]))
             except REDIS_ERRORS as exc:
-                self._degrade(exc)
-
-    async def call(self, request: Awaitable[T]) -> T:
-        """One Redis call, bounded by `timeout`: a TimeoutError (an OSError) counts as Redis unreachable.
-
-        Bounded here rather than by redis-py's `socket_timeout`, which the client
-        must not have: redis-py runs each send under `asyncio.wait_for`, and on
-        Python 3.11 that swallows a cancellation arriving as the send completes
-        (CPython gh-86296), so a cancelled waiter would go on and take a slot.
-        """
-        async with asyncio.timeout(self._timeout):
-            return await request
-
-    def _degrade(self, exc: BaseException) -> None:
-        if not self._degraded:
-            self._degraded = True
-            logger.warning(
-                "Redis unreachable (%s): per-host caps now hold per worker only, until it answers again", exc
-            )
-
-    def spawn(self, awaitable: Awaitable[Any]) -> None:
-        """Run a piece of Redis bookkeeping in the background (awaited on exit; a Redis error degrades)."""
-        task = asyncio.ensure_future(awaitable)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            if isinstance(exc, REDIS_ERRORS):
-                self._degrade(exc)
-            else:
-                logger.error("Host-slot bookkeeping failed", exc_info=exc)
+                self.link.degrade(exc)
 
     def _flush(self, state: FleetHost) -> None:
         """KEEP_SECONDS after a slot was kept: give back those no request here took."""
@@ -451,7 +384,7 @@ class FleetSlots:
 
     def _give_back_idle(self, state: FleetHost) -> None:
         for holder in state.idle():
-            self.spawn(self._release_fleet(state, holder))
+            self.link.spawn(self._release_fleet(state, holder))
 
     def _forget_if_idle(self, host: str, state: FleetHost) -> None:
         if state.users or state.pool or self._hosts.get(host) is not state:

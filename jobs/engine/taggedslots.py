@@ -25,7 +25,7 @@ class TaggedSlots:
     ) -> None:
         if host not in self._seen and not self._slots.degraded:
             self._seen.add(host)
-            self._slots.spawn(self._remember(host))
+            self._slots.link.spawn(self._remember(host))
         await self._slots.acquire(host, limit=limit, delay=delay, rate=rate, adaptive=adaptive)
 
     def release(self, host: str) -> None:
@@ -39,5 +39,5 @@ class TaggedSlots:
         )
 
     async def _remember(self, host: str) -> None:
-        async with self._slots.redis.pipeline(transaction=False) as pipe:
-            await self._slots.call(pipe.sadd(self._key, host).expire(self._key, self.TTL).execute())
+        async with self._slots.link.redis.pipeline(transaction=False) as pipe:
+            await self._slots.link.call(pipe.sadd(self._key, host).expire(self._key, self.TTL).execute())

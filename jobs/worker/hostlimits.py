@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from django.conf import settings
 
 from jobs import conf
-from jobs.engine import fleetslots
+from jobs.engine import fleetlink
 from jobs.engine.fleetslots import FleetSlots
 from jobs.engine.hostslots import HostLimits, HostSlots
 from jobs.engine.taggedslots import TaggedSlots
@@ -35,7 +35,7 @@ async def host_limits(*, worker_id: str) -> AsyncIterator[HostLimits]:
     if not shared():
         yield HostSlots()
         return
-    client = fleetslots.redis_client(settings.REDIS_URL)
+    client = fleetlink.redis_client(settings.REDIS_URL)
     lease = float(conf.get("WORKER_LEASE_SECONDS"))
     renew = float(conf.get("WORKER_HEARTBEAT_SECONDS"))
     try:

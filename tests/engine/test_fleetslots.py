@@ -21,7 +21,8 @@ import redis.asyncio as aioredis
 
 from jobs.engine.fleethost import HANDOFF_MAX, KEEP_SECONDS
 from jobs.engine.fleetscripts import host_keys
-from jobs.engine.fleetslots import FleetSlots, redis_client
+from jobs.engine.fleetlink import redis_client
+from jobs.engine.fleetslots import FleetSlots
 from tests import services
 
 HOST = "example.test:80"
@@ -178,7 +179,7 @@ async def test_redis_down_falls_back_to_per_worker_caps_logs_once_and_resumes(
 ) -> None:
     port = services.free_port()
     url = f"redis://127.0.0.1:{port}/0"
-    caplog.set_level(logging.WARNING, logger="jobs.engine.fleetslots")
+    caplog.set_level(logging.WARNING, logger="jobs.engine.fleetlink")
     client = redis_client(url, timeout=0.5)
     peak = Peak()
     try:
@@ -280,14 +281,14 @@ async def test_a_busy_worker_reuses_its_slots_without_round_trips_and_gives_idle
     hold = host_keys(HOST, prefix)["hold"]
     async with fleet(redis_url, prefix, 1) as [slots]:
         calls = 0
-        ask = slots.call
+        ask = slots.link.call
 
         async def counted(request):  # type: ignore[no-untyped-def]
             nonlocal calls
             calls += 1
             return await ask(request)
 
-        slots.call = counted  # type: ignore[method-assign]
+        slots.link.call = counted  # type: ignore[method-assign]
         peak = Peak()
 
         async def consumer() -> None:
