@@ -18,14 +18,13 @@ Endpoints (any method):
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 from dataclasses import dataclass
 
 from aiohttp import web
 
-from tests.target import start_runner
+from tests.target import BackgroundServer
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,50 +76,19 @@ def build_app(seen: list[Seen], lock: threading.Lock) -> web.Application:
     return app
 
 
-class EchoServer:
+class EchoServer(BackgroundServer):
     """The echo target on a background thread with its own event loop; use as a context manager."""
 
+    thread_name = "echo-server"
+
     def __init__(self, *, host: str = "127.0.0.1") -> None:
-        self.host = host
-        self.base_url = ""
+        super().__init__(host=host)
         self._seen: list[Seen] = []
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
 
-    def __enter__(self) -> EchoServer:
-        self._thread = threading.Thread(target=self._serve, name="echo-server", daemon=True)
-        self._thread.start()
-        self._ready.wait()
-        if not self.base_url:
-            raise RuntimeError("echo server failed to start")
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._loop is not None and self._thread is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join()
-
-    def url(self, path: str) -> str:
-        return self.base_url + path
+    def app(self) -> web.Application:
+        return build_app(self._seen, self._lock)
 
     def seen(self) -> list[Seen]:
         with self._lock:
             return list(self._seen)
-
-    def _serve(self) -> None:
-        loop = self._loop = asyncio.new_event_loop()
-        try:
-            runner, port = loop.run_until_complete(start_runner(build_app(self._seen, self._lock), host=self.host))
-        except BaseException:
-            self._ready.set()
-            loop.close()
-            raise
-        self.base_url = f"http://{self.host}:{port}"
-        self._ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            loop.run_until_complete(runner.cleanup())
-            loop.close()

@@ -57,7 +57,7 @@ import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Self
 
 from aiohttp import web
 
@@ -314,36 +314,35 @@ async def start_runner(app: web.Application, *, host: str = "127.0.0.1", port: i
     return runner, runner.addresses[0][1]
 
 
-class TargetServer:
-    """The target on a background thread with its own event loop; use as a context manager."""
+class BackgroundServer:
+    """An aiohttp app (`app()`) served on a background thread with its own event loop; a context manager."""
 
-    def __init__(
-        self, *, delay_ms: int = 0, body_bytes: int = 64, host: str = "127.0.0.1", robots: str | None = None
-    ) -> None:
-        self.delay_ms = delay_ms
-        self.body_bytes = body_bytes
+    thread_name = "loopback-server"
+
+    def __init__(self, *, host: str = "127.0.0.1") -> None:
         self.host = host
-        self.robots = robots
         self.base_url = ""
-        self._counter = RequestCounter()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
 
-    def __enter__(self) -> TargetServer:
+    def app(self) -> web.Application:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def start(self) -> TargetServer:
+    def start(self) -> Self:
         """Start serving; return once the port is bound."""
-        self._thread = threading.Thread(target=self._serve, name="target-server", daemon=True)
+        self._thread = threading.Thread(target=self._serve, name=self.thread_name, daemon=True)
         self._thread.start()
         self._ready.wait()
         if self._error is not None:
-            raise RuntimeError("target server failed to start") from self._error
+            raise RuntimeError(f"{self.thread_name} failed to start") from self._error
         return self
 
     def stop(self) -> None:
@@ -354,6 +353,42 @@ class TargetServer:
 
     def url(self, path: str) -> str:
         return self.base_url + path
+
+    def _serve(self) -> None:
+        loop = self._loop = asyncio.new_event_loop()
+        try:
+            runner, port = loop.run_until_complete(start_runner(self.app(), host=self.host))
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            loop.close()
+            return
+        self.base_url = f"http://{self.host}:{port}"
+        self._ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(runner.cleanup())
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+
+class TargetServer(BackgroundServer):
+    """The target on a background thread with its own event loop; use as a context manager."""
+
+    thread_name = "target-server"
+
+    def __init__(
+        self, *, delay_ms: int = 0, body_bytes: int = 64, host: str = "127.0.0.1", robots: str | None = None
+    ) -> None:
+        super().__init__(host=host)
+        self.delay_ms = delay_ms
+        self.body_bytes = body_bytes
+        self.robots = robots
+        self._counter = RequestCounter()
+
+    def app(self) -> web.Application:
+        return build_app(self._counter, delay_ms=self.delay_ms, body_bytes=self.body_bytes, robots=self.robots)
 
     def stats(self) -> Stats:
         return self._counter.snapshot()
@@ -381,25 +416,6 @@ class TargetServer:
                 raise AssertionError(f"target stats never matched: {stats}")
             time.sleep(0.005)
         return stats
-
-    def _serve(self) -> None:
-        loop = self._loop = asyncio.new_event_loop()
-        try:
-            app = build_app(self._counter, delay_ms=self.delay_ms, body_bytes=self.body_bytes, robots=self.robots)
-            runner, port = loop.run_until_complete(start_runner(app, host=self.host))
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
-            loop.close()
-            return
-        self.base_url = f"http://{self.host}:{port}"
-        self._ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            loop.run_until_complete(runner.cleanup())
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
 
 
 async def _main(args: argparse.Namespace) -> None:
