@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from operator import attrgetter
 from typing import Any
 
 import httpx
@@ -56,7 +57,7 @@ def test_job_and_line_specs_merge_and_unseal() -> None:
     assert spec == RequestSpec(method="POST", headers=(("Authorization", TOKEN), ("Accept", "a/b")), body=b'{"all":1}')
     line_shown, line_sealed = requestdata.store_headers([("accept", "text/plain"), ("X-Mine", "m")], secret={"x-mine"})
     line = RequestLine(position=3, method="PUT", headers=line_shown, sealed_headers=line_sealed, body="one")
-    merged = requestdata.line_specs(job, [line])[3]
+    merged = requestdata.line_specs(job, [attrgetter(*requestdata.LINE_FIELDS)(line)])[3]
     assert merged.method == "PUT" and merged.body == b"one"
     assert merged.headers == (("Authorization", TOKEN), ("accept", "text/plain"), ("X-Mine", "m"))
     assert "x-mine" in merged.secret and "authorization" in merged.secret
@@ -155,7 +156,8 @@ def test_reseal_headers_moves_every_sealed_value_to_the_current_key(django_user_
         job.refresh_from_db()
         assert requestdata.job_spec(job).headers == (("Authorization", TOKEN),)  # type: ignore[union-attr]
         line = RequestLine.objects.get(job=job)
-        assert requestdata.line_specs(job, [line])[0].headers == (("Authorization", TOKEN),)
+        row = attrgetter(*requestdata.LINE_FIELDS)(line)
+        assert requestdata.line_specs(job, [row])[0].headers == (("Authorization", TOKEN),)
 
 
 @override_settings(JOBS_MAX_REQUEST_BODY_BYTES=-1)

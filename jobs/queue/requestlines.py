@@ -35,7 +35,7 @@ def insert_lines(job: Job, records: Sequence[LineRecord]) -> None:
 def line_specs(job: Job, start: int, end: int) -> dict[int, RequestSpec]:
     """Position -> the request of each line of [start, end) with overrides. SealBroken if a secret does not open."""
     rows = RequestLine.objects.filter(job=job, position__gte=start, position__lt=end)
-    return requestdata.line_specs(job, rows)
+    return requestdata.line_specs(job, rows.values_list(*requestdata.LINE_FIELDS))
 
 
 aline_specs = database_sync_to_async(line_specs)
