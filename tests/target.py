@@ -41,6 +41,7 @@ Endpoints (each waits the default delay first, or `?delay=<ms>`):
 
 from __future__ import annotations
 
+import abc
 import argparse
 import asyncio
 import collections
@@ -314,7 +315,7 @@ async def start_runner(app: web.Application, *, host: str = "127.0.0.1", port: i
     return runner, runner.addresses[0][1]
 
 
-class BackgroundServer:
+class BackgroundServer(abc.ABC):
     """An aiohttp app (`app()`) served on a background thread with its own event loop; a context manager."""
 
     thread_name = "loopback-server"
@@ -327,8 +328,9 @@ class BackgroundServer:
         self._ready = threading.Event()
         self._error: BaseException | None = None
 
+    @abc.abstractmethod
     def app(self) -> web.Application:
-        raise NotImplementedError
+        """The application to serve (built on the server's thread, at start)."""
 
     def __enter__(self) -> Self:
         return self.start()

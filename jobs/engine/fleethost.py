@@ -54,7 +54,7 @@ class FleetHost:
     demand: Counter[SlotKind] = field(default_factory=Counter)
     """Requests waiting here for a slot of this host, by kind."""
     pool: dict[SlotKind, deque[str]] = field(default_factory=dict)
-    """Slots handed over by releases here, not yet taken by a waiter (still held in Redis)."""
+    """Slots given back here and reused (handed over or kept), not yet taken by a request (still held in Redis)."""
     gifts: int = 0
     """Hand-overs in a row: after HANDOFF_MAX a release goes to Redis, so other workers get their turn."""
     full: bool = False
@@ -84,7 +84,7 @@ class FleetHost:
 
     @property
     def holder_names(self) -> list[str]:
-        """Every holder this worker keeps in Redis (in flight or handed over): the leases to renew."""
+        """Every holder this worker keeps in Redis (in flight or in the pool): the leases to renew."""
         return [holder for holder, _ in self.holders] + [holder for free in self.pool.values() for holder in free]
 
     def contended(self, now: float) -> bool:
@@ -98,9 +98,10 @@ class FleetHost:
         free = self.pool.get(kind)
         handed = len(free) if free else 0
         if self.demand[kind] > handed:  # a request here waits for it
-            if contended and self.gifts >= HANDOFF_MAX:
-                return False
-            self.gifts += contended
+            if contended:
+                if self.gifts >= HANDOFF_MAX:
+                    return False
+                self.gifts += 1  # a run of hand-overs counts only while others wait
         elif contended:
             return False
         if free is None:
@@ -115,7 +116,7 @@ class FleetHost:
         return [holder for kind in idle for holder in self.pool.pop(kind)]
 
     def take_gift(self, kind: SlotKind) -> str | None:
-        """A slot of `kind` handed over here, taken out of the pool (None if there is none)."""
+        """A slot of `kind` from the pool, taken out of it (None if there is none)."""
         free = self.pool.get(kind)
         if not free:
             return None

@@ -200,12 +200,12 @@ class FleetSlots:
             self._fallback.release(host)
         else:
             holder, kind = state.holders.pop()
-            now = asyncio.get_running_loop().time()
+            loop = asyncio.get_running_loop()
             if self.link.degraded:
                 pass  # its lease runs out in Redis
-            elif state.reuse(holder, kind, now):  # handed over or kept here: no round trip (see fleethost.py)
+            elif state.reuse(holder, kind, loop.time()):  # handed over or kept here: no round trip (fleethost.py)
                 if state.flush is None:
-                    state.flush = asyncio.get_running_loop().call_later(KEEP_SECONDS, self._flush, state)
+                    state.flush = loop.call_later(KEEP_SECONDS, self._flush, state)
             else:
                 yielding = state.gifts >= HANDOFF_MAX  # the hand-overs in a row are used up: others go first
                 state.gifts = 0
