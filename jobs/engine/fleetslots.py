@@ -185,6 +185,12 @@ class FleetSlots:
                 return await self._acquire_fleet(state, kind)
             except REDIS_ERRORS as exc:
                 self.link.degrade(exc)
+        # Fleet slots still in flight here hold per-worker slots now, so the per-worker cap holds across the switch.
+        for _ in state.holders:
+            self._fallback.occupy(state.name)
+        state.local += len(state.holders)
+        state.holders.clear()  # their leases run out in Redis, as do the pool's
+        state.pool.clear()
         if (pause := state.paused_until - asyncio.get_running_loop().time()) > 0:
             await asyncio.sleep(pause)
         await self._fallback.acquire(state.name, limit=kind.limit, delay=kind.interval)  # paces by itself

@@ -88,6 +88,14 @@ class HostSlots:
                 self._release(host, state)
                 raise
 
+    def occupy(self, host: str) -> None:
+        """Count a request already in flight to `host` (its slot taken elsewhere) as holding one of these slots,
+        even over the limit: later acquires wait for it. Pair with `release(host)`."""
+        state = self._hosts.get(host)
+        if state is None:
+            state = self._hosts[host] = _Host()
+        state.in_flight += 1
+
     def release(self, host: str) -> None:
         """Give back a slot taken with `acquire`."""
         self._release(host, self._hosts[host])

@@ -317,3 +317,33 @@ async def test_a_worker_finding_the_host_full_gets_the_slots_another_keeps(
         await asyncio.wait_for(other.acquire(HOST, limit=2), timeout=2)
         assert time.monotonic() - started < 1.0  # given back on the other's "waiting" news
         other.release(HOST)
+
+
+async def test_fleet_slots_in_flight_when_redis_goes_count_against_the_per_worker_cap(
+    tmp_path: Path, prefix: str
+) -> None:
+    port = services.free_port()
+    redis_process = await asyncio.to_thread(services.start_redis, port=port, workdir=tmp_path / "redis")
+    client = redis_client(f"redis://127.0.0.1:{port}/0", timeout=0.5)
+    try:
+        async with FleetSlots(client, owner="a", lease=5.0, prefix=prefix, timeout=0.5) as slots:
+            for _ in range(3):
+                await slots.acquire(HOST, limit=3)  # three requests in flight on fleet slots
+            redis_process.stop()
+            late = [asyncio.create_task(slots.acquire(HOST, limit=3)) for _ in range(3)]
+            await asyncio.sleep(1.0)
+            assert slots.degraded
+            assert not any(task.done() for task in late)  # the three in flight still hold this worker's cap
+            slots.release(HOST)
+            await asyncio.sleep(0.1)
+            assert sum(task.done() for task in late) == 1  # one in, one out
+            for _ in range(2):
+                slots.release(HOST)
+            await asyncio.gather(*late)
+            assert slots.in_flight(HOST) == 3
+            for _ in range(3):
+                slots.release(HOST)
+            assert slots.in_flight(HOST) == 0
+    finally:
+        redis_process.stop()
+        await client.aclose()
