@@ -20,9 +20,11 @@ DEV_STAMP := $(VENV)/.requirements-dev.stamp
 
 # System commands the tests need, as command=Debian-package; `make test` apt-get
 # installs a package when its command is missing. tests/e2e/test_browser.py drives Debian's
-# Chromium through Playwright (which never downloads a browser of its own).
+# Chromium through Playwright (which never downloads a browser of its own); tests/ops/test_compose.py
+# validates docker-compose.yml with `docker-compose config` where the compose plugin is missing.
 TEST_TOOLS := initdb=postgresql
 TEST_TOOLS += chromium=chromium
+TEST_TOOLS += docker-compose=docker-compose
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PYTHONDONTWRITEBYTECODE := 1
