@@ -32,6 +32,7 @@ Endpoints (each waits the default delay first, or `?delay=<ms>`):
     /redirect-to          302 to ?url= (anywhere)
     /gzip-bomb            ?mb= MiB of zeros (default 256), gzip-encoded (~1.1 MiB on the wire)
     /big-headers          ?kb= KiB of response headers (default 200), in 1 KiB headers
+    /cookies              200 with two Set-Cookie headers and an X-Trace
     /robots.txt           ?-less: the robots text given to the app (`robots=`), else 404
     /storm/<anything>     a host that closes: every ?every=-th request (up to ?storms= times) answers 429 with
                           `Retry-After: ?after=` and closes the host for that long; requests arriving while it is
@@ -61,6 +62,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Self
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STORM_GRACE = 0.1
@@ -262,6 +264,10 @@ def build_app(
         kib = int(request.query.get("kb", 200))
         return web.Response(text="ok\n", headers={f"X-Filler-{i}": "f" * 1000 for i in range(kib)})
 
+    async def cookies(request: web.Request) -> web.StreamResponse:
+        headers = [("Set-Cookie", "session=s3cr3t; HttpOnly"), ("Set-Cookie", "theme=dark"), ("X-Trace", "t-1")]
+        return web.Response(text="ok\n", headers=CIMultiDict(headers))
+
     async def robots_txt(request: web.Request) -> web.StreamResponse:
         if robots is None:
             return web.Response(status=404, text="no robots here\n")
@@ -296,6 +302,7 @@ def build_app(
     app.router.add_get("/redirect-to", redirect_to)
     app.router.add_get("/gzip-bomb", bomb)
     app.router.add_get("/big-headers", big_headers)
+    app.router.add_get("/cookies", cookies)
     app.router.add_get("/robots.txt", robots_txt)
     app.router.add_get("/storm/{tail:.*}", storm)
     app.router.add_get("/stats", stats)

@@ -76,7 +76,7 @@ async def _attempt(
                     response = await client.send(request, stream=True)
                     try:
                         _observe(slots, host, response, loop.time() - sent, options)
-                        wanted = _headers(response)
+                        wanted = _headers(response, attempt)
                         location = _read_response(response, wanted, attempt)
                         if location is None:
                             if spec is None or spec.method != "HEAD":

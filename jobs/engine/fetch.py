@@ -100,6 +100,7 @@ def _result(
         error_class=failure.error_class if failure else "",
         final_url=attempt.url,
         content_type=attempt.content_type,
+        headers=attempt.headers,
         sha256=attempt.sha256,
         redirects=attempt.redirects,
         body_path=attempt.body_path,

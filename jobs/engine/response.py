@@ -30,6 +30,8 @@ class _Attempt:
     url: str
     status_code: int | None = None
     content_type: str = ""
+    headers: tuple[tuple[str, str], ...] | None = None
+    """The last response's headers as (name, value) pairs (`_headers`); None before one arrived."""
     bytes: int = 0
     sha256: str = ""
     redirects: int = 0
@@ -40,19 +42,38 @@ class _Attempt:
 
 
 _WANTED = frozenset({b"content-type", b"location", b"content-encoding"})
+_MASKED = frozenset({b"set-cookie", b"set-cookie2"})
+"""Response headers whose values are session secrets of the fetched site: kept as MASK."""
+MASK = "•••"
+HEADERS_MAX_CHARS = 8192
+"""Names and values of one response's headers kept at most; the rest is summed up in one last pair."""
 
 
-def _headers(response: httpx.Response) -> dict[bytes, str]:
+def _headers(response: httpx.Response, attempt: _Attempt) -> dict[bytes, str]:
     """The response headers the engine reads, in one pass (a `Headers.get` scans every header each time).
 
-    Repeated headers are joined with ", " as `Headers.get` does."""
+    Repeated headers are joined with ", " as `Headers.get` does. Every header is
+    also kept, in order, on `attempt.headers` (Set-Cookie masked, within
+    HEADERS_MAX_CHARS), for the result's detail.
+    """
     found: dict[bytes, str] = {}
+    kept: list[tuple[str, str]] = []
+    room = HEADERS_MAX_CHARS
     encoding = response.headers.encoding
-    for key, value in response.headers.raw:
-        key = key.lower()
+    for name, value in response.headers.raw:
+        key = name.lower()
+        text = value.decode(encoding)
         if key in _WANTED:
-            text = value.decode(encoding)
             found[key] = f"{found[key]}, {text}" if key in found else text
+        elif key in _MASKED:
+            text = MASK
+        room -= len(name) + len(text)
+        if room >= 0:
+            kept.append((name.decode(encoding), text))
+    if room < 0:
+        dropped = len(response.headers.raw) - len(kept)
+        kept.append(("…", f"{dropped} more not kept (over {HEADERS_MAX_CHARS} characters)"))
+    attempt.headers = tuple(kept)
     return found
 
 

@@ -89,6 +89,9 @@ class FetchResult:
     """Redirect hops followed in the last attempt."""
     body_path: str = ""
     """Where the body was stored, if the caller keeps bodies (set by the caller's sink)."""
+    headers: tuple[tuple[str, str], ...] | None = None
+    """The last response's headers as (name, value) pairs in the order received, Set-Cookie values masked
+    ("•••"), at most 8 KiB of them; None when no response arrived."""
 
 
 class BodySink:

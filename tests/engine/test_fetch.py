@@ -33,7 +33,9 @@ async def test_success_reports_status_and_body_bytes(target: TargetServer, clien
         final_url=target.url("/delay/100?x=1"),
         content_type="application/octet-stream",
         sha256=hashlib.sha256(b"x" * 64).hexdigest(),
+        headers=result.headers,
     )
+    assert result.headers and ("Content-Type", "application/octet-stream") in result.headers
     assert 100 <= result.elapsed_ms < 1000
     assert (other.outcome, other.status_code, other.bytes) == ("succeeded", 200, 100_000)
 

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import httpx
 
 from jobs.engine.fetch import fetch_one
-from jobs.engine.response import parse_retry_after
+from jobs.engine.response import HEADERS_MAX_CHARS, MASK, parse_retry_after
 from jobs.engine.values import FetchOptions
 from tests.engine.helpers import FAST
 from tests.target import TargetServer, gzip_bomb
@@ -59,6 +59,40 @@ async def test_200_kb_of_headers_fail_cleanly(target: TargetServer, client: http
 
     assert time.monotonic() - started < 5
     assert (result.outcome, result.error_class) == ("failed", "protocol"), result.error
+
+
+async def test_the_headers_are_kept_in_order_with_set_cookie_masked(
+    target: TargetServer, client: httpx.AsyncClient
+) -> None:
+    result = await fetch_one(client, 0, target.url("/cookies"), options=FAST)
+
+    assert result.headers is not None
+    names = [name for name, _value in result.headers]
+    assert names[:3] == ["Set-Cookie", "Set-Cookie", "X-Trace"]
+    assert result.headers[:3] == (("Set-Cookie", MASK), ("Set-Cookie", MASK), ("X-Trace", "t-1"))
+    assert ("Content-Type", "text/plain; charset=utf-8") in result.headers
+    assert "s3cr3t" not in repr(result)
+
+
+async def test_headers_past_the_budget_are_counted_not_kept(target: TargetServer, client: httpx.AsyncClient) -> None:
+    result = await fetch_one(client, 0, target.url("/big-headers?kb=12"), options=FAST)
+
+    assert result.outcome == "succeeded" and result.headers is not None
+    *kept, (mark, summary) = result.headers
+    assert sum(len(name) + len(value) for name, value in kept) <= HEADERS_MAX_CHARS
+    assert 7 <= sum(name.startswith("X-Filler-") for name, _value in kept) <= 8
+    assert mark == "…" and summary.endswith(f"more not kept (over {HEADERS_MAX_CHARS} characters)")
+    assert int(summary.split()[0]) == 12 + 4 - len(kept)  # 12 fillers, Content-Type/-Length, Date, Server
+
+
+async def test_a_redirect_keeps_the_last_responses_headers(target: TargetServer, client: httpx.AsyncClient) -> None:
+    result = await fetch_one(client, 0, target.url("/redirect/2"), options=FAST)
+    missed = await fetch_one(client, 1, "http://127.0.0.1:9/", options=FAST)
+
+    assert result.redirects == 2 and result.headers is not None
+    assert ("Content-Type", "application/octet-stream") in result.headers
+    assert not any(name == "Location" for name, _value in result.headers)
+    assert missed.headers is None
 
 
 async def test_a_reset_mid_body_is_a_protocol_failure(target: TargetServer, client: httpx.AsyncClient) -> None:
