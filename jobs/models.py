@@ -119,6 +119,14 @@ class Job(models.Model):
         return (self.finished_at or timezone.now()) - self.started_at
 
 
+class ResultManager(models.Manager["Result"]):
+    """Leaves `headers` out of every query unless asked for (`.defer(None)`): lists, exports and progress
+    read thousands of rows and never show them, and each would cost a JSON decode."""
+
+    def get_queryset(self) -> models.QuerySet[Result]:
+        return super().get_queryset().defer("headers")
+
+
 class Result(models.Model):
     class Outcome(models.TextChoices):
         PENDING = "pending"
@@ -143,6 +151,11 @@ class Result(models.Model):
     redirects = models.PositiveSmallIntegerField(default=0)
     body = models.CharField(max_length=500, blank=True, help_text="Storage name of the saved body, if kept.")
     fetched_at = models.DateTimeField(null=True, blank=True)
+    headers = models.JSONField(
+        null=True, blank=True, help_text="The last response's headers, [name, value] pairs (Set-Cookie •••)."
+    )
+
+    objects = ResultManager()
 
     class Meta:
         ordering = ["job_id", "position"]
@@ -151,6 +164,12 @@ class Result(models.Model):
 
     def __str__(self) -> str:
         return f"{self.url} ({self.outcome})"
+
+    def response_headers(self) -> list[list[str]]:
+        """The headers kept, as [name, value] pairs; for a row written before they were kept, its Content-Type."""
+        if self.headers is not None:
+            return self.headers
+        return [["Content-Type", self.content_type]] if self.content_type else []
 
 
 class RequestLine(models.Model):

@@ -24,13 +24,13 @@ if TYPE_CHECKING:
 # A batch's values in this order (FetchResult attributes), then the Result columns written from them.
 VALUE_FIELDS = (
     "position", "outcome", "status_code", "bytes", "elapsed_ms", "attempts", "error", "error_class", "final_url",
-    "content_type", "sha256", "redirects", "body_path",
+    "content_type", "sha256", "redirects", "body_path", "headers",
 )  # fmt: skip
 COLUMNS = ("outcome", "status_code", "bytes", "elapsed_ms", "attempts", "error", "error_class", "final_url",
-           "content_type", "sha256", "redirects", "body")  # fmt: skip
+           "content_type", "sha256", "redirects", "body", "headers")  # fmt: skip
 _values = attrgetter(*VALUE_FIELDS)
 PG_TYPES = ("integer", "text", "integer", "bigint", "integer", "integer", "text", "text", "text", "text", "text",
-            "integer", "text")  # fmt: skip
+            "integer", "text", "jsonb")  # fmt: skip
 """The PostgreSQL type of each of VALUE_FIELDS."""
 Written = tuple[int, int, str]
 """A written row's id, position and url."""
@@ -55,6 +55,7 @@ class FinalRow(NamedTuple):
     sha256: str
     redirects: int
     body: str
+    headers: tuple[tuple[str, str], ...] | None
     fetched_at: datetime
 
 
@@ -114,7 +115,8 @@ def sqlite_single_statement() -> bool:
 def _write_sqlite(job_id: uuid.UUID, by_position: Mapping[int, FetchResult], at: datetime) -> list[Written]:
     """One statement: update the still-pending rows of the batch, return which ones.
 
-    The batch is one JSON array of rows. The materialized CTE fixes the plan:
+    The batch is one JSON array of rows (`headers` a nested array, which
+    json_extract returns as JSON text). The materialized CTE fixes the plan:
     each batch row looks its Result up by the unique (job, position) index, and
     the UPDATE then goes by primary key. Joined directly, SQLite scans the
     job's pending rows and the JSON array once per row.
@@ -158,7 +160,13 @@ def _write_generic(job_id: uuid.UUID, by_position: Mapping[int, FetchResult], at
         assignments = ", ".join(f"{qn(name)} = %s" for name in (*COLUMNS, "fetched_at"))
         sql = f"UPDATE {table(Result)} SET {assignments} WHERE {qn('id')} = %s"
         stamp = connection.ops.adapt_datetimefield_value(at)
-        params = [(*_values(by_position[position])[1:], stamp, row_id) for row_id, position, _url in written]
+        params = [(*_row_params(by_position[position]), stamp, row_id) for row_id, position, _url in written]
         with connection.cursor() as cursor:
             cursor.executemany(sql, params)
     return written
+
+
+def _row_params(result: FetchResult) -> tuple[object, ...]:
+    """The COLUMNS values of one result as driver parameters (the headers as their JSON text)."""
+    *values, headers = _values(result)[1:]
+    return (*values, None if headers is None else json.dumps(headers, ensure_ascii=False))

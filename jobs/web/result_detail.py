@@ -2,7 +2,7 @@
 
 The row as the list has it, plus what a person debugging one URL wants in one
 place: the request the worker made (method, URL, headers, the job's limits),
-the response it got (final URL, redirects, the headers kept, size, digest),
+the response it got (final URL, redirects, its headers, size, digest),
 the timings, the error split into its short message and the attempt history
 (jobs/engine/errors.py wrote both), and the saved body's download link.
 """
@@ -29,7 +29,7 @@ REQUEST_HEADERS = {"User-Agent": USER_AGENT, "Accept-Encoding": "gzip, deflate"}
 async def result_detail(request: HttpRequest, user: AbstractBaseUser, job_id: str, position: int) -> HttpResponse:
     """The result at `position` (0-based, as everywhere) of the user's job; 404 for no such row."""
     owned = await get_job(user, job_id)
-    row = await Result.objects.filter(job=owned, position=position).afirst()
+    row = await Result.objects.filter(job=owned, position=position).defer(None).afirst()
     if row is None:
         raise Http404
     line = await RequestLine.objects.filter(job=owned, position=position).afirst() if owned.line_requests else None
@@ -54,8 +54,7 @@ def detail_dict(job: Job, row: Result, line: RequestLine | None = None) -> dict[
                 "max_redirects": job.max_redirects,
                 "max_bytes": job.max_bytes,
             },
-            # Only the Content-Type of a response is stored; the other headers are not kept.
-            "response_headers": {"Content-Type": row.content_type} if row.content_type else {},
+            "response_headers": row.response_headers(),
             "body_url": (
                 reverse("api_result_body", kwargs={"job_id": job.pk, "position": row.position}) if row.body else None
             ),

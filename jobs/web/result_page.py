@@ -27,7 +27,7 @@ MAX_SHOWN_JSON_BYTES = 1024 * 1024
 @login_required
 def result_detail(request: HttpRequest, job_id: uuid.UUID, position: int) -> HttpResponse:
     job = get_object_or_404(Job, pk=job_id, owner=request.user)
-    row = Result.objects.filter(job=job, position=position).first()
+    row = Result.objects.filter(job=job, position=position).defer(None).first()
     if row is None:
         raise Http404
     line = RequestLine.objects.filter(job=job, position=position).first() if job.line_requests else None

@@ -52,13 +52,14 @@
     return wrap;
   }
 
+  // Request headers come as an object, response headers as [name, value] pairs (names may repeat).
   function headerPairs(headers) {
-    var keys = Object.keys(headers || {});
-    return keys.length
-      ? keys.map(function (key) {
+    var pairs = Array.isArray(headers)
+      ? headers
+      : Object.keys(headers || {}).map(function (key) {
           return [key, headers[key]];
-        })
-      : [["Headers", "none kept"]];
+        });
+    return pairs.length ? pairs : [["Headers", "none"]];
   }
 
   function list(items) {

@@ -162,7 +162,7 @@ async def test_errors_are_short_once_and_a_row_opens_its_detail(
     page: Page, live_stack: LiveStack, target: TargetServer
 ) -> None:
     closed = f"127.0.0.1:{free_port()}"  # nothing listens there: connection refused
-    urls = [f"http://{closed}/nothing", target.url("/redirect/2"), target.url("/status/404")]
+    urls = [f"http://{closed}/nothing", target.url("/redirect/2"), target.url("/status/404"), target.url("/cookies")]
     await page.get_by_label("URLs", exact=True).fill("\n".join(urls))
     await page.get_by_label("Name").fill("errors")
     await page.locator("summary", has_text="Fetch options").click()
@@ -197,7 +197,22 @@ async def test_errors_are_short_once_and_a_row_opens_its_detail(
     detail = await api(page, live_stack, f"/api/jobs/{job_id}/results/1/")
     assert (detail["redirects"], detail["status_code"], detail["final_url"]) == (2, 200,
                                                                                 target.url("/ok"))
+    assert ["Content-Type", "application/octet-stream"] in detail["response_headers"]
+    await expect(dialog.locator("section", has_text="Response")).to_contain_text("application/octet-stream")
     await screenshot(page, "detail-redirect")
+    await page.get_by_role("button", name="Close").click()
+
+    # The response headers as the worker kept them: in order, the site's cookies masked.
+    await page.locator("#results-body tr[data-position='3']").click()
+    response = dialog.locator("section", has_text="Response")
+    await expect(response).to_contain_text("X-Trace")
+    await expect(response).to_contain_text("t-1")
+    assert (await response.inner_text()).count("•••") == 2
+    assert "s3cr3t" not in await dialog.inner_text()
+    detail = await api(page, live_stack, f"/api/jobs/{job_id}/results/3/")
+    masked = ["Set-Cookie", "•••"]
+    assert detail["response_headers"][:3] == [masked, masked, ["X-Trace", "t-1"]]
+    await screenshot(page, "detail-headers")
 
 
 # --- 5. layout polish ---------------------------------------------------------------------------

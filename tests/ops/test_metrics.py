@@ -161,7 +161,7 @@ def _row(position: int, outcome: str, error_class: str, elapsed_ms: int, attempt
     from django.utils import timezone
 
     return FinalRow(position, position, "http://x/", outcome, None, None, elapsed_ms, attempts, "", error_class,
-                    "", "", "", 0, "", timezone.now())  # fmt: skip
+                    "", "", "", 0, "", None, timezone.now())  # fmt: skip
 
 
 def test_observe_recorded_counts_outcomes_latency_and_retries() -> None:

@@ -83,6 +83,20 @@ def test_any_text_is_written_as_it_is(owner: Any, path: str) -> None:
     assert (rows[0].final_url, rows[0].content_type) == (long_url, odd)
 
 
+def test_headers_are_stored_as_pairs_and_no_response_as_null(owner: Any, path: str) -> None:
+    job = make_job(owner, 2)
+    headers = (("Content-Type", "text/plain"), ("X-Odd", 'é "q" \\ 😀'), ("X-Odd", "again"))
+    with transaction.atomic():
+        rows = resultwrite.write_results(
+            job.pk, [fetched(0, headers=headers), fetched(1, "failed", None, error_class="connect")], timezone.now()
+        )
+    assert rows[0].headers == headers and rows[1].headers is None
+    stored = {row.position: row for row in Result.objects.filter(job=job).defer(None)}
+    assert stored[0].headers == [list(pair) for pair in headers]
+    assert stored[1].headers is None
+    assert "headers" in Result.objects.get(job=job, position=0).get_deferred_fields()  # lists leave them out
+
+
 def test_only_the_given_job_is_written(owner: Any, path: str) -> None:
     job, other = make_job(owner, 3), make_job(owner, 3)
     with transaction.atomic():

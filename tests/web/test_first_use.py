@@ -84,12 +84,17 @@ def test_the_cli_skips_invalid_lines_and_counts_in_words(django_user_model: Any,
 
 
 def test_result_detail(ann_client: Client, ann: Any, bob: Any) -> None:
-    job = Job.objects.create(owner=ann, concurrency=1, timeout=5, total=2, retries=2)
+    job = Job.objects.create(owner=ann, concurrency=1, timeout=5, total=3, retries=2)
     error = "connect: connection refused by 127.0.0.1:9 (the same on all 3 attempts)"
+    kept = [["Content-Type", "text/plain"], ["Set-Cookie", "•••"], ["Set-Cookie", "•••"]]
     Result.objects.create(job=job, position=0, url="http://127.0.0.1:9/", outcome="failed", attempts=3,
                           error=error, error_class="connect", elapsed_ms=12)
     Result.objects.create(job=job, position=1, url="http://a.example/r", outcome="succeeded", status_code=200,
-                          final_url="http://a.example/final", redirects=2, content_type="text/plain", bytes=3)
+                          final_url="http://a.example/final", redirects=2, content_type="text/plain", bytes=3,
+                          headers=kept)
+    # A row written before headers were kept shows its Content-Type.
+    Result.objects.create(job=job, position=2, url="http://a.example/o", outcome="succeeded", status_code=200,
+                          content_type="text/html")
     response = ann_client.get(f"/api/jobs/{job.pk}/results/0/")
     assert response.status_code == 200
     assert_documented("/api/jobs/{job_id}/results/{position}/", "GET", response)
@@ -101,7 +106,10 @@ def test_result_detail(ann_client: Client, ann: Any, bob: Any) -> None:
     assert (detail["request"]["retries"], detail["body_url"]) == (2, None)
     redirected = ann_client.get(f"/api/jobs/{job.pk}/results/1/").json()
     assert (redirected["final_url"], redirected["redirects"]) == ("http://a.example/final", 2)
-    assert redirected["response_headers"] == {"Content-Type": "text/plain"}
+    assert redirected["response_headers"] == kept
+    assert_documented("/api/jobs/{job_id}/results/{position}/", "GET", ann_client.get(f"/api/jobs/{job.pk}/results/1/"))
+    older = ann_client.get(f"/api/jobs/{job.pk}/results/2/").json()
+    assert (older["response_headers"], detail["response_headers"]) == ([["Content-Type", "text/html"]], [])
     assert ann_client.get(f"/api/jobs/{job.pk}/results/5/").status_code == 404
     other = Client()
     other.force_login(bob)
