@@ -1,6 +1,6 @@
 """`make bench`: Batchfetch end to end next to the bare asyncio scripts, on the same loopback URLs.
 
-    scripts/testenv.py -- python -m bench [--quick] [--only sqlite|postgresql] [--no-engine] [--politeness] [--requests]
+    scripts/testenv.py -- python -m bench [--quick] [--only sqlite|postgresql] [--no-engine] [--politeness] [--requests] [--changes]
 
 Needs REDIS_URL and TEST_POSTGRES_URL (scripts/testenv.py provides both, as
 for `make test`). Starts one loopback target process per delay
@@ -232,6 +232,7 @@ async def main_async(args: argparse.Namespace) -> int:
         report.write_results(BASE_DIR / "bench" / "results.md", text)
         print("written to bench/results.md")
         run_requests()
+        run_changes()
     return 0
 
 
@@ -239,6 +240,12 @@ def run_requests() -> None:
     """bench.requests: requests with a body against GETs in the engine (its own target; its block of results.md)."""
     print("\nrequests with a body (bench.requests):", flush=True)
     subprocess.run([sys.executable, "-m", "bench.requests", "--write"], cwd=BASE_DIR, check=True)
+
+
+def run_changes() -> None:
+    """bench.changes: "what changed" for 100,000 URLs on both databases (its block of results.md)."""
+    print("\nwhat changed, 100,000 URLs (bench.changes):", flush=True)
+    subprocess.run([sys.executable, "-m", "bench.changes", "--write"], cwd=BASE_DIR, check=True)
 
 
 def main() -> None:
@@ -255,9 +262,14 @@ def main() -> None:
                         help="run only the politeness cell (bench/politeness.py: 4 workers, shared vs per-worker slots)")  # fmt: skip
     parser.add_argument("--requests", action="store_true",
                         help="run only the requests cell (bench/requests.py: POSTs with bodies against GETs)")  # fmt: skip
+    parser.add_argument("--changes", action="store_true",
+                        help="run only the what-changed cell (bench/changes.py: 100,000 URLs, both databases)")  # fmt: skip
     args = parser.parse_args()
     if args.requests:
         run_requests()
+        sys.exit(0)
+    if args.changes:
+        run_changes()
         sys.exit(0)
     if args.politeness:
         from bench import politeness

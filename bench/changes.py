@@ -1,31 +1,44 @@
 """How long "what changed" takes for a big list: two runs of N URLs compared in the database.
 
-    scripts/testenv.py -- python -m bench.changes [--urls 100000] [--postgres]
+    scripts/testenv.py -- python -m bench.changes [--urls 100000] [--postgres | --write]
 
 Creates a throwaway test database (Django's test-database machinery: SQLite
 in a temporary file, or `test_<name>` on TEST_POSTGRES_URL with --postgres),
 stores two finished runs of N URLs (a tenth of them changed in each of the
 four ways), then times `jobs.monitoring.changes.compare` (the INSERT ... SELECT
-per batch) and the counts the API answers. Prints one table.
+per batch) and the counts the API answers. Prints one table row.
+
+`--write` (what a full `make bench` runs) measures SQLite and PostgreSQL, each
+in a process of its own, and writes the table as the `changes` block of
+bench/results.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+HEADER = (
+    "| database | URLs | batches (queries) | compare, best of 3 | worst | counts query | setup |",
+    "|---|---:|---:|---:|---:|---:|---:|",
+)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--urls", type=int, default=100_000)
     parser.add_argument("--postgres", action="store_true", help="use TEST_POSTGRES_URL instead of SQLite")
+    parser.add_argument("--write", action="store_true", help="both databases; replace the changes block of results.md")
     args = parser.parse_args()
+    if args.write:
+        write_both(args.urls)
+        return
     os.environ.setdefault("DJANGO_DEBUG", "1")
     os.environ["DJANGO_SETTINGS_MODULE"] = "project.settings"
     if args.postgres:
@@ -86,10 +99,26 @@ def run(n: int) -> None:
                 "unchanged": n - 4 * tenth}  # fmt: skip
     assert counts == expected, counts
     batches = -(-n // changes.CHANGES_BATCH)
-    print("| database | URLs | batches (queries) | compare, best of 3 | worst | counts query | setup |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("\n".join(HEADER))
     print(f"| {connection.vendor} | {n:,} | {batches} | {min(timings):.2f} s | {max(timings):.2f} s "
           f"| {count_time * 1000:.0f} ms | {setup:.1f} s |")  # fmt: skip
+
+
+def write_both(n: int) -> None:
+    """Measure each database in a fresh process (one Django setup each); write the table to results.md."""
+    from bench import report
+
+    rows = []
+    for flags in ([], ["--postgres"]):
+        argv = [sys.executable, "-m", "bench.changes", "--urls", str(n), *flags]
+        out = subprocess.run(argv, cwd=BASE_DIR, check=True, capture_output=True, text=True).stdout
+        rows.append(out.strip().splitlines()[-1])
+    text = "\n".join([
+        f"### What changed: two runs of {n:,} URLs compared in the database (bench/changes.py)", "", *HEADER, *rows,
+    ])  # fmt: skip
+    print(text)
+    report.write_section(BASE_DIR / "bench" / "results.md", "changes", text)
+    print("written to bench/results.md")
 
 
 if __name__ == "__main__":
