@@ -8,28 +8,30 @@ them as the engine's `RequestSpec`s, unsealed, off the event loop.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 from channels.db import database_sync_to_async
+from django.db import connection
 
 from jobs import requestdata
 from jobs.engine.requestspec import RequestSpec
 from jobs.models import Job, RequestLine
+from jobs.queue.bulkinsert import insert_rows
 from jobs.requestdata import LineRecord
 
-BATCH = 2000
+
+COLUMNS = ("job_id", "position", "method", "headers", "sealed_headers", "body")
 
 
 def insert_lines(job: Job, records: Sequence[LineRecord]) -> None:
-    """Store the overrides of `job`'s lines (in the caller's transaction)."""
-    RequestLine.objects.bulk_create(
-        (
-            RequestLine(job=job, position=r.position, method=r.method, headers=r.headers,
-                        sealed_headers=r.sealed_headers, body=r.body)
-            for r in records
-        ),
-        batch_size=BATCH,
-    )  # fmt: skip
+    """Store the overrides of `job`'s lines (in the caller's transaction); `headers` go as their JSON text."""
+    job_id = RequestLine._meta.get_field("job").get_db_prep_save(job.pk, connection=connection)
+    rows = (
+        (job_id, r.position, r.method, None if r.headers is None else json.dumps(r.headers), r.sealed_headers, r.body)
+        for r in records
+    )
+    insert_rows(RequestLine, COLUMNS, rows)
 
 
 def line_specs(job: Job, start: int, end: int) -> dict[int, RequestSpec]:
