@@ -32,9 +32,11 @@ def make_job(owner: Any, urls: list[str], *, concurrency: int = 40, **options: A
                               options={"retries": 0, **options})  # fmt: skip
 
 
-def start_workers(env: dict[str, str], tmp_path: Path, n: int, *args: str) -> list[services.ManagedProcess]:
+def start_workers(
+    env: dict[str, str], tmp_path: Path, n: int, *args: str, concurrency: int = 40
+) -> list[services.ManagedProcess]:
     workers = [
-        start_worker(env, tmp_path / f"w{i}.log", "--worker-id", f"w{i}", "--concurrency", "40", *args)
+        start_worker(env, tmp_path / f"w{i}.log", "--worker-id", f"w{i}", "--concurrency", str(concurrency), *args)
         for i in range(n)
     ]
     for worker in workers:
@@ -76,8 +78,10 @@ def env(live_database_url: str, redis_url: str) -> dict[str, str]:
 def test_per_host_holds_across_four_workers_and_two_jobs(
     owner: Any, target: TargetServer, env: dict[str, str], tmp_path: Path, settings: Any
 ) -> None:
-    settings.WORKER_CHUNK_SIZE = 20  # both jobs spread over the four workers
-    workers = start_workers(env, tmp_path, 4)
+    # Both jobs spread over the four workers: a worker claims URLs ahead of its slots (its queue), so
+    # with 40 slots two workers could hold every chunk of 160 URLs; with 10 each holds a few chunks of 10.
+    settings.WORKER_CHUNK_SIZE = 10
+    workers = start_workers(env, tmp_path, 4, concurrency=10)
     try:
         jobs = [make_job(owner, [target.url(f"/ok/{j}/{i}?delay=50") for i in range(160)], per_host=4) for j in "ab"]
         wait_for_jobs(*jobs)
