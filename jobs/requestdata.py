@@ -99,7 +99,7 @@ def job_spec(job: Job) -> RequestSpec | None:
 
 
 LINE_FIELDS = ("position", "method", "headers", "sealed_headers", "body")
-"""The RequestLine columns `line_specs` reads, in its rows' order (`values_list(*LINE_FIELDS)`)."""
+"""The RequestLine columns of a `LineRow`, in its order (claims.claim_chunk reads them with a chunk's URLs)."""
 LineRow = tuple[int, str, Sequence[Sequence[Any]] | None, str, str | None]
 
 

@@ -2,8 +2,9 @@
 
 Only lines with an override have a row, and only jobs with such lines
 (`Job.line_requests`) are ever asked for them: a job of plain URLs costs
-nothing here. The worker reads a claimed chunk's rows in one query and gets
-them as the engine's `RequestSpec`s, unsealed, off the event loop.
+nothing here. The worker gets a claimed chunk's rows with its URLs, in the
+claim's query (claims.claim_chunk), and turns them into the engine's
+`RequestSpec`s off the event loop (requestdata.line_specs).
 """
 
 from __future__ import annotations
@@ -11,11 +12,8 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from channels.db import database_sync_to_async
 from django.db import connection
 
-from jobs import requestdata
-from jobs.engine.requestspec import RequestSpec
 from jobs.models import Job, RequestLine
 from jobs.queue.bulkinsert import insert_rows
 from jobs.requestdata import LineRecord
@@ -32,15 +30,6 @@ def insert_lines(job: Job, records: Sequence[LineRecord]) -> None:
         for r in records
     )
     insert_rows(RequestLine, COLUMNS, rows)
-
-
-def line_specs(job: Job, start: int, end: int) -> dict[int, RequestSpec]:
-    """Position -> the request of each line of [start, end) with overrides. SealBroken if a secret does not open."""
-    rows = RequestLine.objects.filter(job=job, position__gte=start, position__lt=end)
-    return requestdata.line_specs(job, rows.values_list(*requestdata.LINE_FIELDS))
-
-
-aline_specs = database_sync_to_async(line_specs)
 
 
 def lines_between(job_id: object, first: int, last: int) -> dict[int, RequestLine]:

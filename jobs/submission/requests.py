@@ -38,6 +38,8 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _FIELD_VALUE = re.compile(r"[\x20-\x7e\t]*")
 """Visible ASCII, space and tab (RFC 9110 5.5 without obs-text): no CR, LF or NUL can smuggle a header in."""
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+"""How a `json` body is sent (one encoder for every line: json.dumps with options builds one per call)."""
 
 
 class RequestLines(list[Any]):
@@ -142,13 +144,12 @@ def clean_headers(value: Any) -> list[tuple[str, str]]:
     return cleaned
 
 
-def clean_body(data: Mapping[str, Any]) -> tuple[str | None, bool]:
-    """(the body text, whether it is JSON) from `json` or `body`, at most JOBS_MAX_REQUEST_BODY_BYTES."""
+def clean_body(data: Mapping[str, Any], limit: int) -> tuple[str | None, bool]:
+    """(the body text, whether it is JSON) from `json` or `body`, at most `limit` bytes."""
     if "json" in data and "body" in data:
         raise ValueError("give json or body, not both")
-    limit = int(conf.get("JOBS_MAX_REQUEST_BODY_BYTES"))
     if "json" in data:
-        text = json.dumps(data["json"], separators=(",", ":"), ensure_ascii=False)
+        text = _COMPACT_JSON.encode(data["json"])
         is_json = True
     elif data.get("body") is not None:
         if not isinstance(data["body"], str):
@@ -160,6 +161,11 @@ def clean_body(data: Mapping[str, Any]) -> tuple[str | None, bool]:
     if size > limit:
         raise ValueError(f"body of {size} bytes is over the limit of {limit} bytes (JOBS_MAX_REQUEST_BODY_BYTES)")
     return text, is_json
+
+
+def body_limit() -> int:
+    """The most bytes a request body may have (JOBS_MAX_REQUEST_BODY_BYTES)."""
+    return int(conf.get("JOBS_MAX_REQUEST_BODY_BYTES"))
 
 
 def clean_secret_names(value: Any) -> frozenset[str]:
@@ -202,7 +208,7 @@ def clean_job_request(data: Mapping[str, Any], errors: dict[str, Any]) -> tuple[
     except ValueError as exc:
         errors["headers"] = str(exc)
     try:
-        fields["request_body"], is_json = clean_body(data)
+        fields["request_body"], is_json = clean_body(data, body_limit())
         headers = _with_json_type(headers, is_json)
     except ValueError as exc:
         errors["json" if "json" in data else "body"] = str(exc)
@@ -250,9 +256,10 @@ def check_lines(value: Any, *, secret: frozenset[str], url_check: Any) -> Checke
         checked.errors.append({"error": f"too many requests: {len(value)} (at most {max_urls})"})
         return checked
     lines = value.line_numbers if isinstance(value, RequestLines) else None
+    max_body = body_limit()  # settings are read once, not once per line
     invalid = 0
     for index, item in enumerate(value):
-        problems = _line_problems(index, item, secret, url_check, checked)
+        problems = _line_problems(index, item, secret, url_check, max_body, checked)
         if not problems:
             continue
         invalid += 1
@@ -271,7 +278,7 @@ def check_lines(value: Any, *, secret: frozenset[str], url_check: Any) -> Checke
 
 
 def _line_problems(
-    index: int, item: Any, secret: frozenset[str], url_check: Any, checked: CheckedLines
+    index: int, item: Any, secret: frozenset[str], url_check: Any, max_body: int, checked: CheckedLines
 ) -> list[tuple[str, str]]:
     """The (field, problem) pairs of one line; a good line is appended to `checked`."""
     if isinstance(item, NotJson):
@@ -304,7 +311,7 @@ def _line_problems(
     except ValueError as exc:
         problems.append(("headers", str(exc)))
     try:
-        body, is_json = clean_body(item)
+        body, is_json = clean_body(item, max_body)
         headers = _with_json_type(headers, is_json)
         if body is not None:
             record["body"] = body

@@ -8,6 +8,7 @@ came from pasted text or an uploaded file), so a 400 names what to fix.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -293,7 +294,8 @@ def validate_submission(data: Mapping[str, Any]) -> JobRequest:
     if "requests" in data:
         if "urls" in data:
             errors["urls"] = [{"error": "give urls or requests, not both"}]
-        checked = requests.check_lines(data["requests"], secret=secret, url_check=_line_url)
+        url_check = functools.partial(_line_url, max_length=conf.get("JOBS_MAX_URL_LENGTH"))
+        checked = requests.check_lines(data["requests"], secret=secret, url_check=url_check)
         if checked.errors:
             errors["requests"] = checked.errors
         urls, lines = tuple(checked.urls), tuple(checked.records)
@@ -324,9 +326,8 @@ def validate_submission(data: Mapping[str, Any]) -> JobRequest:
     )
 
 
-def _line_url(url: str) -> tuple[str, str | None]:
+def _line_url(url: str, max_length: int) -> tuple[str, str | None]:
     """(the normalised URL, None), or ("", what is wrong with it): the URL check of a request line."""
-    max_length = conf.get("JOBS_MAX_URL_LENGTH")
     checked = _check_url(url.strip(), max_length)
     if isinstance(checked, str):
         return "", checked

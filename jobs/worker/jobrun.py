@@ -34,14 +34,14 @@ import httpx
 from django.db import DatabaseError
 from django.utils import timezone
 
-from jobs import bodies, conf
+from jobs import bodies, conf, requestdata
 from jobs.engine.hostslots import HostLimits
 from jobs.engine.netguard import Guard
 from jobs.engine.pipeline import Item, fetch_all
 from jobs.engine.values import FetchResult
 from jobs.models import Job
 from jobs.progress import publisher
-from jobs.queue import claims, deadlines, records, requestlines, shares
+from jobs.queue import claims, deadlines, records, shares
 from jobs.queue.fences import Claim
 from jobs.queue.records import Ending
 from jobs.worker import dbretry
@@ -232,8 +232,8 @@ class JobRun:
 
         fetch_all asks for the next item only when its queue has room, so the
         next chunk is claimed while the last one's requests are still in flight.
-        A job whose lines override its request yields (position, url, request) with each chunk's
-        requests read in one query; a job of plain lines reads none.
+        A job whose lines override its request yields (position, url, request), the chunk's
+        overrides read by the claim's own query; a job of plain lines reads none.
         """
         while self._feeding:
             chunk = await self._retrying(lambda: claims.aclaim_chunk(self.claim), "claiming URLs")
@@ -241,10 +241,8 @@ class JobRun:
                 return
             items: Sequence[Item] = chunk.items
             if self.job.line_requests:
-                specs = await self._retrying(
-                    lambda start=chunk.start, end=chunk.end: requestlines.aline_specs(self.job, start, end),
-                    "reading the lines' requests",
-                )
+                # Unsealing the lines' secret headers is CPU work: off the event loop.
+                specs = await asyncio.to_thread(requestdata.line_specs, self.job, chunk.lines)
                 items = [(position, url, specs.get(position)) for position, url in chunk.items]
             for item in items:
                 if not self._feeding:

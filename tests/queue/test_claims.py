@@ -20,7 +20,8 @@ from django.db.models import Count
 from django.utils import timezone
 
 from jobs.models import Chunk, Job, Share
-from jobs.queue import claims, control, records
+from jobs.queue import claims, control, records, requestlines
+from jobs.requestdata import LineRecord
 from tests import services
 from tests.queue.conftest import assert_counters_match_rows, expire_shares, fetched, joined, make_job, take_chunks
 
@@ -225,6 +226,34 @@ def test_a_chunk_is_handed_over_with_only_its_pending_urls(owner: Any) -> None:
     again = joined("next")
     assert take_chunks(again) == [0, 2, 3, 5, 6]
     assert Chunk.objects.get(job=job).claims == 1  # the clean hand-back did not count
+
+
+def test_a_chunk_of_a_job_with_line_requests_carries_the_overrides_of_its_pending_lines(owner: Any) -> None:
+    job = make_job(owner, 6)
+    Job.objects.filter(pk=job.pk).update(line_requests=True)
+    requestlines.insert_lines(job, [
+        LineRecord(position=1, method="POST", body='{"n": 1}'),
+        LineRecord(position=3, headers=[["X-Trace", "abc"], ["Authorization", None]], sealed_headers="sealed"),
+        LineRecord(position=4, method="PUT", body=""),
+    ])  # fmt: skip
+    first = joined("w")
+    assert claims.claim_chunk(first) is not None
+    records.record_results(first, [fetched(4)])
+    records.leave_job(first, "stop")
+
+    chunk = claims.claim_chunk(joined("next"))
+
+    assert chunk is not None and [position for position, _ in chunk.items] == [0, 1, 2, 3, 5]
+    assert chunk.lines == [  # line 4 is recorded already: its override is not read
+        (1, "POST", None, "", '{"n": 1}'),
+        (3, "", [["X-Trace", "abc"], ["Authorization", None]], "sealed", None),
+    ]
+
+
+def test_a_chunk_of_plain_lines_reads_no_overrides(owner: Any) -> None:
+    make_job(owner, 3)
+    chunk = claims.claim_chunk(joined("w"))
+    assert chunk is not None and len(chunk.items) == 3 and chunk.lines == []
 
 
 def test_chunks_with_nothing_pending_are_marked_done(owner: Any, settings: Any) -> None:
