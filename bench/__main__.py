@@ -237,9 +237,11 @@ async def main_async(args: argparse.Namespace) -> int:
 
 
 def run_requests() -> None:
-    """bench.requests: requests with a body against GETs in the engine (its own target; its block of results.md)."""
+    """bench.requests: requests with a body against GETs, in the engine and end to end at 0 and 50 ms (each run
+    with its own target and its own block of results.md)."""
     print("\nrequests with a body (bench.requests):", flush=True)
-    subprocess.run([sys.executable, "-m", "bench.requests", "--write"], cwd=BASE_DIR, check=True)
+    for extra in ([], ["--e2e"], ["--e2e", "--delay-ms", "50"]):
+        subprocess.run([sys.executable, "-m", "bench.requests", "--write", *extra], cwd=BASE_DIR, check=True)
 
 
 def run_changes() -> None:

@@ -5,9 +5,11 @@ No timings are asserted here: the figures below are made up; the benchmarks them
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from bench import report
+from bench import requests as bench_requests
 from bench.e2e import JobFigures
 
 
@@ -101,3 +103,24 @@ def test_the_fleet_table_compares_each_count_of_workers_with_one() -> None:
     assert "C=200 each" in text
     assert "| 1 | 25.00 | 4,000 | 1.00 | 0.220 | +0% | - | - | completed, 100,000 ok |" in text
     assert "| 2 | 14.00 | 7,143 | 1.79 | 0.242 | +10% | - | - | completed, 100,000 ok |" in text
+
+
+def test_the_requests_table_gives_ratios_to_the_gets_and_end_to_end_the_posts_share() -> None:
+    args = argparse.Namespace(n=1000, c=10, delay_ms=50, repeats=3, e2e=True)
+    rows = {
+        "GET": [(2.0, 1.0, 0.1), (2.2, 1.1, 0.2), (2.1, 1.2, 0.15)],
+        "POST (job request)": [(2.31, 1.0, 0.1)] * 3,
+    }
+
+    text = bench_requests.render(rows, args)
+
+    assert "| GET | 2.10 | +0.0% | 0.15 | 1.10 | 1.100 | +0.0% |" in text
+    assert "| POST (job request) | 2.31 | +10.0% | 0.10 | 1.00 | 1.000 | -9.1% |" in text
+    assert bench_requests.section(args) == "requests-e2e-50ms"
+    assert bench_requests.section(argparse.Namespace(e2e=False, delay_ms=0)) == "requests"
+
+
+def test_each_request_variant_opens_one_turn_of_three() -> None:
+    turns = [bench_requests._rotated(turn) for turn in range(3)]
+    assert [turn[0] for turn in turns] == list(bench_requests.VARIANTS)
+    assert all(sorted(turn) == sorted(bench_requests.VARIANTS) for turn in turns)
